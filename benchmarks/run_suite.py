@@ -1,0 +1,524 @@
+"""The project's benchmark suite: every scenario of BENCHMARKING.md, against every peer.
+
+    python benchmarks/run_suite.py                      # full run (about 25 minutes on 2 cores)
+    python benchmarks/run_suite.py --write-docs         # ... and update docs/benchmarks.md + chart
+    python benchmarks/run_suite.py --smoke              # CI: seconds per scenario, no verdict on numbers
+    python benchmarks/run_suite.py --scenarios raw_plaintext,idle_rss --peers uvicorn,granian
+
+Each scenario is one ``fasterapi-asgi bench`` run (servers pinned, warm-up, interleaved rounds,
+medians of same-round ratios); results go to ``--out`` (one folder per scenario with bench.json,
+bench.md and the raw wrk/server logs, plus suite.json and suite.md). Scenarios that need
+something missing (native routes, nginx) are reported "not available", not failed. Exit code:
+0 when every available scenario ran, 1 when one failed to run, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ROOT / "benchmarks" / "apps"
+sys.path.insert(0, str(ROOT))
+
+from fasterapi_asgi.bench import chart, cli, runner, servers  # noqa: E402
+
+SELF = "fasterapi-asgi"
+ASGI_PEERS = ["uvicorn", "granian", "hypercorn", "fastpysgi"]
+DOCS = ROOT / "docs" / "benchmarks.md"
+DOCS_CHART = ROOT / "docs" / "benchmarks.png"
+START_MARK = "<!-- suite-results:start -->"
+END_MARK = "<!-- suite-results:end -->"
+
+# keep-alive idle timeouts raised so 10,000 idle connections stay open while RSS is read
+IDLE_KEEPALIVE_ARGS = {
+    "fasterapi-asgi": ["--timeout-keep-alive", "600"],
+    "uvicorn": ["--timeout-keep-alive", "600"],
+    "hypercorn": ["--keep-alive", "600"],
+}
+
+
+@dataclass
+class Scenario:
+    key: str
+    title: str
+    app: str = "raw_asgi:app"
+    path: str = "/plaintext"
+    method: str = "GET"
+    body_file: str | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    pipeline: int = 1
+    kind: str = "throughput"  # throughput | rate | idle
+    native: bool = False
+    reference: str = "uvicorn"
+    target: str = ""
+
+
+SCENARIOS = [
+    Scenario("raw_plaintext", "raw ASGI plain text", target=">= 2.5x uvicorn, >= 1.3x granian"),
+    Scenario("raw_json", "raw ASGI JSON", path="/json"),
+    Scenario(
+        "fastapi_get",
+        "FastAPI JSON GET, path parameter",
+        app="fastapi_app:app",
+        path="/items/42?q=x",
+        target=">= 1.3x uvicorn",
+    ),  # fmt: skip
+    Scenario(
+        "fastapi_post_1k",
+        "FastAPI POST, 1 KB pydantic body",
+        app="fastapi_app:app",
+        path="/items",
+        method="POST",
+        body_file="item_1k.json",
+        headers=[("Content-Type", "application/json")],
+        target=">= 1.3x uvicorn",
+    ),
+    Scenario("stream_64k", "64 KB streamed response (16 chunks)", path="/stream"),
+    Scenario(
+        "native",
+        "native route (C++)",
+        app="native_app:app",
+        native=True,
+        reference="nginx",
+        target=">= 1.1x nginx",
+    ),  # fmt: skip
+    Scenario(
+        "native_pipeline16",
+        "native route, 16-deep pipelining",
+        app="native_app:app",
+        native=True,
+        pipeline=16,
+        reference="nginx",
+        target=">= 4x nginx",
+    ),  # fmt: skip
+    Scenario("fixed_rate_latency", "p50/p99 at a fixed rate", kind="rate", target="p99 <= 0.5x uvicorn"),
+    Scenario("idle_rss", "RSS with idle keep-alive connections", kind="idle", target="<= 0.25x uvicorn"),
+]
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def native_available() -> tuple[bool, str]:
+    code = "from fasterapi_asgi import native; native.get; native.text"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=60, check=False
+    )
+    if out.returncode == 0:
+        return True, ""
+    last = (out.stderr.strip().splitlines() or ["import failed"])[-1]
+    return False, f"`from fasterapi_asgi import native` failed ({last})"
+
+
+def versions(peers: list[str]) -> dict[str, str]:
+    v: dict[str, str] = {}
+    for name in peers:
+        try:
+            servers.check_server(name)
+            v[name] = servers.server_version(name)
+        except servers.ServerUnavailable:
+            v[name] = "not installed"
+    for dist in ("fastapi", "starlette", "pydantic", "uvloop", "httptools"):
+        try:
+            v[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            v[dist] = "not installed"
+    for tool, argv in (("wrk", ["wrk", "-v"]), ("h2load", ["h2load", "--version"])):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+            first = ((out.stdout + out.stderr).strip().splitlines() or ["?"])[0].split(" Copyright")[0]
+            v[tool] = first.removeprefix(tool + " ").strip()
+        except OSError:
+            v[tool] = "not installed"
+    v["python"] = platform.python_version()
+    return v
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return int(hard)
+    return int(soft)
+
+
+# -------------------------------------------------------------------------------------------- idle
+
+
+def run_idle(
+    names: list[str], count: int, out: Path, pinning: servers.Pinning, reference: str
+) -> dict[str, Any]:
+    """Start each server, hold ``count`` idle keep-alive connections, read the server's RSS."""
+    workdir = out / "logs"
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, dict[str, Any]] = {}
+    for name in names:
+        say(f"[idle_rss] {name}: starting")
+        srv = servers.start_server(
+            name,
+            "raw_asgi:app",
+            app_dir=APPS,
+            workdir=workdir,
+            pinning=pinning,
+            extra_args=IDLE_KEEPALIVE_ARGS.get(name, []),
+            probe_request=lambda p: servers.build_request("GET", "/plaintext", p),
+            log_name=f"server-{name}.log",
+        )
+        client = None
+        try:
+            time.sleep(0.5)
+            before = servers.tree_rss_kb(srv.pid)
+            argv = pinning.load_prefix() + [
+                sys.executable,
+                str(ROOT / "benchmarks" / "idle_connections.py"),
+                "--port",
+                str(srv.port),
+                "--count",
+                str(count),
+            ]
+            client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            assert client.stdout is not None and client.stdin is not None
+            line = client.stdout.readline().split()
+            if len(line) != 3 or line[0] != "READY":
+                raise runner.BenchError(f"idle client failed against {name}: {line}")
+            opened, failed = int(line[1]), int(line[2])
+            time.sleep(1.0)
+            held = servers.tree_rss_kb(srv.pid)
+            alive = srv.proc.poll() is None
+            client.stdin.write("\n")
+            client.stdin.flush()
+            client.wait(60)
+            rows[name] = {"rss_before_kb": before, "rss_kb": held, "opened": opened, "failed": failed,
+                          "alive": alive}  # fmt: skip
+            say(
+                f"[idle_rss] {name}: {opened} connections held (failed {failed}): "
+                f"RSS {before / 1024:.1f} MB -> {held / 1024:.1f} MB"
+            )
+        finally:
+            if client is not None and client.poll() is None:
+                client.kill()
+                client.wait()
+            if client is not None:
+                for stream in (client.stdin, client.stdout):
+                    if stream is not None:
+                        stream.close()
+            srv.stop()
+    ref = rows.get(reference, {}).get("rss_kb")
+    for r in rows.values():
+        r["ratio"] = (r["rss_kb"] / ref) if ref else None
+    data = {"connections": count, "reference": reference, "servers": rows}
+    (out / "idle.json").write_text(json.dumps(data, indent=2) + "\n")
+    return data
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--smoke", action="store_true", help="CI mode: 1 s runs, 1 round, uvicorn + fasterapi-asgi only"
+    )
+    p.add_argument("--peers", default=",".join(ASGI_PEERS), help="peer servers for the ASGI scenarios")
+    p.add_argument("--scenarios", default="", help="comma-separated scenario keys (default: all)")
+    p.add_argument("--duration", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument(
+        "--rate", type=float, help="fixed rate for the latency scenario (default: half uvicorn's max)"
+    )
+    p.add_argument("--idle-connections", type=int, default=10_000)
+    p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<timestamp>)")
+    p.add_argument(
+        "--write-docs", action="store_true", help="update docs/benchmarks.md and docs/benchmarks.png"
+    )
+    p.add_argument("--no-pin", action="store_true")
+    p.add_argument(
+        "--no-self", action="store_true", help="leave fasterapi-asgi out (e.g. while its core is broken)"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.smoke:
+        args.duration, args.warmup, args.rounds = 1, 0, 1
+        args.peers = "uvicorn"
+        args.idle_connections = min(args.idle_connections, 200)
+    keys = [k for k in args.scenarios.split(",") if k] or [s.key for s in SCENARIOS]
+    unknown = set(keys) - {s.key for s in SCENARIOS}
+    if unknown:
+        say(
+            f"unknown scenario(s): {', '.join(sorted(unknown))}; known: {', '.join(s.key for s in SCENARIOS)}"
+        )
+        return 2
+    stamp = _dt.datetime.now(_dt.timezone.utc)
+    out = (args.out or ROOT / "benchmarks" / "results" / stamp.strftime("%Y%m%d-%H%M%S")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    nofile = raise_nofile()
+
+    peers = [p for p in args.peers.split(",") if p]
+    missing_peers: list[str] = []
+    available: list[str] = []
+    for name in [SELF, *peers, "nginx"]:
+        if name == SELF and args.no_self:
+            missing_peers.append(f"{SELF} left out (--no-self)")
+            continue
+        try:
+            servers.check_server(name)
+            available.append(name)
+        except servers.ServerUnavailable as exc:
+            missing_peers.append(str(exc))
+            say(f"warning: {exc}")
+    has_self = SELF in available
+    native_ok, native_why = native_available() if has_self else (False, f"{SELF} is not built")
+    pinning = servers.choose_pinning(not args.no_pin)
+    vers = versions([SELF, *peers, "nginx"])
+    say(f"suite: {len(keys)} scenario(s), peers {', '.join(n for n in available if n != 'nginx')}; out {out}")
+
+    suite: dict[str, Any] = {
+        "date": stamp.strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python benchmarks/run_suite.py " + shlex.join(argv),
+        "machine": {
+            "platform": platform.platform(),
+            "cpu": runner._cpu_model(),
+            "cpus": os.cpu_count(),
+            "pinning": f"server CPU {pinning.server_cpu}, load CPU {pinning.load_cpu}"
+            if pinning.server_cpu is not None
+            else pinning.note,
+            "nofile": nofile,
+        },
+        "settings": {
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "rounds": args.rounds,
+            "connections": args.connections,
+            "smoke": args.smoke,
+        },  # fmt: skip
+        "versions": vers,
+        "missing": missing_peers,
+        "scenarios": [],
+    }
+    failures = 0
+    uvicorn_max: float | None = None
+    for sc in [s for s in SCENARIOS if s.key in keys]:
+        entry: dict[str, Any] = {
+            "key": sc.key,
+            "title": sc.title,
+            "target": sc.target,
+            "reference": sc.reference,
+        }
+        suite["scenarios"].append(entry)
+        if sc.native:
+            names = [n for n in (SELF, "nginx") if n in available]
+            if not native_ok or "nginx" not in available:
+                entry["status"] = "not available"
+                entry["why"] = native_why if not native_ok else "nginx is not installed"
+                say(f"== {sc.key}: not available ({entry['why']})")
+                continue
+        else:
+            names = [n for n in (SELF, *peers) if n in available]
+        if sc.reference not in names:
+            entry["status"] = "not available"
+            entry["why"] = f"reference server {sc.reference} is not available"
+            say(f"== {sc.key}: not available ({entry['why']})")
+            continue
+        say(f"== {sc.key}: {sc.title} ({', '.join(names)})")
+        sdir = out / sc.key
+        try:
+            if sc.kind == "idle":
+                data = run_idle(names, args.idle_connections, sdir, pinning, sc.reference)
+                entry.update(status="ok", idle=data)
+                continue
+            rate = None
+            if sc.kind == "rate":
+                rate = args.rate or (round(uvicorn_max * 0.5, -1) if uvicorn_max else 1000.0)
+                entry["rate"] = rate
+            config = runner.BenchConfig(
+                app=sc.app,
+                servers=names,
+                path=sc.path,
+                method=sc.method,
+                body=(APPS / sc.body_file).read_bytes() if sc.body_file else None,
+                headers=list(sc.headers),
+                connections=args.connections,
+                pipeline=sc.pipeline,
+                rate=rate,
+                warmup=args.warmup,
+                rounds=args.rounds,
+                duration=args.duration,
+                app_dir=APPS,
+                reference=sc.reference,
+                pin=not args.no_pin,
+                workdir=sdir / "logs",
+                command_line=_bench_command(sc, names, args, rate),
+            )
+            result = runner.run_benchmark(config, progress=say)
+            cli.write_outputs(result, sdir, with_chart=False)
+            entry.update(status="ok", result=result.to_dict())
+            if sc.key == "raw_plaintext":
+                uvicorn_max = next((s.rps for s in result.summaries() if s.server == "uvicorn"), None)
+        except (runner.BenchError, servers.ServerStartError, OSError) as exc:
+            failures += 1
+            entry.update(status="failed", why=str(exc).splitlines()[0])
+            say(f"== {sc.key}: FAILED: {exc}")
+
+    (out / "suite.json").write_text(json.dumps(suite, indent=2) + "\n")
+    md = suite_markdown(suite, [SELF, *peers, "nginx"])
+    (out / "suite.md").write_text(md)
+    ratios = chart_ratios(suite)
+    note = chart.write_suite_chart(
+        ratios,
+        out / "suite.png",
+        title=f"ratio to reference, {suite['date']}",
+        servers=[SELF, *peers, "nginx"],
+    )
+    if note:
+        say(f"note: {note}")
+    if args.write_docs:
+        write_docs(md, out / "suite.png")
+    print(md)
+    say(f"suite results: {out}")
+    return 1 if failures else 0
+
+
+def _bench_command(sc: Scenario, names: list[str], args: argparse.Namespace, rate: float | None) -> str:
+    parts = ["fasterapi-asgi", "bench", sc.app, "--app-dir", "benchmarks/apps", "--path", sc.path]
+    parts += ["--only", ",".join(names), "--reference", sc.reference, "--duration", str(args.duration)]
+    parts += [
+        "--warmup",
+        str(args.warmup),
+        "--rounds",
+        str(args.rounds),
+        "--connections",
+        str(args.connections),
+    ]
+    if sc.method != "GET":
+        parts += ["--method", sc.method]
+    if sc.body_file:
+        parts += ["--body-file", f"benchmarks/apps/{sc.body_file}"]
+    for n, v in sc.headers:
+        parts += ["--header", f"{n}: {v}"]
+    if sc.pipeline > 1:
+        parts += ["--pipeline", str(sc.pipeline)]
+    if rate:
+        parts += ["--rate", f"{rate:g}"]
+    return shlex.join(parts)
+
+
+# ---------------------------------------------------------------------------------------- reports
+
+
+def _cell(entry: dict[str, Any], server: str) -> str:
+    if entry.get("idle"):
+        row = entry["idle"]["servers"].get(server)
+        if not row:
+            return ""
+        ratio = f" ({row['ratio']:.2f}x)" if row.get("ratio") is not None else ""
+        return f"{row['rss_kb'] / 1024:.1f} MB{ratio}"
+    res = entry.get("result")
+    if not res:
+        return ""
+    summary = {s["server"]: s for s in res["summary"]}
+    s = summary.get(server)
+    if not s:
+        return ""
+    if entry.get("rate"):
+        p99 = f"{s['p99_ms']:.2f} ms" if s.get("p99_ms") is not None else "-"
+        ratio = f" ({s['p99_ratio']:.2f}x)" if s.get("p99_ratio") is not None else ""
+        return f"p99 {p99}{ratio}"
+    ratio = f" ({s['ratio']:.2f}x)" if s.get("ratio") is not None else ""
+    return f"{s['rps']:,.0f}{ratio}"
+
+
+def suite_markdown(suite: dict[str, Any], order: list[str]) -> str:
+    used = [n for n in order if any(_cell(e, n) for e in suite["scenarios"])]
+    head = ["scenario", *used, "ratio to", "target"]
+    lines = [
+        f"Run of {suite['date']} on {suite['machine']['cpu']} ({suite['machine']['cpus']} CPUs, "
+        f"{suite['machine']['pinning']}); {suite['settings']['rounds']} interleaved round(s) of "
+        f"{suite['settings']['duration']} s, {suite['settings']['connections']} connections"
+        + (" — SMOKE RUN, numbers not meaningful" if suite["settings"]["smoke"] else "")
+        + ".",
+        "",
+        "Cells: median requests/s (ratio to the reference, median of same-round ratios); fixed-rate row: "
+        "p99 latency (lower is better); idle row: server RSS with the connections held.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|" + "---:|" * len(used) + "---|---|",
+    ]
+    for e in suite["scenarios"]:
+        title = e["title"]
+        if e.get("rate"):
+            title += f" ({e['rate']:g} req/s)"
+        if e.get("idle"):
+            title = f"RSS, {e['idle']['connections']:,} idle keep-alive connections"
+        if e.get("status") != "ok":
+            cells = [f"{e.get('status')}: {e.get('why', '')}"] + [""] * (len(used) - 1) if used else []
+        else:
+            cells = [_cell(e, n) or "-" for n in used]
+        lines.append("| " + " | ".join([title, *cells, e["reference"], e.get("target", "")]) + " |")
+    v = suite["versions"]
+    lines += [
+        "",
+        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
+        "",
+        f"Reproduce: `{suite['command']}` (per-scenario `fasterapi-asgi bench` commands are in each "
+        "scenario's bench.md).",
+    ]
+    if suite["missing"]:
+        lines += ["", "Not run: " + "; ".join(suite["missing"])]
+    return "\n".join(lines) + "\n"
+
+
+def chart_ratios(suite: dict[str, Any]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for e in suite["scenarios"]:
+        if e.get("status") != "ok":
+            continue
+        row: dict[str, float] = {}
+        if e.get("idle"):
+            for name, r in e["idle"]["servers"].items():
+                if r.get("ratio"):
+                    row[name] = r["ratio"]
+        else:
+            for s in e["result"]["summary"]:
+                value = s["p99_ratio"] if e.get("rate") else s["ratio"]
+                if value is not None:
+                    row[s["server"]] = value
+        out[e["key"]] = row
+    return out
+
+
+def write_docs(md: str, png: Path) -> None:
+    text = DOCS.read_text() if DOCS.exists() else f"# Benchmarks\n\n{START_MARK}\n{END_MARK}\n"
+    if START_MARK not in text or END_MARK not in text:
+        text += f"\n{START_MARK}\n{END_MARK}\n"
+    head, _, rest = text.partition(START_MARK)
+    _, _, tail = rest.partition(END_MARK)
+    block = md
+    if png.exists():
+        DOCS_CHART.write_bytes(png.read_bytes())
+        block += f"\n![ratio of each server to the scenario's reference]({DOCS_CHART.name})\n"
+    DOCS.write_text(f"{head}{START_MARK}\n{block}{END_MARK}{tail}")
+    say(f"updated {DOCS} and {DOCS_CHART}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

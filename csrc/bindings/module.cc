@@ -1,0 +1,262 @@
+// fasterapi_asgi._core: the Server object and module functions (cold path, pybind11). The hot-path Python types
+// live in asgi.cc.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "bindings/asgi.h"
+#include "core/uv_api.h"
+#include "server/native_exec.h"
+#include "server/server.h"
+
+namespace py = pybind11;
+
+namespace fa {
+namespace {
+
+void bind_libuv() {
+  if (uv_api_bound()) return;
+  py::module_ uvloop_loop = py::module_::import("uvloop.loop");
+  const std::string path = py::str(uvloop_loop.attr("__file__"));
+  std::string error;
+  if (!uv_api_bind(path.c_str(), &error)) throw std::runtime_error(error);
+}
+
+class PyServer {
+ public:
+  PyServer(py::object loop, py::object app, py::object error_log, py::object access_log, std::string root_path,
+           bool server_header, bool date_header, std::vector<std::pair<py::bytes, py::bytes>> default_headers,
+           double timeout_keep_alive, py::object state, py::object limit_concurrency,
+           py::object max_header_bytes) {
+    bind_libuv();
+    py::module_ uvloop_loop = py::module_::import("uvloop.loop");
+    py::object loop_type = py::module_::import("uvloop").attr("Loop");
+    uv_loop_t* uvl = nullptr;
+    if (py::isinstance(loop, loop_type)) {
+      py::object capsule = uvloop_loop.attr("libuv_get_loop_t_ptr")(loop);
+      uvl = static_cast<uv_loop_t*>(PyCapsule_GetPointer(capsule.ptr(), nullptr));
+      if (uvl == nullptr) throw py::error_already_set();
+    } else {
+      own_loop_ = static_cast<uv_loop_t*>(std::malloc(sizeof(uv_loop_t)));
+      const int rc = uv.uv_loop_init(own_loop_);
+      if (rc != 0) {
+        std::free(own_loop_);
+        own_loop_ = nullptr;
+        throw std::runtime_error(std::string("cannot create a libuv loop: ") + uv.uv_strerror(rc));
+      }
+      uvl = own_loop_;
+    }
+    ServerConfig cfg;
+    cfg.keep_alive_ms = static_cast<std::uint64_t>(timeout_keep_alive * 1000.0);
+    if (!limit_concurrency.is_none()) cfg.limit_concurrency = limit_concurrency.cast<std::size_t>();
+    if (!max_header_bytes.is_none()) cfg.limits.max_header_bytes = max_header_bytes.cast<std::size_t>();
+    cfg.defaults.date_header = date_header;
+    bool has_server = false;
+    std::string custom;
+    for (auto& [n, v] : default_headers) {
+      const std::string name = n, value = v;
+      if (!is_valid_header_name(name) || !is_valid_header_value(value))
+        throw py::value_error("invalid default header: " + name);
+      if (ascii_iequals(name, "server")) has_server = true;
+      custom += name + ": " + value + "\r\n";
+    }
+    if (server_header && !has_server) cfg.defaults.header_block = "server: fasterapi-asgi\r\n";
+    cfg.defaults.header_block += custom;
+    py::object runner = py::module_::import("fasterapi_asgi._runtime").attr("run_asgi");
+    py::object root = py::str(root_path);
+    handler_ = new PyAppHandler(loop.ptr(), app.ptr(), runner.ptr(), error_log.ptr(), access_log.ptr(), state.ptr(),
+                                root.ptr());
+    server_ = new Server(uvl, handler_, std::move(cfg));
+    handler_->attach(server_);
+    if (own_loop_ != nullptr) {
+      embed_ = py::module_::import("fasterapi_asgi._embed").attr("Embedded")(loop, py::cast(this, py::return_value_policy::reference));
+    }
+  }
+
+  ~PyServer() {
+    if (server_ == nullptr) return;
+    server_->close_all();
+    if (own_loop_ != nullptr) {
+      if (!embed_.is_none()) embed_.attr("detach")();
+      // Run the private loop until every close callback has fired, then free it.
+      for (int i = 0; i < 100 && server_->connection_count() > 0; ++i) run_once();
+      run_once();
+    }
+    if (server_->connection_count() == 0) {
+      delete server_;
+      delete handler_;
+    } else {
+      handler_->orphan();
+    }
+    if (own_loop_ != nullptr) {
+      if (uv.uv_loop_close(own_loop_) == 0) std::free(own_loop_);  // else: leaked rather than freed while in use
+    }
+  }
+
+  void listen(py::object sock, int backlog) {
+    const int fd = sock.attr("fileno")().cast<int>();
+    const std::string err = server_->listen_fd(fd, backlog);
+    if (!err.empty()) throw std::runtime_error(err);
+    wake();
+  }
+  void stop_accepting() {
+    server_->stop_accepting();
+    wake();
+  }
+  void shutdown() {
+    server_->shutdown();
+    wake();
+  }
+  void close() {
+    server_->close_all();
+    wake();
+  }
+  std::size_t connections() const { return server_->connection_count(); }
+  std::size_t active_requests() const { return server_->active_requests(); }
+  py::dict stats() {
+    const ServerCounters& k = server_->counters();
+    py::dict d;
+    d["requests"] = k.requests;
+    d["native_requests"] = k.native_requests;
+    d["connections_total"] = k.connections_total;
+    d["connections_open"] = server_->connection_count();
+    d["bytes_in"] = k.bytes_in;
+    d["bytes_out"] = k.bytes_out;
+    d["bad_requests"] = k.bad_requests;
+    d["responses_5xx"] = k.responses_5xx;
+    return d;
+  }
+
+  // ---- native routes ----
+  void add_static_route(const std::string& method, const std::string& pattern, int status,
+                        const std::vector<std::pair<std::string, std::string>>& headers, py::bytes body) {
+    NativeRoute r;
+    r.kind = NativeRoute::kStatic;
+    r.status = status;
+    r.body = body;
+    for (const auto& [n, v] : headers) {
+      if (!is_valid_header_name(n) || !is_valid_header_value(v)) throw py::value_error("invalid header: " + n);
+      r.headers += n + ": " + v + "\r\n";
+    }
+    const bool no_body = status < 200 || status == 204 || status == 304;
+    if (!no_body) r.headers += "content-length: " + std::to_string(r.body.size()) + "\r\n";
+    else r.body.clear();
+    add(method, pattern, std::move(r));
+  }
+  void add_health_route(const std::string& method, const std::string& pattern, py::bytes body) {
+    NativeRoute r;
+    r.kind = NativeRoute::kHealth;
+    r.body = body;
+    add(method, pattern, std::move(r));
+  }
+  void add_metrics_route(const std::string& method, const std::string& pattern) {
+    NativeRoute r;
+    r.kind = NativeRoute::kMetrics;
+    add(method, pattern, std::move(r));
+  }
+  void add_user_route(const std::string& method, const std::string& pattern, const std::string& library,
+                      const std::string& symbol, std::uintptr_t user_data) {
+    void* handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) throw std::runtime_error("cannot load native handler library " + library + ": " + dlerror());
+    auto abi = reinterpret_cast<fa_native_abi_version_fn>(dlsym(handle, "fa_native_abi_version"));
+    if (abi == nullptr)
+      throw std::runtime_error(library + " does not export fa_native_abi_version(); build it against "
+                               "fasterapi_asgi/native.h");
+    if (abi() != FA_NATIVE_ABI_VERSION)
+      throw std::runtime_error(library + " was built for native ABI version " + std::to_string(abi()) +
+                               ", this server speaks version " + std::to_string(FA_NATIVE_ABI_VERSION));
+    auto fn = reinterpret_cast<fa_native_handler_fn>(dlsym(handle, symbol.c_str()));
+    if (fn == nullptr) throw std::runtime_error(library + " has no exported symbol '" + symbol + "'");
+    NativeRoute r;
+    r.kind = NativeRoute::kUser;
+    r.fn = fn;
+    r.user_data = reinterpret_cast<void*>(user_data);
+    add(method, pattern, std::move(r));
+  }
+  py::object match_native(const std::string& method, const std::string& path) {
+    const NativeRoute* r = nullptr;
+    std::string allow;
+    switch (server_->router().match(method, path, &r, nullptr, &allow)) {
+      case Router::Match::kFound: return py::str(r->pattern);
+      case Router::Match::kMethodNotAllowed: return py::str("405");
+      default: return py::none();
+    }
+  }
+  std::string metrics_text() { return render_metrics(*server_); }
+
+  // ---- asyncio embedding (private loop) ----
+  int backend_fd() const { return own_loop_ != nullptr ? uv.uv_backend_fd(own_loop_) : -1; }
+  int backend_timeout() const { return own_loop_ != nullptr ? uv.uv_backend_timeout(own_loop_) : -1; }
+  void run_once() {
+    if (own_loop_ == nullptr) return;
+    handler_->tick_done();
+    {
+      py::gil_scoped_release release;
+      uv.uv_run(own_loop_, UV_RUN_NOWAIT);
+    }
+  }
+  void set_wakeup(py::object fn) { handler_->set_wakeup(fn.is_none() ? nullptr : fn.ptr()); }
+  bool embedded() const { return own_loop_ != nullptr; }
+
+ private:
+  void add(const std::string& method, const std::string& pattern, NativeRoute r) {
+    const std::string err = server_->router().add(method, pattern, std::move(r));
+    if (!err.empty()) throw py::value_error(err);
+  }
+  void wake() { handler_->wake(); }
+
+  PyAppHandler* handler_ = nullptr;
+  Server* server_ = nullptr;
+  uv_loop_t* own_loop_ = nullptr;
+  py::object embed_ = py::none();
+};
+
+}  // namespace
+}  // namespace fa
+
+PYBIND11_MODULE(_core, mod) {
+  using fa::PyServer;
+  mod.doc() = "fasterapi-asgi native core (private; use the fasterapi_asgi package)";
+  if (!fa::asgi_types_ready()) throw py::error_already_set();
+  mod.attr("LIBUV_HEADER_VERSION") = UV_VERSION_HEX;
+#ifdef FA_LLHTTP_VERSION
+  mod.attr("LLHTTP_VERSION") = FA_LLHTTP_VERSION;
+#endif
+  mod.attr("NATIVE_ABI_VERSION") = FA_NATIVE_ABI_VERSION;
+  mod.def("libuv_bind", [](const std::string& path) {
+    std::string error;
+    if (!fa::uv_api_bind(path.c_str(), &error)) throw std::runtime_error(error);
+    return fa::uv.uv_version();
+  });
+  mod.def("live_handles", &fa::live_handles);
+  py::class_<PyServer>(mod, "Server")
+      .def(py::init<py::object, py::object, py::object, py::object, std::string, bool, bool,
+                    std::vector<std::pair<py::bytes, py::bytes>>, double, py::object, py::object, py::object>(),
+           py::arg("loop"), py::arg("app"), py::kw_only(), py::arg("error_log"), py::arg("access_log") = py::none(),
+           py::arg("root_path") = "", py::arg("server_header") = true, py::arg("date_header") = true,
+           py::arg("default_headers") = std::vector<std::pair<py::bytes, py::bytes>>{},
+           py::arg("timeout_keep_alive") = 5.0, py::arg("state") = py::none(),
+           py::arg("limit_concurrency") = py::none(), py::arg("h11_max_incomplete_event_size") = py::none())
+      .def("listen", &PyServer::listen, py::arg("sock"), py::arg("backlog") = 2048)
+      .def("stop_accepting", &PyServer::stop_accepting)
+      .def("shutdown", &PyServer::shutdown)
+      .def("close", &PyServer::close)
+      .def_property_readonly("connections", &PyServer::connections)
+      .def_property_readonly("active_requests", &PyServer::active_requests)
+      .def("stats", &PyServer::stats)
+      .def("add_static_route", &PyServer::add_static_route)
+      .def("add_health_route", &PyServer::add_health_route)
+      .def("add_metrics_route", &PyServer::add_metrics_route)
+      .def("add_user_route", &PyServer::add_user_route)
+      .def("match_native", &PyServer::match_native)
+      .def("metrics_text", &PyServer::metrics_text)
+      .def("_backend_fd", &PyServer::backend_fd)
+      .def("_backend_timeout", &PyServer::backend_timeout)
+      .def("_run_once", &PyServer::run_once)
+      .def("_set_wakeup", &PyServer::set_wakeup)
+      .def_property_readonly("embedded", &PyServer::embedded);
+}

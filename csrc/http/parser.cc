@@ -1,0 +1,195 @@
+#include "http/parser.h"
+
+#include <string_view>
+
+namespace fa {
+
+namespace {
+
+RequestParser* self(llhttp_t* p) { return static_cast<RequestParser*>(p->data); }
+
+bool known_transfer_coding(std::string_view token) {
+  return ascii_iequals(token, "chunked") || ascii_iequals(token, "gzip") || ascii_iequals(token, "x-gzip") ||
+         ascii_iequals(token, "deflate") || ascii_iequals(token, "compress") || ascii_iequals(token, "x-compress");
+}
+
+// True when every comma-separated coding in a Transfer-Encoding value is one the server knows.
+bool transfer_codings_known(std::string_view value) {
+  std::size_t start = 0;
+  while (start <= value.size()) {
+    std::size_t end = value.find(',', start);
+    if (end == std::string_view::npos) end = value.size();
+    std::string_view token = value.substr(start, end - start);
+    while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+    while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+    const auto semi = token.find(';');
+    if (semi != std::string_view::npos) token = token.substr(0, semi);
+    if (!token.empty() && !known_transfer_coding(token)) return false;
+    start = end + 1;
+  }
+  return true;
+}
+
+}  // namespace
+
+RequestParser::RequestParser(ParserListener* listener, const ParserLimits* limits)
+    : listener_(listener), limits_(limits) {
+  // llhttp_init copies the settings pointer; callbacks are static functions set once.
+  static const llhttp_settings_t cbs = [] {
+    llhttp_settings_t v;
+    llhttp_settings_init(&v);
+    v.on_message_begin = &RequestParser::cb_message_begin;
+    v.on_url = &RequestParser::cb_url;
+    v.on_header_field = &RequestParser::cb_header_field;
+    v.on_header_value = &RequestParser::cb_header_value;
+    v.on_header_value_complete = &RequestParser::cb_header_value_complete;
+    v.on_headers_complete = &RequestParser::cb_headers_complete;
+    v.on_body = &RequestParser::cb_body;
+    v.on_message_complete = &RequestParser::cb_message_complete;
+    return v;
+  }();
+  llhttp_init(&parser_, HTTP_REQUEST, &cbs);
+  parser_.data = this;
+}
+
+int RequestParser::fail(int status, const char* reason) {
+  error_status_ = status;
+  error_reason_ = reason;
+  return HPE_USER;
+}
+
+int RequestParser::cb_message_begin(llhttp_t* p) {
+  RequestParser* s = self(p);
+  s->head_.clear();
+  s->head_bytes_ = 0;
+  s->in_value_ = false;
+  s->in_message_ = true;
+  s->listener_->on_request_begin();
+  return HPE_OK;
+}
+
+int RequestParser::cb_url(llhttp_t* p, const char* at, std::size_t len) {
+  RequestParser* s = self(p);
+  RequestHead& h = s->head_;
+  if (h.url.len == 0) h.url.off = h.arena.size();
+  h.url.len += len;
+  if (h.url.len > s->limits_->max_url_bytes) return s->fail(414, "request target too long");
+  s->head_bytes_ += len;
+  if (s->head_bytes_ > s->limits_->max_header_bytes) return s->fail(431, "request header section too large");
+  h.arena.append(at, len);
+  return HPE_OK;
+}
+
+int RequestParser::cb_header_field(llhttp_t* p, const char* at, std::size_t len) {
+  RequestParser* s = self(p);
+  RequestHead& h = s->head_;
+  s->head_bytes_ += len;
+  if (s->head_bytes_ > s->limits_->max_header_bytes) return s->fail(431, "request header section too large");
+  if (h.headers.empty() || s->in_value_) {
+    if (h.headers.size() >= s->limits_->max_headers) return s->fail(431, "too many request headers");
+    h.headers.push_back({Span{h.arena.size(), 0}, Span{h.arena.size(), 0}});
+    s->in_value_ = false;
+  }
+  auto& name = h.headers.back().first;
+  const std::size_t base = h.arena.size();
+  h.arena.append(at, len);
+  for (std::size_t i = base; i < h.arena.size(); ++i) {
+    const char c = h.arena[i];
+    if (c >= 'A' && c <= 'Z') h.arena[i] = static_cast<char>(c + 32);
+  }
+  name.len += len;
+  h.headers.back().second.off = h.arena.size();
+  return HPE_OK;
+}
+
+int RequestParser::cb_header_value(llhttp_t* p, const char* at, std::size_t len) {
+  RequestParser* s = self(p);
+  RequestHead& h = s->head_;
+  s->head_bytes_ += len;
+  if (s->head_bytes_ > s->limits_->max_header_bytes) return s->fail(431, "request header section too large");
+  if (!s->in_value_) {
+    h.headers.back().second.off = h.arena.size();
+    s->in_value_ = true;
+  }
+  h.arena.append(at, len);
+  h.headers.back().second.len += len;
+  return HPE_OK;
+}
+
+int RequestParser::cb_header_value_complete(llhttp_t* p) {
+  RequestParser* s = self(p);
+  // An empty value produces no on_header_value call; make the next field start a new header all the same.
+  s->in_value_ = true;
+  return HPE_OK;
+}
+
+int RequestParser::cb_headers_complete(llhttp_t* p) {
+  RequestParser* s = self(p);
+  RequestHead& h = s->head_;
+  h.method = llhttp_get_method(p);
+  h.http_major = llhttp_get_http_major(p);
+  h.http_minor = llhttp_get_http_minor(p);
+  h.keep_alive = llhttp_should_keep_alive(p) != 0;
+  h.upgrade = llhttp_get_upgrade(p) != 0;
+  h.has_body = (p->flags & F_CHUNKED) != 0 || ((p->flags & F_CONTENT_LENGTH) != 0 && p->content_length > 0);
+  for (const auto& hdr : h.headers) {
+    const std::string_view name = h.str(hdr.first);
+    if (name == "transfer-encoding" && !transfer_codings_known(h.str(hdr.second)))
+      return s->fail(501, "unsupported transfer-encoding");
+    if (name == "expect" && ascii_iequals(h.str(hdr.second), "100-continue")) h.expect_continue = true;
+  }
+  if (h.http_major == 1 && h.http_minor == 0) h.expect_continue = false;
+  if (s->listener_->on_request_head(h) == ParserListener::kPause) return HPE_PAUSED;
+  return HPE_OK;
+}
+
+int RequestParser::cb_body(llhttp_t* p, const char* at, std::size_t len) {
+  return self(p)->listener_->on_request_body(at, len) == ParserListener::kPause ? HPE_PAUSED : HPE_OK;
+}
+
+int RequestParser::cb_message_complete(llhttp_t* p) {
+  RequestParser* s = self(p);
+  s->in_message_ = false;
+  return s->listener_->on_request_complete() == ParserListener::kPause ? HPE_PAUSED : HPE_OK;
+}
+
+ParseResult RequestParser::execute(const char* data, std::size_t len) {
+  ParseResult r;
+  const llhttp_errno_t err = llhttp_execute(&parser_, data, len);
+  switch (err) {
+    case HPE_OK:
+      r.consumed = len;
+      return r;
+    case HPE_PAUSED:
+      r.kind = ParseResult::kPaused;
+      r.consumed = static_cast<std::size_t>(llhttp_get_error_pos(&parser_) - data);
+      return r;
+    case HPE_PAUSED_UPGRADE:
+      r.kind = ParseResult::kUpgrade;
+      r.consumed = static_cast<std::size_t>(llhttp_get_error_pos(&parser_) - data);
+      return r;
+    case HPE_USER:
+      r.kind = ParseResult::kError;
+      r.status = error_status_;
+      r.reason = error_reason_;
+      return r;
+    default:
+      r.kind = ParseResult::kError;
+      r.status = 400;
+      r.reason = llhttp_get_error_reason(&parser_);
+      if (r.reason == nullptr) r.reason = llhttp_errno_name(err);
+      return r;
+  }
+}
+
+ParseResult RequestParser::finish() {
+  ParseResult r;
+  if (in_message_) {
+    r.kind = ParseResult::kError;
+    r.status = 400;
+    r.reason = "connection closed before the request was complete";
+  }
+  return r;
+}
+
+}  // namespace fa

@@ -1,0 +1,245 @@
+#include "http/response.h"
+
+#include <cstdio>
+
+#include "core/slice.h"
+
+namespace fa {
+
+namespace {
+
+constexpr unsigned char kTokenChars[256] = {
+#define T 1
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    //    !  "  #  $  %  &  '  (  )  *  +  ,  -  .  /  0  1  2  3  4  5  6  7  8  9  :  ;  <  =  >  ?
+    0, T, 0, T, T, T, T, T, 0, 0, T, T, 0, T, T, 0, T, T, T, T, T, T, T, T, T, T, 0, 0, 0, 0, 0, 0,
+    // @  A ... Z  [  \  ]  ^  _
+    0, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, 0, 0, 0, T, T,
+    // `  a ... z  {  |  }  ~  DEL
+    T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, 0, T, 0, T, 0,
+#undef T
+};
+
+bool parse_content_length(std::string_view v, std::uint64_t* out) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  if (v.empty() || v.size() > 19) return false;
+  std::uint64_t n = 0;
+  for (char c : v) {
+    if (c < '0' || c > '9') return false;
+    n = n * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  *out = n;
+  return true;
+}
+
+bool contains_token(std::string_view value, std::string_view token) {
+  std::size_t start = 0;
+  while (start <= value.size()) {
+    std::size_t end = value.find(',', start);
+    if (end == std::string_view::npos) end = value.size();
+    std::string_view t = value.substr(start, end - start);
+    while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+    while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
+    if (ascii_iequals(t, token)) return true;
+    start = end + 1;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool is_valid_header_name(std::string_view name) {
+  if (name.empty()) return false;
+  for (unsigned char c : name)
+    if (!kTokenChars[c]) return false;
+  return true;
+}
+
+bool is_valid_header_value(std::string_view value) {
+  for (unsigned char c : value)
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+  return true;
+}
+
+std::string_view reason_phrase(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 102: return "Processing";
+    case 103: return "Early Hints";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 203: return "Non-Authoritative Information";
+    case 204: return "No Content";
+    case 205: return "Reset Content";
+    case 206: return "Partial Content";
+    case 207: return "Multi-Status";
+    case 300: return "Multiple Choices";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 402: return "Payment Required";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 418: return "I'm a teapot";
+    case 421: return "Misdirected Request";
+    case 422: return "Unprocessable Content";
+    case 425: return "Too Early";
+    case 426: return "Upgrade Required";
+    case 428: return "Precondition Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 451: return "Unavailable For Legal Reasons";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "";
+  }
+}
+
+std::string_view status_line(int status, char (&scratch)[32]) {
+  if (status < 100 || status > 999) return {};
+  const std::string_view reason = reason_phrase(status);
+  const int n = std::snprintf(scratch, sizeof scratch, "HTTP/1.1 %d %.*s\r\n", status, static_cast<int>(reason.size()),
+                              reason.data());
+  // Reasons longer than the scratch space do not exist in the table above; snprintf truncation is impossible.
+  return std::string_view(scratch, static_cast<std::size_t>(n));
+}
+
+const char* ResponseState::write_head(std::string& out, int status, const std::string_view* names,
+                                      const std::string_view* values, std::size_t count,
+                                      const ResponseDefaults& defaults, DateCache& date) {
+  char scratch[32];
+  const std::string_view line = status_line(status, scratch);
+  if (line.empty()) return "Invalid HTTP status code in response.";
+  for (std::size_t i = 0; i < count; ++i) {
+    if (!is_valid_header_name(names[i])) return "Invalid HTTP header name.";
+    if (!is_valid_header_value(values[i])) return "Invalid HTTP header value.";
+  }
+  status_ = status;
+  no_body_ = head_request_ || status < 200 || status == 204 || status == 304;
+  const std::size_t mark = out.size();
+  out.append(line);
+  out.append(defaults.header_block);
+  if (defaults.date_header) {
+    out.append("date: ");
+    out.append(date.now());
+    out.append("\r\n");
+  }
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::string_view name = names[i], value = values[i];
+    if (ascii_iequals(name, "content-length")) {
+      std::uint64_t n = 0;
+      if (!parse_content_length(value, &n) || (saw_length_ && n != content_length_)) {
+        out.resize(mark);
+        return "Invalid Content-Length header in response.";
+      }
+      saw_length_ = true;
+      content_length_ = n;
+    } else if (ascii_iequals(name, "transfer-encoding")) {
+      if (contains_token(value, "chunked")) saw_chunked_ = true;
+    } else if (ascii_iequals(name, "connection")) {
+      if (contains_token(value, "close")) app_connection_close_ = true;
+    }
+    out.append(name);
+    out.append(": ");
+    out.append(value);
+    out.append("\r\n");
+  }
+  if (app_connection_close_) keep_alive_ = false;
+  if (no_body_) {
+    framing_ = kNone;
+  } else if (saw_chunked_) {
+    // The app asked for chunked itself: it keeps the header it wrote; the server does the chunk framing.
+    framing_ = kChunked;
+  } else if (saw_length_) {
+    framing_ = kLength;
+  } else if (http10_) {
+    framing_ = kUntilClose;
+    keep_alive_ = false;
+  } else {
+    framing_ = kChunked;
+    out.append("transfer-encoding: chunked\r\n");
+  }
+  if (!keep_alive_ && !app_connection_close_) {
+    out.append("connection: close\r\n");
+  } else if (keep_alive_ && http10_) {
+    out.append("connection: keep-alive\r\n");
+  }
+  out.append("\r\n");
+  started_ = true;
+  return nullptr;
+}
+
+const char* ResponseState::frame_body(std::string& out, std::size_t len, bool more_body, bool* emit,
+                                      std::string_view* suffix) {
+  *emit = false;
+  *suffix = {};
+  switch (framing_) {
+    case kNone:
+      break;
+    case kLength:
+      if (sent_ + len > content_length_) return "Response content longer than Content-Length";
+      if (!more_body && sent_ + len < content_length_) return "Response content shorter than Content-Length";
+      *emit = len > 0;
+      break;
+    case kUntilClose:
+      *emit = len > 0;
+      break;
+    case kChunked:
+      if (len > 0) {
+        const int n = std::snprintf(chunk_prefix_, sizeof chunk_prefix_, "%zx\r\n", len);
+        out.append(chunk_prefix_, static_cast<std::size_t>(n));
+        *emit = true;
+        *suffix = more_body ? std::string_view("\r\n") : std::string_view("\r\n0\r\n\r\n");
+      } else if (!more_body) {
+        out.append("0\r\n\r\n");
+      }
+      break;
+  }
+  sent_ += len;
+  if (!more_body) complete_ = true;
+  return nullptr;
+}
+
+void write_error_response(std::string& out, int status, std::string_view body, const ResponseDefaults& defaults,
+                          DateCache& date) {
+  char scratch[32];
+  out.append(status_line(status, scratch));
+  out.append(defaults.header_block);
+  if (defaults.date_header) {
+    out.append("date: ");
+    out.append(date.now());
+    out.append("\r\n");
+  }
+  char len[48];
+  const int n = std::snprintf(len, sizeof len, "content-length: %zu\r\n", body.size());
+  out.append("content-type: text/plain; charset=utf-8\r\n");
+  out.append(len, static_cast<std::size_t>(n));
+  out.append("connection: close\r\n\r\n");
+  out.append(body);
+}
+
+}  // namespace fa

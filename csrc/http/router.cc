@@ -1,0 +1,172 @@
+#include "http/router.h"
+
+#include <memory>
+
+namespace fa {
+
+namespace {
+
+bool valid_method(std::string_view m) {
+  if (m.empty()) return false;
+  for (char c : m)
+    if (c < 'A' || c > 'Z') return false;
+  return true;
+}
+
+}  // namespace
+
+const NativeRoute* Router::Methods::find(std::string_view method) const {
+  for (const auto& [m, r] : by_method)
+    if (m == method) return r;
+  if (method == "HEAD") {
+    for (const auto& [m, r] : by_method)
+      if (m == "GET") return r;
+  }
+  return nullptr;
+}
+
+std::string Router::Methods::allow() const {
+  std::string out;
+  bool has_get = false, has_head = false;
+  for (const auto& [m, r] : by_method) {
+    if (!out.empty()) out += ", ";
+    out += m;
+    has_get |= m == "GET";
+    has_head |= m == "HEAD";
+  }
+  if (has_get && !has_head) out += ", HEAD";
+  return out;
+}
+
+std::string Router::add(std::string_view method, std::string_view pattern, NativeRoute route) {
+  if (!valid_method(method)) return "invalid method: " + std::string(method);
+  if (pattern.empty() || pattern.front() != '/') return "a route path must start with '/': " + std::string(pattern);
+  std::vector<Segment> segments;
+  bool dynamic = false;
+  std::size_t pos = 1;
+  while (pos <= pattern.size()) {
+    std::size_t end = pattern.find('/', pos);
+    if (end == std::string_view::npos) end = pattern.size();
+    std::string_view seg = pattern.substr(pos, end - pos);
+    if (!seg.empty() && seg.front() == '{') {
+      if (seg.back() != '}' || seg.size() < 3) return "malformed parameter in " + std::string(pattern);
+      std::string_view inner = seg.substr(1, seg.size() - 2);
+      Segment s{Segment::kStr, {}};
+      const auto colon = inner.find(':');
+      if (colon != std::string_view::npos) {
+        const std::string_view type = inner.substr(colon + 1);
+        inner = inner.substr(0, colon);
+        if (type == "int") s.kind = Segment::kInt;
+        else if (type == "str") s.kind = Segment::kStr;
+        else if (type == "path") s.kind = Segment::kPath;
+        else return "unknown parameter type '" + std::string(type) + "' in " + std::string(pattern);
+      }
+      if (inner.empty()) return "unnamed parameter in " + std::string(pattern);
+      if (s.kind == Segment::kPath && end != pattern.size())
+        return "a {name:path} parameter must be the last segment: " + std::string(pattern);
+      s.text = std::string(inner);
+      segments.push_back(std::move(s));
+      dynamic = true;
+    } else {
+      if (seg.find_first_of("{}") != std::string_view::npos) return "malformed segment in " + std::string(pattern);
+      segments.push_back(Segment{Segment::kLiteral, std::string(seg)});
+    }
+    pos = end + 1;
+  }
+  if (segments.size() > static_cast<std::size_t>(RouteParams::kMax) && dynamic)
+    return "too many segments in " + std::string(pattern);
+  route.pattern = std::string(pattern);
+  storage_.push_back(std::make_unique<NativeRoute>(std::move(route)));
+  NativeRoute* stored = storage_.back().get();
+  Methods* methods = nullptr;
+  if (!dynamic) {
+    auto it = static_.find(pattern);
+    if (it == static_.end()) {
+      static_keys_.push_back(std::make_unique<std::string>(pattern));
+      it = static_.emplace(std::string_view(*static_keys_.back()), Methods{}).first;
+    }
+    methods = &it->second;
+  } else {
+    for (auto& d : dynamic_)
+      if (d.pattern == pattern) methods = &d.methods;
+    if (methods == nullptr) {
+      dynamic_.push_back(Dynamic{std::string(pattern), std::move(segments), {}});
+      methods = &dynamic_.back().methods;
+    }
+  }
+  for (const auto& [m, r] : methods->by_method)
+    if (m == method) return "duplicate native route: " + std::string(method) + " " + std::string(pattern);
+  methods->by_method.emplace_back(std::string(method), stored);
+  return {};
+}
+
+bool Router::match_dynamic(const Dynamic& d, std::string_view path, RouteParams* params) {
+  if (path.empty() || path.front() != '/') return false;
+  std::size_t pos = 1;
+  int count = 0;
+  for (std::size_t i = 0; i < d.segments.size(); ++i) {
+    const Segment& s = d.segments[i];
+    if (pos > path.size()) return false;
+    std::size_t end = path.find('/', pos);
+    if (end == std::string_view::npos) end = path.size();
+    if (s.kind == Segment::kPath) end = path.size();
+    const std::string_view seg = path.substr(pos, end - pos);
+    switch (s.kind) {
+      case Segment::kLiteral:
+        if (seg != s.text) return false;
+        break;
+      case Segment::kInt:
+        if (seg.empty()) return false;
+        for (char c : seg)
+          if (c < '0' || c > '9') return false;
+        [[fallthrough]];
+      case Segment::kStr:
+      case Segment::kPath:
+        if (seg.empty()) return false;
+        if (params != nullptr && count < RouteParams::kMax) {
+          params->names[count] = s.text;
+          params->values[count] = seg;
+        }
+        ++count;
+        break;
+    }
+    pos = end + 1;
+  }
+  if (pos <= path.size()) return false;  // unmatched trailing segments
+  if (params != nullptr) params->count = count < RouteParams::kMax ? count : RouteParams::kMax;
+  return true;
+}
+
+Router::Match Router::match(std::string_view method, std::string_view path, const NativeRoute** route,
+                            RouteParams* params, std::string* allow) const {
+  if (!static_.empty()) {
+    const auto it = static_.find(path);
+    if (it != static_.end()) {
+      if (const NativeRoute* r = it->second.find(method)) {
+        *route = r;
+        if (params != nullptr) params->count = 0;
+        return Match::kFound;
+      }
+      if (allow != nullptr) *allow = it->second.allow();
+      return Match::kMethodNotAllowed;
+    }
+  }
+  for (const auto& d : dynamic_) {
+    if (!match_dynamic(d, path, params)) continue;
+    if (const NativeRoute* r = d.methods.find(method)) {
+      *route = r;
+      return Match::kFound;
+    }
+    if (allow != nullptr) *allow = d.methods.allow();
+    return Match::kMethodNotAllowed;
+  }
+  return Match::kNone;
+}
+
+std::vector<NativeRoute*> Router::routes() {
+  std::vector<NativeRoute*> out;
+  for (auto& r : storage_) out.push_back(r.get());
+  return out;
+}
+
+}  // namespace fa

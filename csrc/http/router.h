@@ -1,0 +1,77 @@
+// Router: the native route table, matched before the ASGI app. Method + path with static segments and typed
+// parameters ({name}, {name:int}, {name:str}, {name:path} as the last segment). Static paths are one hash lookup;
+// parameterised routes are tried in registration order, each in one left-to-right pass (no backtracking).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "fasterapi_asgi/native.h"
+
+namespace fa {
+
+struct NativeRoute {
+  enum Kind : std::uint8_t { kStatic, kHealth, kMetrics, kUser };
+  Kind kind = kStatic;
+  int status = 200;
+  std::string headers;  // pre-formatted "name: value\r\n" lines (content-type, content-length, extra)
+  std::string body;
+  fa_native_handler_fn fn = nullptr;
+  void* user_data = nullptr;
+  std::string pattern;  // as registered, for metrics labels
+  std::uint64_t hits = 0;
+  std::uint64_t latency_buckets[12] = {};  // counts per bucket of kLatencyBoundsUs (last: +Inf)
+  double latency_sum_us = 0;
+};
+
+constexpr double kLatencyBoundsUs[11] = {5, 10, 25, 50, 100, 250, 500, 1000, 5000, 25000, 100000};
+
+struct RouteParams {
+  static constexpr int kMax = 8;
+  int count = 0;
+  std::string_view names[kMax];
+  std::string_view values[kMax];
+};
+
+class Router {
+ public:
+  // Register `route` for `method` ("GET", ...; GET also answers HEAD) and `pattern`. Returns "" or an error.
+  std::string add(std::string_view method, std::string_view pattern, NativeRoute route);
+
+  enum class Match { kNone, kFound, kMethodNotAllowed };
+  // `method` is the request method name. On kMethodNotAllowed, *allow lists the methods the path accepts.
+  Match match(std::string_view method, std::string_view path, const NativeRoute** route, RouteParams* params,
+              std::string* allow) const;
+
+  bool empty() const { return static_.empty() && dynamic_.empty(); }
+  std::vector<NativeRoute*> routes();
+
+ private:
+  struct Segment {
+    enum Kind : std::uint8_t { kLiteral, kStr, kInt, kPath } kind;
+    std::string text;  // literal text or parameter name
+  };
+  struct Methods {
+    std::vector<std::pair<std::string, NativeRoute*>> by_method;
+    const NativeRoute* find(std::string_view method) const;
+    std::string allow() const;
+  };
+  struct Dynamic {
+    std::string pattern;
+    std::vector<Segment> segments;
+    Methods methods;
+  };
+  static bool match_dynamic(const Dynamic& d, std::string_view path, RouteParams* params);
+
+  std::vector<std::unique_ptr<NativeRoute>> storage_;
+  std::vector<std::unique_ptr<std::string>> static_keys_;  // owns the keys viewed by static_
+  std::unordered_map<std::string_view, Methods> static_;
+  std::vector<Dynamic> dynamic_;
+};
+
+}  // namespace fa

@@ -1,0 +1,454 @@
+#include "server/connection.h"
+
+#include <llhttp.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "core/uv_api.h"
+#include "server/native_exec.h"
+#include "server/server.h"
+
+namespace fa {
+
+namespace {
+
+struct WriteReq {
+  uv_write_t req;
+  std::size_t len;
+  char data[1];
+};
+
+Connection* from_handle(void* h) { return static_cast<Connection*>(static_cast<uv_handle_t*>(h)->data); }
+
+void addr_to_host_port(const sockaddr_storage& ss, std::string* host, int* port) {
+  char buf[64] = {};
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    uv.uv_ip4_name(a, buf, sizeof buf);
+    *port = ntohs(a->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    uv.uv_ip6_name(a, buf, sizeof buf);
+    *port = ntohs(a->sin6_port);
+  }
+  *host = buf;
+}
+
+}  // namespace
+
+Connection::Connection(Server* server, bool tcp)
+    : server_(server), parser_(this, &server->config().limits), tcp_(tcp) {}
+
+bool Connection::accept_from(uv_stream_t* listener) {
+  uv_loop_t* loop = server_->loop();
+  if (tcp_) {
+    uv.uv_tcp_init(loop, &io_.tcp);
+  } else {
+    uv.uv_pipe_init(loop, &io_.pipe, 0);
+  }
+  io_.handle.data = this;
+  uv.uv_timer_init(loop, &timer_);
+  timer_.data = this;
+  open_handles_ = 2;
+  live_handles_add(2);
+  server_->link(this);
+  if (uv.uv_accept(listener, &io_.stream) != 0) {
+    close();
+    return false;
+  }
+  if (tcp_) {
+    uv.uv_tcp_nodelay(&io_.tcp, 1);
+    sockaddr_storage ss{};
+    int len = sizeof ss;
+    if (uv.uv_tcp_getpeername(&io_.tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
+      addr_to_host_port(ss, &peer_host_, &peer_port_);
+    len = sizeof ss;
+    if (uv.uv_tcp_getsockname(&io_.tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
+      addr_to_host_port(ss, &local_host_, &local_port_);
+  }
+  server_->counters().connections_total++;
+  start_reading();
+  arm_keep_alive();
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reading and parsing
+// ---------------------------------------------------------------------------------------------------------------
+
+void Connection::on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
+  Connection* c = from_handle(h);
+  buf->base = c->server_->read_buffer();
+  buf->len = Server::kReadBufferSize;
+}
+
+void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+  Connection* c = from_handle(s);
+  if (nread == 0) return;  // EAGAIN
+  AppHandler* handler = c->server_->handler();
+  if (nread < 0) {
+    c->handle_eof();
+  } else {
+    c->server_->counters().bytes_in += static_cast<std::uint64_t>(nread);
+    c->in_read_ = true;
+    if (c->paused_) {
+      c->in_.append(buf->base, static_cast<std::size_t>(nread));
+      // Bounded read-ahead: stop pulling from the socket while the app is behind.
+      if (c->in_.size() > c->server_->config().body_high_water) c->stop_reading();
+    } else {
+      c->process(buf->base, static_cast<std::size_t>(nread));
+    }
+    c->in_read_ = false;
+    if (!c->out_.empty() && !c->closing_) c->flush();
+  }
+  handler->on_callback_end();
+}
+
+void Connection::handle_eof() {
+  stop_reading();
+  close();
+}
+
+void Connection::process(const char* data, std::size_t len) {
+  while (len > 0 && !closing_) {
+    const ParseResult r = parser_.execute(data, len);
+    switch (r.kind) {
+      case ParseResult::kOk:
+        return;
+      case ParseResult::kPaused:
+        paused_ = true;
+        in_.append(data + r.consumed, len - r.consumed);
+        if (in_.size() > server_->config().body_high_water) stop_reading();
+        return;
+      case ParseResult::kUpgrade:
+        // Protocol upgrades (WebSocket) are not supported: the request was answered as plain HTTP; the bytes after
+        // it belong to another protocol, so the connection closes after the response.
+        close_after_response_ = true;
+        stop_reading();
+        if (!in_flight_) close_when_flushed();
+        return;
+      case ParseResult::kError:
+        answer_error(r.status, r.reason);
+        return;
+    }
+  }
+}
+
+void Connection::resume() {
+  if (closing_) return;
+  if (paused_) {
+    paused_ = false;
+    parser_.resume();
+    std::string pending;
+    pending.swap(in_);
+    process(pending.data(), pending.size());
+    // Keep the larger buffer's capacity for the next pause.
+    if (in_.empty() && pending.capacity() > in_.capacity()) {
+      pending.clear();
+      in_.swap(pending);
+    }
+  }
+  if (!paused_ && !closing_ && !close_after_response_) start_reading();
+  if (!in_read_ && !out_.empty() && !closing_) flush();
+}
+
+void Connection::start_reading() {
+  if (reading_ || closing_) return;
+  if (uv.uv_read_start(&io_.stream, &Connection::on_alloc, &Connection::on_read) == 0) reading_ = true;
+}
+
+void Connection::stop_reading() {
+  if (!reading_) return;
+  uv.uv_read_stop(&io_.stream);
+  reading_ = false;
+}
+
+void Connection::on_request_begin() {
+  uv.uv_timer_stop(&timer_);
+  request_start_ns_ = monotonic_ns();
+}
+
+int Connection::on_request_head(RequestHead& head) {
+  const bool http10 = head.http_major == 1 && head.http_minor == 0;
+  // Upgrades (WebSocket) are answered as plain HTTP; what follows on the stream is another protocol.
+  if (head.upgrade) close_after_response_ = true;
+  bool keep_alive = head.keep_alive && !server_->shutting_down() && !close_after_response_;
+  response_.reset(head.method == HTTP_HEAD, keep_alive, http10);
+  native_ = nullptr;
+  Router& router = server_->router();
+  if (!router.empty()) {
+    const NativeRoute* route = nullptr;
+    std::string allow;
+    const std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(head.method));
+    const Router::Match m = router.match(method, head.path_view(), &route, nullptr, &allow);
+    if (m == Router::Match::kFound) {
+      native_ = route;
+      native_body_.clear();
+      in_flight_ = true;
+      server_->active_requests_++;
+      return kContinue;
+    }
+    if (m == Router::Match::kMethodNotAllowed) {
+      static NativeRoute not_allowed;
+      not_allowed.kind = NativeRoute::kStatic;
+      not_allowed.status = 405;
+      native_ = &not_allowed;
+      native_allow_ = allow;
+      native_body_.clear();
+      in_flight_ = true;
+      server_->active_requests_++;
+      return kContinue;
+    }
+  }
+  in_flight_ = true;
+  server_->active_requests_++;
+  continue_pending_ = head.expect_continue;
+  server_->handler()->on_request(*this, head);
+  return kContinue;
+}
+
+int Connection::on_request_body(const char* data, std::size_t len) {
+  if (native_ != nullptr) {
+    if (native_body_.size() + len > kNativeMaxBody) {
+      answer_error(413, "request body too large for a native route");
+      return kPause;
+    }
+    native_body_.append(data, len);
+    return kContinue;
+  }
+  if (!in_flight_) return kContinue;  // the app already answered; the rest of the body is read and dropped
+  return server_->handler()->on_body(*this, data, len) ? kPause : kContinue;
+}
+
+int Connection::on_request_complete() {
+  if (native_ != nullptr) {
+    answer_native();
+    native_ = nullptr;
+    return closing_ || close_after_flush_ ? kPause : kContinue;
+  }
+  if (in_flight_) {
+    server_->handler()->on_body_complete(*this);
+    // Pipelining: do not parse the next request until this response is complete.
+    if (in_flight_) return kPause;
+  }
+  return close_after_flush_ ? kPause : kContinue;
+}
+
+void Connection::answer_native() {
+  execute_native_route(*this, *native_, native_allow_, native_body_);
+  in_flight_ = false;
+  server_->active_requests_--;
+  server_->counters().requests++;
+  server_->counters().native_requests++;
+  if (!response_.keep_alive()) {
+    close_after_response_ = true;
+    close_when_flushed();
+  } else {
+    arm_keep_alive();
+  }
+}
+
+void Connection::answer_error(int status, const char* reason) {
+  server_->counters().bad_requests++;
+  server_->handler()->on_bad_request(*this, status, reason);
+  stop_reading();
+  if (in_flight_) {
+    // The request being streamed to the app turned out malformed (e.g. bad chunk framing): the app sees a
+    // disconnect and the connection closes; there is no way to answer in order any more.
+    close();
+    return;
+  }
+  const char* body = "Invalid HTTP request received.";
+  switch (status) {
+    case 413: body = "Request body too large."; break;
+    case 414: body = "Request-URI too long."; break;
+    case 431: body = "Request header fields too large."; break;
+    case 501: body = "Unsupported transfer encoding."; break;
+    default: break;
+  }
+  write_error_response(out_, status, body, server_->config().defaults, server_->date());
+  close_after_response_ = true;
+  close_when_flushed();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Writing
+// ---------------------------------------------------------------------------------------------------------------
+
+void Connection::flush(const char* extra, std::size_t extra_len) {
+  if (closing_) {
+    out_.clear();
+    return;
+  }
+  const std::size_t total = out_.size() + extra_len;
+  if (total == 0) {
+    if (close_after_flush_ && pending_writes_ == 0) close();
+    return;
+  }
+  std::size_t written = 0;
+  if (pending_writes_ == 0) {
+    uv_buf_t bufs[2];
+    unsigned n = 0;
+    if (!out_.empty()) bufs[n++] = uv.uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
+    if (extra_len > 0) bufs[n++] = uv.uv_buf_init(const_cast<char*>(extra), static_cast<unsigned>(extra_len));
+    const int r = uv.uv_try_write(&io_.stream, bufs, n);
+    if (r > 0) {
+      written = static_cast<std::size_t>(r);
+    } else if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) {
+      out_.clear();
+      close();
+      return;
+    }
+  }
+  server_->counters().bytes_out += written;
+  if (written < total) {
+    const std::size_t rest = total - written;
+    auto* w = static_cast<WriteReq*>(std::malloc(sizeof(WriteReq) + rest));
+    if (w == nullptr) {
+      close();
+      return;
+    }
+    w->len = rest;
+    std::size_t pos = 0;
+    if (written < out_.size()) {
+      std::memcpy(w->data, out_.data() + written, out_.size() - written);
+      pos = out_.size() - written;
+      std::memcpy(w->data + pos, extra, extra_len);
+    } else {
+      const std::size_t skip = written - out_.size();
+      std::memcpy(w->data, extra + skip, extra_len - skip);
+    }
+    w->req.data = this;
+    uv_buf_t b = uv.uv_buf_init(w->data, static_cast<unsigned>(rest));
+    if (uv.uv_write(&w->req, &io_.stream, &b, 1, &Connection::on_write) != 0) {
+      std::free(w);
+      out_.clear();
+      close();
+      return;
+    }
+    pending_writes_++;
+  }
+  out_.clear();
+  if (close_after_flush_ && pending_writes_ == 0) close();
+}
+
+void Connection::on_write(uv_write_t* req, int status) {
+  auto* w = reinterpret_cast<WriteReq*>(req);
+  Connection* c = static_cast<Connection*>(req->data);
+  c->pending_writes_--;
+  if (status == 0) c->server_->counters().bytes_out += w->len;
+  std::free(w);
+  if (c->closing_) return;
+  if (status < 0) {
+    c->close();
+    c->server_->handler()->on_callback_end();
+    return;
+  }
+  if (c->drain_wanted_ && c->write_queue_bytes() <= c->server_->config().write_low_water) {
+    c->drain_wanted_ = false;
+    c->server_->handler()->on_drain(*c);
+  }
+  if (c->close_after_flush_ && c->pending_writes_ == 0 && c->out_.empty()) c->close();
+  c->server_->handler()->on_callback_end();
+}
+
+std::size_t Connection::write_queue_bytes() const {
+  return io_.stream.write_queue_size + out_.size();  // a public field of uv_stream_t
+}
+
+bool Connection::want_drain() {
+  if (write_queue_bytes() <= server_->config().write_high_water) return false;
+  drain_wanted_ = true;
+  return true;
+}
+
+void Connection::send_continue() {
+  if (!continue_pending_) return;
+  continue_pending_ = false;
+  if (response_.started()) return;
+  out_.append("HTTP/1.1 100 Continue\r\n\r\n");
+  flush();
+}
+
+void Connection::finish_response() {
+  if (!in_flight_) return;
+  in_flight_ = false;
+  // The app answered without asking for the body of an `Expect: 100-continue` request: the client may or may not
+  // send that body now, so the stream position is unknowable and the connection cannot be reused.
+  if (continue_pending_ && parser_.message_in_progress()) close_after_response_ = true;
+  continue_pending_ = false;
+  server_->active_requests_--;
+  server_->counters().requests++;
+  if (response_.status() >= 500) server_->counters().responses_5xx++;
+  if (!response_.keep_alive() || close_after_response_ || server_->shutting_down()) {
+    close_after_response_ = true;
+    // A request whose body was not read completely leaves the stream mid-message: it cannot be reused either.
+    close_when_flushed();
+    return;
+  }
+  // If the app answered before reading the whole body, the rest is read and dropped (in_flight_ is false now),
+  // so the connection can still be reused.
+  if (!in_read_) flush();
+  if (closing_) return;
+  if (!parser_.message_in_progress()) arm_keep_alive();
+  if (paused_ || !reading_) resume();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Timers and closing
+// ---------------------------------------------------------------------------------------------------------------
+
+void Connection::arm_keep_alive() {
+  if (closing_ || in_flight_) return;
+  uv.uv_timer_start(&timer_, &Connection::on_timer, server_->config().keep_alive_ms, 0);
+}
+
+void Connection::on_timer(uv_timer_t* t) {
+  Connection* c = static_cast<Connection*>(t->data);
+  if (c->in_flight_) return;
+  c->close();
+  c->server_->handler()->on_callback_end();
+}
+
+void Connection::close_when_flushed() {
+  close_after_flush_ = true;
+  stop_reading();
+  if (!in_read_ || closing_) flush();
+}
+
+void Connection::close_when_idle() {
+  if (closing_) return;
+  close_after_response_ = true;
+  if (!in_flight_ && !parser_.message_in_progress()) {
+    close_when_flushed();
+  }
+}
+
+void Connection::close() {
+  if (closing_) return;
+  closing_ = true;
+  stop_reading();
+  if (in_flight_) {
+    in_flight_ = false;
+    server_->active_requests_--;
+    if (native_ == nullptr) server_->handler()->on_disconnect(*this);
+  }
+  uv.uv_timer_stop(&timer_);
+  uv.uv_close(&io_.handle, &Connection::on_handle_closed);
+  uv.uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &Connection::on_handle_closed);
+}
+
+void Connection::on_handle_closed(uv_handle_t* h) {
+  Connection* c = static_cast<Connection*>(h->data);
+  live_handles_add(-1);
+  if (--c->open_handles_ > 0) return;
+  Server* server = c->server_;
+  server->unlink(c);
+  server->handler()->on_closed(*c);
+  delete c;
+  server->handler()->on_callback_end();
+}
+
+}  // namespace fa

@@ -1,0 +1,150 @@
+// Connection: one accepted stream (TCP or Unix) with its parser, keep-alive timer and corked output.
+//
+// Lifecycle (libuv rules): created on accept; close() closes both handles; the object is deleted in the second close
+// callback, never earlier. Every method runs on the loop thread. Callbacks into the AppHandler may run without the GIL;
+// the handler acquires it when it needs Python.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+
+#include "http/parser.h"
+#include "http/response.h"
+
+namespace fa {
+
+class Server;
+class Connection;
+struct NativeRoute;
+
+// What the bindings implement to hand requests to the ASGI app. All calls happen inside libuv callbacks or inside
+// calls the handler itself made into the connection.
+class AppHandler {
+ public:
+  virtual ~AppHandler() = default;
+  // A request head arrived that no native route answers. The handler keeps per-request state in c.exchange and must
+  // eventually call c.finish_response() (or c.close()).
+  virtual void on_request(Connection& c, const RequestHead& head) = 0;
+  // Body bytes of the current request. Return true to pause reading until the handler calls c.resume().
+  virtual bool on_body(Connection& c, const char* data, std::size_t len) = 0;
+  virtual void on_body_complete(Connection& c) = 0;
+  // The client went away (or the connection is being closed) while a request was in flight.
+  virtual void on_disconnect(Connection& c) = 0;
+  // The write queue drained below the low-water mark after c.want_drain() was called.
+  virtual void on_drain(Connection& c) = 0;
+  // The connection's handles are closed; drop anything kept in c.exchange. Called exactly once, before deletion.
+  virtual void on_closed(Connection& c) = 0;
+  // End of one libuv callback that may have called into the handler (a place to release a batched GIL).
+  virtual void on_callback_end() {}
+  // A request could not be parsed; `status` is being sent. For logging.
+  virtual void on_bad_request(Connection& c, int status, const char* reason) = 0;
+};
+
+class Connection final : public ParserListener {
+ public:
+  Connection(Server* server, bool tcp);
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Initialise handles and accept from `listener`. On failure the connection closes itself; returns false.
+  bool accept_from(uv_stream_t* listener);
+
+  // ---- used by the AppHandler (loop thread) ----
+  // Serialised response bytes go here; flush() sends them (corked: one write per flush).
+  std::string& out() { return out_; }
+  // Send `out()` followed by `extra` (referenced only during this call; copied if the socket cannot take it now).
+  void flush(const char* extra = nullptr, std::size_t extra_len = 0);
+  // The current response is complete: count it, then close (keep-alive off) or go on with the next request.
+  void finish_response();
+  // Body consumed / response done: restart parsing buffered input and reading.
+  void resume();
+  // Ask for on_drain() once queued writes fall below the low-water mark. Returns false when already below it.
+  bool want_drain();
+  std::size_t write_queue_bytes() const;
+  // Write "HTTP/1.1 100 Continue" if the request asked for it and it was not sent yet.
+  void send_continue();
+  void close();
+  // Graceful stop: close now if idle, else after the response in flight.
+  void close_when_idle();
+
+  bool closing() const { return closing_; }
+  bool in_flight() const { return in_flight_; }
+  Server* server() const { return server_; }
+  ResponseState& response() { return response_; }
+  const RequestHead& head() const { return parser_.head(); }
+  // "host:port" of the peer, or "" for Unix sockets; the parsed parts are in peer_host()/peer_port().
+  const std::string& peer_host() const { return peer_host_; }
+  int peer_port() const { return peer_port_; }
+  const std::string& local_host() const { return local_host_; }
+  int local_port() const { return local_port_; }
+  bool is_tcp() const { return tcp_; }
+  std::uint64_t request_start_ns() const { return request_start_ns_; }
+
+  // Per-request state owned by the AppHandler (a Python object in the bindings). Opaque to the core.
+  void* exchange = nullptr;
+  // Per-connection state owned by the AppHandler (e.g. the cached client tuple).
+  void* app_data = nullptr;
+  Connection* prev = nullptr;
+  Connection* next = nullptr;
+
+ private:
+  ~Connection() override = default;
+  friend class Server;
+
+  // ParserListener
+  void on_request_begin() override;
+  int on_request_head(RequestHead& head) override;
+  int on_request_body(const char* data, std::size_t len) override;
+  int on_request_complete() override;
+
+  static void on_alloc(uv_handle_t* h, std::size_t suggested, uv_buf_t* buf);
+  static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void on_write(uv_write_t* req, int status);
+  static void on_timer(uv_timer_t* t);
+  static void on_handle_closed(uv_handle_t* h);
+
+  void process(const char* data, std::size_t len);
+  void handle_eof();
+  void start_reading();
+  void stop_reading();
+  void arm_keep_alive();
+  void answer_error(int status, const char* reason);
+  void answer_native();
+  void close_when_flushed();
+
+  union {
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+    uv_stream_t stream;
+    uv_handle_t handle;
+  } io_;
+  uv_timer_t timer_;
+  Server* server_;
+  RequestParser parser_;
+  ResponseState response_;
+  std::string out_;
+  std::string in_;  // bytes read but not parsed yet (parser paused: pipelining / body backpressure)
+  std::string native_body_;
+  std::string native_allow_;
+  const NativeRoute* native_ = nullptr;
+  static constexpr std::size_t kNativeMaxBody = 1 << 20;
+  std::string peer_host_, local_host_;
+  int peer_port_ = 0, local_port_ = 0;
+  std::uint64_t request_start_ns_ = 0;
+  int open_handles_ = 0;
+  int pending_writes_ = 0;
+  bool tcp_;
+  bool reading_ = false;
+  bool paused_ = false;
+  bool in_flight_ = false;
+  bool closing_ = false;
+  bool close_after_response_ = false;
+  bool close_after_flush_ = false;
+  bool continue_pending_ = false;
+  bool drain_wanted_ = false;
+  bool in_read_ = false;
+};
+
+}  // namespace fa

@@ -1,0 +1,210 @@
+#include "server/native_exec.h"
+
+#include <llhttp.h>
+
+#include <cstdio>
+#include <vector>
+
+#include "server/connection.h"
+#include "server/server.h"
+
+struct fa_response {
+  int status = 200;
+  std::string headers;
+  std::string body;
+};
+
+namespace fa {
+
+namespace {
+
+void api_set_status(fa_response* res, int status) { res->status = status; }
+
+int api_add_header(fa_response* res, const char* name, size_t name_len, const char* value, size_t value_len) {
+  const std::string_view n(name, name_len), v(value, value_len);
+  if (!is_valid_header_name(n) || !is_valid_header_value(v) || ascii_iequals(n, "content-length")) return -1;
+  res->headers.append(n);
+  res->headers.append(": ");
+  res->headers.append(v);
+  res->headers.append("\r\n");
+  return 0;
+}
+
+void api_write(fa_response* res, const char* data, size_t len) { res->body.append(data, len); }
+
+const fa_response_api kResponseApi = {FA_NATIVE_ABI_VERSION, &api_set_status, &api_add_header, &api_write};
+
+fa_str to_str(std::string_view v) { return fa_str{v.data(), v.size()}; }
+
+// Scratch space reused by every native request on this thread: steady state allocates nothing.
+struct Scratch {
+  std::vector<fa_pair> headers;
+  std::vector<fa_pair> params;
+  fa_response response;
+  std::string dynamic_body;
+};
+thread_local Scratch t_scratch;
+
+void write_head(Connection& c, int status, std::string_view headers, std::size_t body_len, bool emit_length) {
+  Server& server = *c.server();
+  std::string& out = c.out();
+  char scratch[32];
+  std::string_view line = status_line(status, scratch);
+  if (line.empty()) line = status_line(500, scratch);
+  out.append(line);
+  out.append(server.config().defaults.header_block);
+  if (server.config().defaults.date_header) {
+    out.append("date: ");
+    out.append(server.date().now());
+    out.append("\r\n");
+  }
+  out.append(headers);
+  if (emit_length) {
+    char len[40];
+    const int n = std::snprintf(len, sizeof len, "content-length: %zu\r\n", body_len);
+    out.append(len, static_cast<std::size_t>(n));
+  }
+  if (!c.response().keep_alive()) out.append("connection: close\r\n");
+  out.append("\r\n");
+}
+
+void respond(Connection& c, int status, std::string_view headers, std::string_view body, bool emit_length) {
+  write_head(c, status, headers, body.size(), emit_length);
+  if (c.head().method != HTTP_HEAD) c.out().append(body);
+}
+
+void record(Connection& c, NativeRoute& route) {
+  route.hits++;
+  const double us = static_cast<double>(monotonic_ns() - c.request_start_ns()) / 1000.0;
+  std::size_t i = 0;
+  while (i < 11 && us > kLatencyBoundsUs[i]) ++i;
+  route.latency_buckets[i]++;
+  route.latency_sum_us += us;
+}
+
+void run_user_handler(Connection& c, const NativeRoute& route, const std::string& body) {
+  Scratch& s = t_scratch;
+  const RequestHead& head = c.head();
+  s.headers.clear();
+  for (const auto& h : head.headers) s.headers.push_back(fa_pair{to_str(head.str(h.first)), to_str(head.str(h.second))});
+  RouteParams params;
+  const NativeRoute* matched = nullptr;
+  const std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(head.method));
+  c.server()->router().match(method, head.path_view(), &matched, &params, nullptr);
+  s.params.clear();
+  for (int i = 0; i < params.count; ++i) s.params.push_back(fa_pair{to_str(params.names[i]), to_str(params.values[i])});
+  fa_request req{};
+  req.abi_version = FA_NATIVE_ABI_VERSION;
+  req.method = to_str(method);
+  req.path = to_str(head.path_view());
+  req.query = to_str(head.query_view());
+  req.headers = s.headers.data();
+  req.header_count = s.headers.size();
+  req.params = s.params.data();
+  req.param_count = s.params.size();
+  req.body = fa_str{body.data(), body.size()};
+  fa_response& res = s.response;
+  res.status = 200;
+  res.headers.clear();
+  res.body.clear();
+  int rc = -1;
+  try {
+    rc = route.fn(&req, &res, &kResponseApi, route.user_data);
+  } catch (...) {
+    rc = -1;
+  }
+  if (rc != 0 || res.status < 100 || res.status > 999) {
+    static const std::string_view kType = "content-type: text/plain; charset=utf-8\r\n";
+    respond(c, 500, kType, "Internal Server Error", true);
+    c.server()->counters().responses_5xx++;
+    return;
+  }
+  const bool no_body = res.status < 200 || res.status == 204 || res.status == 304;
+  respond(c, res.status, res.headers, no_body ? std::string_view() : std::string_view(res.body), !no_body);
+}
+
+}  // namespace
+
+void execute_native_route(Connection& c, const NativeRoute& route_in, const std::string& allow,
+                          const std::string& body) {
+  auto& route = const_cast<NativeRoute&>(route_in);
+  Server& server = *c.server();
+  switch (route.kind) {
+    case NativeRoute::kStatic:
+      if (route.status == 405) {
+        std::string& h = t_scratch.dynamic_body;
+        h.assign("allow: ");
+        h.append(allow);
+        h.append("\r\ncontent-type: text/plain; charset=utf-8\r\n");
+        respond(c, 405, h, "Method Not Allowed", true);
+        return;
+      }
+      respond(c, route.status, route.headers, route.body, false);
+      break;
+    case NativeRoute::kHealth: {
+      static const std::string_view kType = "content-type: text/plain; charset=utf-8\r\n";
+      if (server.shutting_down()) respond(c, 503, kType, "shutting down", true);
+      else respond(c, 200, kType, route.body, true);
+      break;
+    }
+    case NativeRoute::kMetrics: {
+      std::string& text = t_scratch.dynamic_body;
+      text = render_metrics(server);
+      respond(c, 200, "content-type: text/plain; version=0.0.4; charset=utf-8\r\n", text, true);
+      break;
+    }
+    case NativeRoute::kUser:
+      run_user_handler(c, route, body);
+      break;
+  }
+  record(c, route);
+}
+
+std::string render_metrics(Server& server) {
+  const ServerCounters& k = server.counters();
+  std::string out;
+  out.reserve(2048);
+  char line[256];
+  auto counter = [&](const char* name, const char* help, std::uint64_t v, const char* type) {
+    std::snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name,
+                  static_cast<unsigned long long>(v));
+    out += line;
+  };
+  counter("fasterapi_requests_total", "Requests answered (native and ASGI).", k.requests, "counter");
+  counter("fasterapi_native_requests_total", "Requests answered by native routes.", k.native_requests, "counter");
+  counter("fasterapi_connections_total", "Connections accepted.", k.connections_total, "counter");
+  counter("fasterapi_connections_open", "Connections open now.", server.connection_count(), "gauge");
+  counter("fasterapi_bytes_in_total", "Bytes read from clients.", k.bytes_in, "counter");
+  counter("fasterapi_bytes_out_total", "Bytes written to clients.", k.bytes_out, "counter");
+  counter("fasterapi_bad_requests_total", "Requests rejected as malformed.", k.bad_requests, "counter");
+  out += "# HELP fasterapi_route_requests_total Requests per native route.\n";
+  out += "# TYPE fasterapi_route_requests_total counter\n";
+  for (NativeRoute* r : server.router().routes()) {
+    std::snprintf(line, sizeof line, "fasterapi_route_requests_total{route=\"%s\"} %llu\n", r->pattern.c_str(),
+                  static_cast<unsigned long long>(r->hits));
+    out += line;
+  }
+  out += "# HELP fasterapi_route_latency_seconds Native route latency, request start to response queued.\n";
+  out += "# TYPE fasterapi_route_latency_seconds histogram\n";
+  for (NativeRoute* r : server.router().routes()) {
+    std::uint64_t cumulative = 0;
+    for (int i = 0; i < 12; ++i) {
+      cumulative += r->latency_buckets[i];
+      if (i < 11) {
+        std::snprintf(line, sizeof line, "fasterapi_route_latency_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+                      r->pattern.c_str(), kLatencyBoundsUs[i] / 1e6, static_cast<unsigned long long>(cumulative));
+      } else {
+        std::snprintf(line, sizeof line, "fasterapi_route_latency_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
+                      r->pattern.c_str(), static_cast<unsigned long long>(cumulative));
+      }
+      out += line;
+    }
+    std::snprintf(line, sizeof line,
+                  "fasterapi_route_latency_seconds_sum{route=\"%s\"} %.9f\nfasterapi_route_latency_seconds_count{route=\"%s\"} %llu\n",
+                  r->pattern.c_str(), r->latency_sum_us / 1e6, r->pattern.c_str(), static_cast<unsigned long long>(r->hits));
+    out += line;
+  }
+  return out;
+}
+
+}  // namespace fa

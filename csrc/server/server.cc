@@ -1,0 +1,123 @@
+#include "server/server.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+
+#include "core/uv_api.h"
+#include "server/connection.h"
+
+namespace fa {
+
+namespace {
+std::atomic<std::int64_t> g_live_handles{0};
+}
+
+std::int64_t live_handles() { return g_live_handles.load(); }
+void live_handles_add(int delta) { g_live_handles.fetch_add(delta); }
+
+std::uint64_t monotonic_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+Server::Server(uv_loop_t* loop, AppHandler* handler, ServerConfig config)
+    : loop_(loop), handler_(handler), config_(std::move(config)),
+      read_buf_(static_cast<char*>(std::malloc(kReadBufferSize))) {}
+
+Server::~Server() { std::free(read_buf_); }
+
+std::string Server::listen_fd(int fd, int backlog) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0)
+    return std::string("getsockname failed: ") + std::strerror(errno);
+  const bool tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
+  if (!tcp && ss.ss_family != AF_UNIX) return "unsupported socket family";
+  const int dup_fd = dup(fd);
+  if (dup_fd < 0) return std::string("dup failed: ") + std::strerror(errno);
+  auto* l = new Listener();
+  l->server = this;
+  l->tcp = tcp;
+  int rc = tcp ? uv.uv_tcp_init(loop_, &l->io.tcp) : uv.uv_pipe_init(loop_, &l->io.pipe, 0);
+  if (rc != 0) {
+    ::close(dup_fd);
+    delete l;
+    return std::string("cannot create listener: ") + uv.uv_strerror(rc);
+  }
+  l->io.handle.data = l;
+  live_handles_add(1);
+  rc = tcp ? uv.uv_tcp_open(&l->io.tcp, dup_fd) : uv.uv_pipe_open(&l->io.pipe, dup_fd);
+  if (rc == 0) rc = uv.uv_listen(&l->io.stream, backlog, &Server::on_connection);
+  if (rc != 0) {
+    uv.uv_close(&l->io.handle, &Server::on_listener_closed);
+    return std::string("cannot listen: ") + uv.uv_strerror(rc);
+  }
+  listeners_.push_back(l);
+  return {};
+}
+
+void Server::on_connection(uv_stream_t* listener, int status) {
+  auto* l = static_cast<Listener*>(listener->data);
+  Server* self = l->server;
+  if (status < 0) return;
+  auto* c = new Connection(self, l->tcp);
+  c->accept_from(listener);
+  if (self->config_.limit_concurrency > 0 && self->connection_count_ > self->config_.limit_concurrency && !c->closing()) {
+    // Over --limit-concurrency: answer 503 and close, as uvicorn does.
+    write_error_response(c->out(), 503, "Service Unavailable", self->config_.defaults, self->date_);
+    c->close_after_flush_ = true;
+    c->stop_reading();
+    c->flush();
+  }
+  self->handler_->on_callback_end();
+}
+
+void Server::on_listener_closed(uv_handle_t* h) {
+  live_handles_add(-1);
+  delete static_cast<Listener*>(h->data);
+}
+
+void Server::stop_accepting() {
+  for (Listener* l : listeners_) uv.uv_close(&l->io.handle, &Server::on_listener_closed);
+  listeners_.clear();
+}
+
+void Server::shutdown() {
+  shutting_down_ = true;
+  stop_accepting();
+  for (Connection* c = connections_; c != nullptr;) {
+    Connection* next = c->next;  // close_when_idle() may unlink c only from a later close callback; safe
+    c->close_when_idle();
+    c = next;
+  }
+}
+
+void Server::close_all() {
+  shutting_down_ = true;
+  stop_accepting();
+  for (Connection* c = connections_; c != nullptr; c = c->next) c->close();
+}
+
+void Server::link(Connection* c) {
+  c->next = connections_;
+  if (connections_ != nullptr) connections_->prev = c;
+  connections_ = c;
+  connection_count_++;
+}
+
+void Server::unlink(Connection* c) {
+  if (c->prev != nullptr) c->prev->next = c->next;
+  else connections_ = c->next;
+  if (c->next != nullptr) c->next->prev = c->prev;
+  c->prev = c->next = nullptr;
+  connection_count_--;
+}
+
+}  // namespace fa

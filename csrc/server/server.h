@@ -1,0 +1,105 @@
+// Server: listeners, the set of open connections, configuration and counters for one uv_loop_t.
+// No Python here; the AppHandler bridges to the ASGI app.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/date_cache.h"
+#include "http/parser.h"
+#include "http/response.h"
+#include "http/router.h"
+
+namespace fa {
+
+class AppHandler;
+class Connection;
+
+struct ServerConfig {
+  ParserLimits limits;
+  ResponseDefaults defaults;
+  std::uint64_t keep_alive_ms = 5000;
+  std::size_t body_high_water = 64 * 1024;   // buffered request body before reading pauses
+  std::size_t write_high_water = 64 * 1024;  // queued response bytes before send() waits
+  std::size_t write_low_water = 16 * 1024;
+  std::size_t limit_concurrency = 0;         // 0: unlimited; else answer 503 beyond this many connections
+};
+
+struct ServerCounters {
+  std::uint64_t requests = 0;
+  std::uint64_t native_requests = 0;
+  std::uint64_t connections_total = 0;
+  std::uint64_t bytes_in = 0;
+  std::uint64_t bytes_out = 0;
+  std::uint64_t bad_requests = 0;
+  std::uint64_t responses_5xx = 0;
+};
+
+// Number of libuv handles opened by fasterapi-asgi and not yet closed (all servers). Tests assert it returns to zero.
+std::int64_t live_handles();
+void live_handles_add(int delta);
+
+std::uint64_t monotonic_ns();
+
+class Server {
+ public:
+  Server(uv_loop_t* loop, AppHandler* handler, ServerConfig config);
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+  ~Server();
+
+  // Serve an already listening socket (TCP or Unix). The descriptor is dup'ed. Returns "" or an error message.
+  std::string listen_fd(int fd, int backlog);
+  void stop_accepting();
+  void shutdown();   // graceful: stop accepting, close idle connections, close busy ones after their response
+  void close_all();  // immediate
+
+  uv_loop_t* loop() const { return loop_; }
+  AppHandler* handler() const { return handler_; }
+  const ServerConfig& config() const { return config_; }
+  ServerCounters& counters() { return counters_; }
+  DateCache& date() { return date_; }
+  Router& router() { return router_; }
+  bool shutting_down() const { return shutting_down_; }
+  std::size_t connection_count() const { return connection_count_; }
+  std::size_t active_requests() const { return active_requests_; }
+
+  // Shared read buffer: reads are processed synchronously, leftovers are copied into the connection.
+  char* read_buffer() { return read_buf_; }
+  static constexpr std::size_t kReadBufferSize = 256 * 1024;
+
+ private:
+  friend class Connection;
+  struct Listener {
+    union {
+      uv_tcp_t tcp;
+      uv_pipe_t pipe;
+      uv_stream_t stream;
+      uv_handle_t handle;
+    } io;
+    Server* server;
+    bool tcp;
+  };
+  static void on_connection(uv_stream_t* listener, int status);
+  static void on_listener_closed(uv_handle_t* h);
+  void link(Connection* c);
+  void unlink(Connection* c);
+
+  uv_loop_t* loop_;
+  AppHandler* handler_;
+  ServerConfig config_;
+  ServerCounters counters_;
+  DateCache date_;
+  Router router_;
+  std::vector<Listener*> listeners_;
+  Connection* connections_ = nullptr;
+  std::size_t connection_count_ = 0;
+  std::size_t active_requests_ = 0;
+  bool shutting_down_ = false;
+  char* read_buf_;
+};
+
+}  // namespace fa

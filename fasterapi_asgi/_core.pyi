@@ -1,0 +1,78 @@
+"""Type stub for the private native module ``fasterapi_asgi._core``.
+
+The core knows nothing of configuration files, the command line or lifespan: Python
+orchestrates, the core moves bytes.  Only ``fasterapi_asgi.server`` (and the binding tests)
+import this module.
+"""
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
+
+# (client "host:port" or "-", method, path with "?query" if any, http_version "1.1", status)
+AccessLogFn = Callable[[str, str, str, str, int], None]
+# (message, exception or None); used for "Exception in ASGI application" and friends
+ErrorLogFn = Callable[[str, BaseException | None], None]
+
+LIBUV_HEADER_VERSION: int  # UV_VERSION_HEX of the uv.h the extension was compiled against
+LLHTTP_VERSION: str
+
+def libuv_bind(uvloop_loop_so_path: str) -> int:
+    """Resolve the libuv API from uvloop's already-loaded extension module.
+
+    Returns the runtime ``uv_version()``.  Raises ``RuntimeError`` with a clear message when
+    the module is not loaded, a symbol is missing, or the major.minor version differs from
+    ``LIBUV_HEADER_VERSION``.  Idempotent.
+    """
+
+def live_handles() -> int:
+    """Number of libuv handles the core has opened and not yet seen closed (all servers)."""
+
+class Server:
+    """One HTTP/1.1 server bound to one event loop.
+
+    ``loop`` is the running loop: a uvloop loop (handles go on its own ``uv_loop_t``) or any
+    other asyncio loop (the core runs a private ``uv_loop_t`` embedded through its backend fd).
+    Must be created and used on the loop's thread.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        app: ASGIApp,
+        *,
+        error_log: ErrorLogFn,
+        access_log: AccessLogFn | None = None,
+        root_path: str = "",
+        server_header: bool = True,
+        date_header: bool = True,
+        default_headers: list[tuple[bytes, bytes]] | None = None,
+        timeout_keep_alive: float = 5.0,
+        state: dict[str, Any] | None = None,
+        limit_concurrency: int | None = None,
+        h11_max_incomplete_event_size: int | None = None,
+    ) -> None: ...
+    def listen(self, sock: socket.socket) -> None:
+        """Serve connections accepted on an already bound and listening socket (TCP or Unix).
+
+        The core ``dup``s the descriptor; the caller may close ``sock`` afterwards.
+        """
+    def stop_accepting(self) -> None:
+        """Close every listener; established connections are untouched."""
+    def shutdown(self) -> None:
+        """Begin graceful stop: stop accepting, close idle keep-alive connections now, and
+        close each busy connection once its in-flight response is complete."""
+    def close(self) -> None:
+        """Force-close every connection and listener. Handles are released in their close
+        callbacks, i.e. after the loop runs once more."""
+    @property
+    def connections(self) -> int:
+        """Open client connections."""
+    @property
+    def active_requests(self) -> int:
+        """Requests whose response is not yet complete."""
+    def stats(self) -> dict[str, int]:
+        """Counters: requests, connections_total, bytes_in, bytes_out, ..."""

@@ -1,0 +1,455 @@
+"""Server configuration: the options of the command line, app loading, logging and listening sockets.
+
+Option names, meanings and defaults follow uvicorn's ``Config``; differences are listed in
+``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import json
+import logging
+import logging.config
+import os
+import socket
+import stat
+import sys
+from collections.abc import Callable, Sequence
+from configparser import RawConfigParser
+from typing import IO, Any, Literal
+
+from fasterapi_asgi.importer import ImportFromStringError, import_from_string
+from fasterapi_asgi.logging import TRACE_LOG_LEVEL, style
+from fasterapi_asgi.middleware.asgi2 import ASGI2Middleware
+from fasterapi_asgi.middleware.proxy_headers import ProxyHeadersMiddleware
+
+LifespanType = Literal["auto", "on", "off"]
+LoopFactoryType = Literal["none", "auto", "asyncio", "uvloop"]
+InterfaceType = Literal["auto", "asgi3", "asgi2"]
+
+LOG_LEVELS: dict[str, int] = {
+    "critical": logging.CRITICAL,
+    "error": logging.ERROR,
+    "warning": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+    "trace": TRACE_LOG_LEVEL,
+}
+LIFESPAN: dict[str, str] = {
+    "auto": "fasterapi_asgi.lifespan.on:LifespanOn",
+    "on": "fasterapi_asgi.lifespan.on:LifespanOn",
+    "off": "fasterapi_asgi.lifespan.off:LifespanOff",
+}
+LOOP_FACTORIES: tuple[str, ...] = ("none", "auto", "asyncio", "uvloop")
+INTERFACES: list[InterfaceType] = ["auto", "asgi3", "asgi2"]
+
+# Exit status when the app cannot be loaded, the socket cannot be bound or lifespan startup fails
+# (uvicorn's value, so supervisors and scripts written for uvicorn keep working).
+STARTUP_FAILURE = 3
+
+LOGGING_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "default": {
+            "()": "fasterapi_asgi.logging.DefaultFormatter",
+            "fmt": "%(levelprefix)s %(message)s",
+            "use_colors": None,
+        },
+        "access": {
+            "()": "fasterapi_asgi.logging.AccessFormatter",
+            "fmt": '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
+        },
+    },
+    "handlers": {
+        "default": {"formatter": "default", "class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
+        "access": {"formatter": "access", "class": "logging.StreamHandler", "stream": "ext://sys.stdout"},
+    },
+    "loggers": {
+        "fasterapi_asgi": {"handlers": ["default"], "level": "INFO", "propagate": False},
+        "fasterapi_asgi.error": {"level": "INFO"},
+        "fasterapi_asgi.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+    },
+}
+
+logger = logging.getLogger("fasterapi_asgi.error")
+
+
+def parse_header(header: str | Sequence[str]) -> tuple[str, str]:
+    """``"Name: value"`` (or a ``(name, value)`` pair) -> ``(name, value)``, both stripped.
+
+    Raises ``ValueError`` for a missing colon, an empty or invalid name, or CR/LF/NUL anywhere.
+    """
+    if isinstance(header, str):
+        name, sep, value = header.partition(":")
+        if not sep:
+            raise ValueError(f'Header "{header}" must be in format "Name:Value".')
+    else:
+        name, value = header
+    name, value = name.strip(), value.strip()
+    if not name or any(c in name for c in ' \t()<>@,;:\\"/[]?={}') or not name.isprintable():
+        raise ValueError(f'Invalid header name "{name}".')
+    if any(c in value for c in "\r\n\x00"):
+        raise ValueError(f'Invalid value for header "{name}": CR, LF and NUL are not allowed.')
+    return name, value
+
+
+def load_env_file(path: str | os.PathLike[str]) -> None:
+    """Set variables from a dotenv file; variables already in the environment win (as python-dotenv)."""
+    try:
+        from dotenv import load_dotenv
+    except ImportError:  # a minimal KEY=VALUE reader, enough for the common case
+        with open(path, encoding="utf-8") as file:
+            for raw_line in file:
+                line = raw_line.strip()
+                if not line or line.startswith("#") or "=" not in line:
+                    continue
+                key, _, value = line.removeprefix("export ").partition("=")
+                value = value.strip()
+                if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                    value = value[1:-1]
+                os.environ.setdefault(key.strip(), value)
+    else:
+        load_dotenv(dotenv_path=path)
+
+
+def _asyncio_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    return asyncio.SelectorEventLoop
+
+
+def _uvloop_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
+class Config:
+    """All server options; ``load()`` imports and wraps the app, ``bind_socket()`` makes a listener."""
+
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        uds: str | None = None,
+        fd: int | None = None,
+        loop: LoopFactoryType | str = "auto",
+        lifespan: LifespanType = "auto",
+        env_file: str | os.PathLike[str] | None = None,
+        log_config: dict[str, Any]
+        | str
+        | os.PathLike[str]
+        | RawConfigParser
+        | IO[Any]
+        | None = LOGGING_CONFIG,
+        log_level: str | int | None = None,
+        access_log: bool = True,
+        use_colors: bool | None = None,
+        interface: InterfaceType = "auto",
+        workers: int | None = None,
+        proxy_headers: bool = True,
+        server_header: bool = True,
+        date_header: bool = True,
+        forwarded_allow_ips: list[str] | str | None = None,
+        root_path: str = "",
+        limit_concurrency: int | None = None,
+        limit_max_requests: int | None = None,
+        limit_max_requests_jitter: int = 0,
+        backlog: int = 2048,
+        timeout_keep_alive: float = 5,
+        timeout_graceful_shutdown: float | None = None,
+        headers: Sequence[tuple[str, str] | str] | None = None,
+        factory: bool = False,
+        h11_max_incomplete_event_size: int | None = None,
+        reuse_port: bool = False,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.uds = uds
+        self.fd = fd
+        self.loop = loop
+        self.lifespan = lifespan
+        self.log_config = log_config
+        self.log_level = log_level
+        self.access_log = access_log
+        self.use_colors = use_colors
+        self.interface = interface
+        self.workers = workers or 1
+        self.proxy_headers = proxy_headers
+        self.server_header = server_header
+        self.date_header = date_header
+        self.root_path = root_path
+        self.limit_concurrency = limit_concurrency
+        self.limit_max_requests = limit_max_requests
+        self.limit_max_requests_jitter = limit_max_requests_jitter
+        self.backlog = backlog
+        self.timeout_keep_alive = timeout_keep_alive
+        self.timeout_graceful_shutdown = timeout_graceful_shutdown
+        self.headers: list[tuple[str, str]] = [parse_header(h) for h in headers or []]
+        self.factory = factory
+        self.h11_max_incomplete_event_size = h11_max_incomplete_event_size
+        self.reuse_port = reuse_port
+
+        # Extra response headers, names lowercased, as handed to the core.  A user "server" header
+        # replaces the default one (as in uvicorn), so the core's own is then turned off.
+        self.default_headers: list[tuple[bytes, bytes]] = [
+            (name.lower().encode("latin1"), value.encode("latin1")) for name, value in self.headers
+        ]
+        self.encoded_headers = self.default_headers  # uvicorn's attribute name
+
+        self.loaded = False
+        self.configure_logging()
+
+        if env_file is not None:
+            logger.info("Loading environment from '%s'", env_file)
+            load_env_file(env_file)
+
+        if workers is None and "WEB_CONCURRENCY" in os.environ:
+            self.workers = int(os.environ["WEB_CONCURRENCY"])
+
+        self.forwarded_allow_ips: list[str] | str
+        if forwarded_allow_ips is None:
+            self.forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+        else:
+            self.forwarded_allow_ips = forwarded_allow_ips
+
+    @property
+    def asgi_version(self) -> Literal["2.0", "3.0"]:
+        return "2.0" if self.interface == "asgi2" else "3.0"
+
+    @property
+    def use_subprocess(self) -> bool:
+        return self.workers > 1
+
+    @property
+    def core_server_header(self) -> bool:
+        """Whether the core adds its own ``server`` header (off when the user supplied one)."""
+        return self.server_header and all(name != b"server" for name, _ in self.default_headers)
+
+    def configure_logging(self) -> None:
+        logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
+
+        if self.log_config is not None:
+            if isinstance(self.log_config, os.PathLike):
+                self.log_config = os.fspath(self.log_config)
+            if isinstance(self.log_config, dict):
+                log_config = self.log_config
+                if self.use_colors in (True, False):
+                    log_config = copy.deepcopy(log_config)  # never mutate the shared LOGGING_CONFIG
+                    for name in ("default", "access"):
+                        if name in log_config.get("formatters", {}):
+                            log_config["formatters"][name]["use_colors"] = self.use_colors
+                logging.config.dictConfig(log_config)
+            elif isinstance(self.log_config, str) and self.log_config.endswith(".json"):
+                with open(self.log_config) as file:
+                    logging.config.dictConfig(json.load(file))
+            elif isinstance(self.log_config, str) and self.log_config.endswith((".yaml", ".yml")):
+                try:
+                    import yaml
+                except ImportError as exc:
+                    raise ImportError(
+                        "Install the PyYAML package to use `--log-config` with YAML files."
+                    ) from exc
+                with open(self.log_config) as file:
+                    logging.config.dictConfig(yaml.safe_load(file))
+            else:
+                logging.config.fileConfig(self.log_config, disable_existing_loggers=False)
+
+        if self.log_level is not None:
+            level = LOG_LEVELS[self.log_level.lower()] if isinstance(self.log_level, str) else self.log_level
+            for name in ("fasterapi_asgi.error", "fasterapi_asgi.access", "fasterapi_asgi.asgi"):
+                logging.getLogger(name).setLevel(level)
+        if self.access_log is False:
+            access_logger = logging.getLogger("fasterapi_asgi.access")
+            access_logger.handlers = []
+            access_logger.propagate = False
+
+    def load_app(self) -> Any:
+        """Import the app (not yet called or wrapped). Logs one line and exits with 3 on failure."""
+        try:
+            return import_from_string(self.app)
+        except ImportFromStringError as exc:
+            logger.error("Error loading ASGI app. %s", exc)
+            sys.exit(STARTUP_FAILURE)
+
+    def load(self) -> None:
+        """Import the app, call the factory, detect ASGI 2 / 3 and apply the middleware."""
+        assert not self.loaded
+        self.lifespan_class = import_from_string(LIFESPAN[self.lifespan])
+
+        app = self.load_app()
+        try:
+            app = app()  # a factory takes no arguments; an ASGI app (or class) needs some
+        except TypeError as exc:
+            if self.factory:
+                logger.error("Error loading ASGI app factory: %s", exc)
+                sys.exit(STARTUP_FAILURE)
+        else:
+            if not self.factory:
+                logger.warning(
+                    "ASGI app factory detected. Using it, "
+                    "but please consider setting the --factory flag explicitly."
+                )
+
+        if self.interface == "auto":
+            if inspect.isclass(app):
+                use_asgi_3 = hasattr(app, "__await__")
+            elif inspect.isfunction(app):
+                use_asgi_3 = inspect.iscoroutinefunction(app)
+            else:
+                use_asgi_3 = inspect.iscoroutinefunction(getattr(app, "__call__", None))  # noqa: B004
+            self.interface = "asgi3" if use_asgi_3 else "asgi2"
+
+        if self.interface == "asgi2":
+            app = ASGI2Middleware(app)
+        if self.proxy_headers:
+            app = ProxyHeadersMiddleware(app, trusted_hosts=self.forwarded_allow_ips)
+
+        self.loaded_app = app
+        self.loaded = True
+
+    def get_loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop] | None:
+        """``auto``: uvloop when importable, else asyncio; or a ``"module:factory"`` import string."""
+        if self.loop == "none":
+            return None
+        if self.loop == "asyncio":
+            return _asyncio_loop_factory()
+        if self.loop == "uvloop":
+            return _uvloop_loop_factory()
+        if self.loop == "auto":
+            try:
+                return _uvloop_loop_factory()
+            except ImportError:
+                return _asyncio_loop_factory()
+        try:
+            factory: Callable[[], asyncio.AbstractEventLoop] = import_from_string(self.loop)
+        except ImportFromStringError as exc:
+            logger.error("Error loading custom loop setup function. %s", exc)
+            sys.exit(STARTUP_FAILURE)
+        return factory
+
+    # -- sockets ----------------------------------------------------------------------------------
+
+    def bind_socket(self) -> socket.socket:
+        """One listening socket for ``--uds``, ``--fd`` or host/port, logged; used before forking workers."""
+        if self.uds is not None:
+            sock = self._bind_uds()
+        elif self.fd is not None:
+            sock = self._socket_from_fd()
+        else:
+            family = socket.AF_INET6 if self.host and ":" in self.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            self._bind_tcp(sock, (self.host, self.port))
+        sock.listen(self.backlog)
+        self.log_started_message([sock])
+        sock.set_inheritable(True)
+        return sock
+
+    def create_sockets(self) -> list[socket.socket]:
+        """Bound, listening sockets for a single-process server.
+
+        For host/port every address ``getaddrinfo`` yields is bound (``localhost`` may give both
+        127.0.0.1 and ::1; an empty host means all interfaces), like ``loop.create_server``.
+        """
+        if self.uds is not None:
+            sockets = [self._bind_uds()]
+        elif self.fd is not None:
+            sockets = [self._socket_from_fd()]
+        else:
+            sockets = []
+            host = self.host or None
+            try:
+                infos = socket.getaddrinfo(
+                    host, self.port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+                )
+            except OSError as exc:
+                logger.error(exc)
+                sys.exit(STARTUP_FAILURE)
+            seen: set[tuple[int, Any]] = set()
+            try:
+                for family, type_, proto, _, sockaddr in infos:
+                    if (family, sockaddr) in seen:
+                        continue
+                    seen.add((family, sockaddr))
+                    sock = socket.socket(family, type_, proto)
+                    sockets.append(sock)
+                    if family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    self._bind_tcp(sock, sockaddr)
+            except SystemExit:
+                for sock in sockets:
+                    sock.close()
+                raise
+        for sock in sockets:
+            sock.listen(self.backlog)
+        return sockets
+
+    def _bind_tcp(self, sock: socket.socket, address: Any) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.reuse_port and hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            sock.close()
+            logger.error(exc)
+            sys.exit(STARTUP_FAILURE)
+
+    def _bind_uds(self) -> socket.socket:
+        assert self.uds is not None
+        path = self.uds
+        # A socket file left by a previous run would make bind() fail; asyncio removes it too.
+        try:
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                os.remove(path)
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            os.chmod(path, 0o666)
+        except OSError as exc:
+            sock.close()
+            logger.error(exc)
+            sys.exit(STARTUP_FAILURE)
+        return sock
+
+    def _socket_from_fd(self) -> socket.socket:
+        assert self.fd is not None
+        # socket(fileno=...) detects the real family (TCP or Unix) of the inherited descriptor; the dup
+        # leaves the caller's descriptor open, as uvicorn's socket.fromfd() does.
+        return socket.socket(fileno=os.dup(self.fd))
+
+    def log_started_message(self, listeners: Sequence[socket.socket]) -> None:
+        if self.fd is not None:
+            logger.info(
+                "fasterapi-asgi running on socket %s (Press CTRL+C to quit)", listeners[0].getsockname()
+            )
+        elif self.uds is not None:
+            logger.info(
+                "fasterapi-asgi running on unix socket %s (Press CTRL+C to quit)",
+                self.uds,
+                extra={
+                    "color_message": "fasterapi-asgi running on unix socket "
+                    + style("%s", bold=True)
+                    + " (Press CTRL+C to quit)"
+                },
+            )
+        else:
+            host = "0.0.0.0" if not self.host else self.host
+            addr_format = "%s://[%s]:%d" if ":" in host else "%s://%s:%d"
+            port = self.port or listeners[0].getsockname()[1]
+            logger.info(
+                f"fasterapi-asgi running on {addr_format} (Press CTRL+C to quit)",
+                "http",
+                host,
+                port,
+                extra={
+                    "color_message": "fasterapi-asgi running on "
+                    + style(addr_format, bold=True)
+                    + " (Press CTRL+C to quit)"
+                },
+            )

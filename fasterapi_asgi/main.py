@@ -1,0 +1,348 @@
+"""The ``fasterapi-asgi`` command line (uvicorn's options) and the ``run()`` entry point.
+
+``fasterapi-asgi bench ...`` is a sub-command handled by ``fasterapi_asgi.bench.cli``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from configparser import RawConfigParser
+from typing import IO, Any
+
+import click
+
+import fasterapi_asgi
+from fasterapi_asgi.config import (
+    INTERFACES,
+    LIFESPAN,
+    LOG_LEVELS,
+    LOGGING_CONFIG,
+    STARTUP_FAILURE,
+    Config,
+    InterfaceType,
+    LifespanType,
+    LoopFactoryType,
+    parse_header,
+)
+from fasterapi_asgi.server import Server
+from fasterapi_asgi.supervisors import Multiprocess
+
+logger = logging.getLogger("fasterapi_asgi.error")
+
+
+def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(
+        f"Running fasterapi-asgi {fasterapi_asgi.__version__} with {platform.python_implementation()} "
+        f"{platform.python_version()} on {platform.system()}"
+    )
+    ctx.exit()
+
+
+def _parse_headers(ctx: click.Context, param: click.Parameter, value: Sequence[str]) -> list[tuple[str, str]]:
+    try:
+        return [parse_header(header) for header in value]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+class _Command(click.Command):
+    """Adds the ``bench`` sub-command in front of the single-command interface."""
+
+    def main(self, args: Sequence[str] | None = None, *pargs: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        argv = list(sys.argv[1:] if args is None else args)
+        if argv and argv[0] == "bench":
+            from fasterapi_asgi.bench.cli import main as bench_main
+
+            sys.exit(bench_main(argv[1:]))
+        return super().main(argv, *pargs, **kwargs)
+
+
+@click.command(cls=_Command, context_settings={"auto_envvar_prefix": "FASTERAPI_ASGI"})
+@click.argument("app", envvar="FASTERAPI_ASGI_APP")
+@click.option("--host", type=str, default="127.0.0.1", show_default=True, help="Bind socket to this host.")
+@click.option(
+    "--port",
+    type=int,
+    default=8000,
+    show_default=True,
+    help="Bind socket to this port. If 0, an available port will be picked.",
+)
+@click.option("--uds", type=str, default=None, help="Bind to a UNIX domain socket.")
+@click.option("--fd", type=int, default=None, help="Bind to socket from this file descriptor.")
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Number of worker processes. Defaults to the $WEB_CONCURRENCY environment variable if available, "
+    "or 1.",
+)
+@click.option(
+    "--loop",
+    type=str,
+    metavar="[auto|asyncio|uvloop]",
+    default="auto",
+    show_default=True,
+    help="Event loop factory implementation (or a 'module:factory' import string).",
+)
+@click.option(
+    "--lifespan",
+    type=click.Choice(list(LIFESPAN)),
+    default="auto",
+    show_default=True,
+    help="Lifespan implementation.",
+)
+@click.option(
+    "--interface",
+    type=click.Choice(INTERFACES),
+    default="auto",
+    show_default=True,
+    help="Select ASGI3 or ASGI2 as the application interface.",
+)
+@click.option(
+    "--env-file", type=click.Path(exists=True), default=None, help="Environment configuration file."
+)
+@click.option(
+    "--log-config",
+    type=click.Path(exists=True),
+    default=None,
+    help="Logging configuration file. Supported formats: .ini, .json, .yaml.",
+)
+@click.option(
+    "--log-level", type=click.Choice(list(LOG_LEVELS)), default=None, help="Log level. [default: info]"
+)
+@click.option("--access-log/--no-access-log", is_flag=True, default=True, help="Enable/Disable access log.")
+@click.option(
+    "--use-colors/--no-use-colors", is_flag=True, default=None, help="Enable/Disable colorized logging."
+)
+@click.option(
+    "--proxy-headers/--no-proxy-headers",
+    is_flag=True,
+    default=True,
+    help="Enable/Disable X-Forwarded-Proto, X-Forwarded-For to populate url scheme and remote address info.",
+)
+@click.option(
+    "--server-header/--no-server-header",
+    is_flag=True,
+    default=True,
+    help="Enable/Disable default Server header.",
+)
+@click.option(
+    "--date-header/--no-date-header", is_flag=True, default=True, help="Enable/Disable default Date header."
+)
+@click.option(
+    "--forwarded-allow-ips",
+    type=str,
+    default=None,
+    help="Comma separated list of IP Addresses, IP Networks, or literals (e.g. UNIX Socket path) "
+    "to trust with proxy headers. Defaults to the $FORWARDED_ALLOW_IPS environment variable if available, "
+    "or '127.0.0.1,::1'. The literal '*' means trust everything.",
+)
+@click.option(
+    "--root-path",
+    type=str,
+    default="",
+    help="Set the ASGI 'root_path' for applications submounted below a given URL path.",
+)
+@click.option(
+    "--limit-concurrency",
+    type=int,
+    default=None,
+    help="Maximum number of concurrent connections or tasks to allow, before issuing HTTP 503 responses.",
+)
+@click.option(
+    "--backlog",
+    type=int,
+    default=2048,
+    show_default=True,
+    help="Maximum number of connections to hold in backlog.",
+)
+@click.option(
+    "--limit-max-requests",
+    type=int,
+    default=None,
+    help="Maximum number of requests to service before terminating the process.",
+)
+@click.option(
+    "--limit-max-requests-jitter",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Maximum jitter to add to limit_max_requests.",
+)
+@click.option(
+    "--timeout-keep-alive",
+    type=float,
+    default=5,
+    show_default=True,
+    help="Close Keep-Alive connections if no new data is received within this timeout (in seconds).",
+)
+@click.option(
+    "--timeout-graceful-shutdown",
+    type=float,
+    default=None,
+    help="Maximum number of seconds to wait for graceful shutdown.",
+)
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    callback=_parse_headers,
+    help="Specify custom default HTTP response headers as a Name:Value pair (repeatable).",
+)
+@click.option(
+    "--version",
+    is_flag=True,
+    callback=print_version,
+    expose_value=False,
+    is_eager=True,
+    help="Display the fasterapi-asgi version and exit.",
+)
+@click.option(
+    "--app-dir",
+    default="",
+    show_default=True,
+    help="Look for APP in the specified directory, by adding this to the PYTHONPATH. "
+    "Defaults to the current working directory.",
+)
+@click.option(
+    "--h11-max-incomplete-event-size",
+    type=int,
+    default=None,
+    help="Maximum number of bytes of an incomplete request head (request line and headers).",
+)
+@click.option(
+    "--reuse-port",
+    is_flag=True,
+    default=False,
+    help="Set SO_REUSEPORT on the listening socket.",
+)
+@click.option(
+    "--factory",
+    is_flag=True,
+    default=False,
+    show_default=True,
+    help="Treat APP as an application factory, i.e. a () -> <ASGI app> callable.",
+)
+def main(
+    app: str,
+    log_config: str | None,
+    headers: list[tuple[str, str]],
+    **options: Any,
+) -> None:
+    """Serve the ASGI application APP ("module:attribute") with the native fasterapi-asgi core."""
+    run(
+        app,
+        log_config=LOGGING_CONFIG if log_config is None else log_config,
+        headers=headers,
+        **options,
+    )
+
+
+def run(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    uds: str | None = None,
+    fd: int | None = None,
+    loop: LoopFactoryType | str = "auto",
+    lifespan: LifespanType = "auto",
+    interface: InterfaceType = "auto",
+    workers: int | None = None,
+    env_file: str | os.PathLike[str] | None = None,
+    log_config: dict[str, Any] | str | os.PathLike[str] | RawConfigParser | IO[Any] | None = LOGGING_CONFIG,
+    log_level: str | int | None = None,
+    access_log: bool = True,
+    proxy_headers: bool = True,
+    server_header: bool = True,
+    date_header: bool = True,
+    forwarded_allow_ips: list[str] | str | None = None,
+    root_path: str = "",
+    limit_concurrency: int | None = None,
+    backlog: int = 2048,
+    limit_max_requests: int | None = None,
+    limit_max_requests_jitter: int = 0,
+    timeout_keep_alive: float = 5,
+    timeout_graceful_shutdown: float | None = None,
+    headers: Sequence[tuple[str, str] | str] | None = None,
+    use_colors: bool | None = None,
+    app_dir: str | None = None,
+    factory: bool = False,
+    h11_max_incomplete_event_size: int | None = None,
+    reuse_port: bool = False,
+) -> None:
+    """Serve ``app`` (an ASGI app, or a ``"module:attribute"`` import string) until stopped.
+
+    Exits with status 3 when the app cannot be loaded or fails its lifespan startup.
+    """
+    if app_dir is not None:
+        sys.path.insert(0, app_dir)
+
+    config = Config(
+        app,
+        host=host,
+        port=port,
+        uds=uds,
+        fd=fd,
+        loop=loop,
+        lifespan=lifespan,
+        interface=interface,
+        workers=workers,
+        env_file=env_file,
+        log_config=log_config,
+        log_level=log_level,
+        access_log=access_log,
+        proxy_headers=proxy_headers,
+        server_header=server_header,
+        date_header=date_header,
+        forwarded_allow_ips=forwarded_allow_ips,
+        root_path=root_path,
+        limit_concurrency=limit_concurrency,
+        backlog=backlog,
+        limit_max_requests=limit_max_requests,
+        limit_max_requests_jitter=limit_max_requests_jitter,
+        timeout_keep_alive=timeout_keep_alive,
+        timeout_graceful_shutdown=timeout_graceful_shutdown,
+        headers=headers,
+        use_colors=use_colors,
+        factory=factory,
+        h11_max_incomplete_event_size=h11_max_incomplete_event_size,
+        reuse_port=reuse_port,
+    )
+    if config.workers > 1:
+        if not isinstance(app, str):
+            logger.warning("You must pass the application as an import string to enable 'workers'.")
+            sys.exit(STARTUP_FAILURE)
+    else:
+        config.load_app()  # fail fast, with one line, before any socket is bound
+
+    server = Server(config=config)
+    supervisor: Multiprocess | None = None
+    try:
+        if config.workers > 1:
+            sock = config.bind_socket()
+            supervisor = Multiprocess(config, sockets=[sock])
+            supervisor.run()
+        else:
+            server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if config.uds and os.path.exists(config.uds):
+            os.remove(config.uds)
+
+    if supervisor is not None:
+        if supervisor.startup_failed:
+            sys.exit(STARTUP_FAILURE)
+    elif not server.started:
+        sys.exit(STARTUP_FAILURE)
+
+
+if __name__ == "__main__":
+    main()

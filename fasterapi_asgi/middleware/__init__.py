@@ -1,0 +1,1 @@
+"""ASGI middleware applied by ``Config.load()``: ASGI 2 adaptation and proxy headers."""

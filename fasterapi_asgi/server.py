@@ -1,0 +1,261 @@
+"""The single-process server: lifespan, the native core's listeners, signals and graceful shutdown.
+
+Python orchestrates here; every byte of HTTP is moved by ``fasterapi_asgi._core`` (imported lazily,
+after lifespan startup, so that the package and its lifespan path work without the extension).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Generator
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from fasterapi_asgi.config import STARTUP_FAILURE, Config
+from fasterapi_asgi.logging import style
+
+if TYPE_CHECKING:
+    from fasterapi_asgi import _core
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+# Seconds between checks of should_exit (and of the connection count during graceful shutdown).
+_TICK = 0.1
+
+logger = logging.getLogger("fasterapi_asgi.error")
+access_logger = logging.getLogger("fasterapi_asgi.access")
+
+
+def _error_log(message: str, exc: BaseException | None) -> None:
+    logger.error("%s", message, exc_info=exc)
+
+
+def _make_access_log() -> Any:
+    info = access_logger.info
+
+    def access_log(client: str, method: str, path_qs: str, http_version: str, status: int) -> None:
+        # The same args as uvicorn's access record, so custom access formatters keep working.
+        info('%s - "%s %s HTTP/%s" %d', client, method, path_qs, http_version, status)
+
+    return access_log
+
+
+def _bind_libuv(core: Any) -> None:
+    """Point the core at the libuv inside uvloop's extension (required even for ``--loop asyncio``)."""
+    try:
+        import uvloop.loop
+    except ImportError as exc:
+        raise RuntimeError(f"fasterapi-asgi needs uvloop (pip install uvloop): {exc}") from exc
+    file = uvloop.loop.__file__
+    assert file is not None
+    core.libuv_bind(file)
+
+
+def _asyncio_run(
+    main: Coroutine[Any, Any, None], loop_factory: Callable[[], asyncio.AbstractEventLoop] | None
+) -> None:
+    """``asyncio.run(main, loop_factory=...)`` of Python 3.12, on 3.10 and 3.11 too."""
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(main)
+        return
+    loop = asyncio.new_event_loop() if loop_factory is None else loop_factory()  # pragma: no cover
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main)
+    finally:
+        try:
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started = False
+        self.should_exit = False
+        self.force_exit = False
+        self.core: _core.Server | None = None
+        self._captured_signals: list[int] = []
+        self._limit_max_requests: int | None = None
+        if config.limit_max_requests is not None:
+            self._limit_max_requests = config.limit_max_requests + random.randint(
+                0, config.limit_max_requests_jitter
+            )
+
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        _asyncio_run(self.serve(sockets=sockets), self.config.get_loop_factory())
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        with self.capture_signals():
+            await self._serve(sockets)
+
+    async def _serve(self, sockets: list[socket.socket] | None = None) -> None:
+        process_id = os.getpid()
+        config = self.config
+        if not config.loaded:
+            config.load()
+        self.lifespan = config.lifespan_class(config)
+
+        logger.info(
+            "Started server process [%d]",
+            process_id,
+            extra={"color_message": "Started server process [" + style("%d", fg="cyan") + "]"},
+        )
+        await self.startup(sockets=sockets)
+        if not self.should_exit:
+            await self.main_loop()
+        if self.started:
+            await self.shutdown(sockets=sockets)
+            logger.info(
+                "Finished server process [%d]",
+                process_id,
+                extra={"color_message": "Finished server process [" + style("%d", fg="cyan") + "]"},
+            )
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            sys.exit(STARTUP_FAILURE)
+
+        config = self.config
+        try:
+            from fasterapi_asgi import _core
+
+            _bind_libuv(_core)
+        except (ImportError, RuntimeError) as exc:
+            logger.error("Cannot start the native server core: %s", exc)
+            await self.lifespan.shutdown()
+            sys.exit(STARTUP_FAILURE)
+
+        if sockets is None:
+            try:
+                listeners = config.create_sockets()
+            except SystemExit:
+                await self.lifespan.shutdown()
+                raise
+        else:
+            listeners = sockets
+
+        access_log = None
+        if config.access_log and access_logger.hasHandlers() and access_logger.isEnabledFor(logging.INFO):
+            access_log = _make_access_log()
+
+        self.core = _core.Server(
+            asyncio.get_running_loop(),
+            config.loaded_app,
+            error_log=_error_log,
+            access_log=access_log,
+            root_path=config.root_path,
+            server_header=config.core_server_header,
+            date_header=config.date_header,
+            default_headers=config.default_headers,
+            timeout_keep_alive=float(config.timeout_keep_alive),
+            state=self.lifespan.state,
+            limit_concurrency=config.limit_concurrency,
+            h11_max_incomplete_event_size=config.h11_max_incomplete_event_size,
+        )
+
+        try:
+            for sock in listeners:
+                if sockets is not None:
+                    sock.listen(config.backlog)  # inherited from a supervisor: bound, maybe not listening
+                self.core.listen(sock)
+            if sockets is None:
+                # With inherited sockets the supervisor has already logged where it listens.
+                config.log_started_message(listeners)
+        finally:
+            if sockets is None:
+                for sock in listeners:  # the core holds its own dup of each descriptor
+                    sock.close()
+        self.started = True
+
+    async def main_loop(self) -> None:
+        while not await self.on_tick():
+            await asyncio.sleep(_TICK)
+
+    async def on_tick(self) -> bool:
+        if self.should_exit:
+            return True
+        if self._limit_max_requests is not None and self.core is not None:
+            if self.core.stats().get("requests", 0) >= self._limit_max_requests:
+                logger.info(
+                    "Maximum request limit of %d exceeded. Terminating process.", self._limit_max_requests
+                )
+                return True
+        return False
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        logger.info("Shutting down")
+        core = self.core
+        assert core is not None
+
+        # Stop accepting, close idle keep-alive connections, let busy ones finish their response.
+        core.shutdown()
+        for sock in sockets or []:
+            sock.close()
+        await asyncio.sleep(_TICK)
+
+        timeout = self.config.timeout_graceful_shutdown
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if core.connections and not self.force_exit:
+            logger.info("Waiting for connections to close. (CTRL+C to force quit)")
+        while core.connections and not self.force_exit:
+            if deadline is not None and time.monotonic() >= deadline:
+                logger.error(
+                    "Cancel %s running task(s), timeout graceful shutdown exceeded", core.active_requests
+                )
+                break
+            await asyncio.sleep(_TICK)
+
+        core.close()
+        if sockets is None and self.config.uds and os.path.exists(self.config.uds):
+            # Ours: remove it now, since a re-raised SIGTERM ends the process before run() could.
+            os.remove(self.config.uds)
+        # Handles are released in their close callbacks, which run on the next loop iterations.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # Signals can only be handled on the main thread (e.g. not when embedded in a thread).
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        # signal.signal rather than loop.add_signal_handler, so the previous handlers can be restored.
+        original_handlers = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original_handlers.items():
+                signal.signal(sig, handler)
+        # Having shut down gracefully, give the previous handlers the signals we swallowed (LIFO):
+        # a default SIGINT handler raises KeyboardInterrupt, a default SIGTERM ends the process.
+        for captured_signal in reversed(self._captured_signals):
+            signal.raise_signal(captured_signal)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._captured_signals.append(sig)
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
