@@ -57,8 +57,12 @@ async def _one(host: str, port: int, request: bytes, sem: asyncio.Semaphore) -> 
 async def main_async(args: argparse.Namespace) -> int:
     request = f"GET {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n\r\n".encode()
     sem = asyncio.Semaphore(args.parallel)
-    results = await asyncio.gather(*(_one(args.host, args.port, request, sem) for _ in range(args.count)))
-    writers = [w for w in results if w is not None]
+    tasks = [asyncio.ensure_future(_one(args.host, args.port, request, sem)) for _ in range(args.count)]
+    done, pending = await asyncio.wait(tasks, timeout=args.deadline)
+    for t in pending:  # a server that stops accepting must not hold the suite for minutes
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    writers = [w for t in done if (w := t.result()) is not None]
     print(f"READY {len(writers)} {args.count - len(writers)}", flush=True)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.readline)
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--path", default="/plaintext")
     p.add_argument("--count", type=int, default=10_000)
     p.add_argument("--parallel", type=int, default=200, help="connections being opened at once")
+    p.add_argument("--deadline", type=float, default=60.0, help="seconds allowed for opening them all")
     args = p.parse_args(argv)
     limit = raise_nofile(args.count + 256)
     if limit < args.count + 16:

@@ -170,6 +170,7 @@ class Server:
             state=self.lifespan.state,
             limit_concurrency=config.limit_concurrency,
             h11_max_incomplete_event_size=config.h11_max_incomplete_event_size,
+            asgi_version=config.asgi_version,
         )
 
         try:

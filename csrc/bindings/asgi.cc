@@ -9,7 +9,7 @@
 
 namespace fa {
 
-PyObject* make_scope_template(PyObject* root_path);
+PyObject* make_scope_template(PyObject* root_path, const char* asgi_version);
 void release_conn_cache(Connection& c);
 
 namespace {
@@ -364,7 +364,9 @@ PyObject* send_body(Exchange* ex, PyObject* message) {
   const char* err = c->response().frame_body(c->out(), data.size(), more != 0, &emit, &suffix);
   if (err != nullptr) {
     if (have_view) PyBuffer_Release(&view);
+    // As uvicorn: the head already "went out"; the stream is now unusable and closes when the app's error lands.
     c->response().set_keep_alive(false);
+    c->flush();
     return runtime_error(err, nullptr);
   }
   if (emit) {
@@ -611,13 +613,13 @@ bool asgi_types_ready() {
 // -------------------------------------------------------------------------------------------------------------
 
 PyAppHandler::PyAppHandler(PyObject* loop, PyObject* app, PyObject* runner, PyObject* error_log,
-                           PyObject* access_log, PyObject* state, PyObject* root_path)
+                           PyObject* access_log, PyObject* state, PyObject* root_path, const char* asgi_version)
     : loop_(Py_NewRef(loop)), app_(Py_NewRef(app)), runner_(Py_NewRef(runner)),
       create_task_(PyObject_GetAttrString(loop, "create_task")),
       create_future_(PyObject_GetAttrString(loop, "create_future")), error_log_(Py_NewRef(error_log)),
       access_log_(access_log == Py_None ? nullptr : Py_NewRef(access_log)),
       state_(state == Py_None ? nullptr : Py_NewRef(state)), root_path_(Py_NewRef(root_path)),
-      root_path_bytes_(PyUnicode_AsUTF8String(root_path)), scope_template_(make_scope_template(root_path)) {}
+      root_path_bytes_(PyUnicode_AsUTF8String(root_path)), scope_template_(make_scope_template(root_path, asgi_version)) {}
 
 PyAppHandler::~PyAppHandler() {
   Py_XDECREF(loop_);

@@ -21,7 +21,7 @@ struct InternedStrings;
 class PyAppHandler final : public AppHandler {
  public:
   PyAppHandler(PyObject* loop, PyObject* app, PyObject* runner, PyObject* error_log, PyObject* access_log,
-               PyObject* state, PyObject* root_path);
+               PyObject* state, PyObject* root_path, const char* asgi_version);
   ~PyAppHandler() override;
 
   void attach(Server* server) { server_ = server; }

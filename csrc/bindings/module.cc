@@ -31,7 +31,7 @@ class PyServer {
   PyServer(py::object loop, py::object app, py::object error_log, py::object access_log, std::string root_path,
            bool server_header, bool date_header, std::vector<std::pair<py::bytes, py::bytes>> default_headers,
            double timeout_keep_alive, py::object state, py::object limit_concurrency,
-           py::object max_header_bytes) {
+           py::object max_header_bytes, std::string asgi_version) {
     bind_libuv();
     py::module_ uvloop_loop = py::module_::import("uvloop.loop");
     py::object loop_type = py::module_::import("uvloop").attr("Loop");
@@ -68,8 +68,9 @@ class PyServer {
     cfg.defaults.header_block += custom;
     py::object runner = py::module_::import("fasterapi_asgi._runtime").attr("run_asgi");
     py::object root = py::str(root_path);
+    if (asgi_version != "3.0" && asgi_version != "2.0") throw py::value_error("asgi_version must be '3.0' or '2.0'");
     handler_ = new PyAppHandler(loop.ptr(), app.ptr(), runner.ptr(), error_log.ptr(), access_log.ptr(), state.ptr(),
-                                root.ptr());
+                                root.ptr(), asgi_version.c_str());
     server_ = new Server(uvl, handler_, std::move(cfg));
     handler_->attach(server_);
     if (own_loop_ != nullptr) {
@@ -235,12 +236,14 @@ PYBIND11_MODULE(_core, mod) {
   mod.def("live_handles", &fa::live_handles);
   py::class_<PyServer>(mod, "Server")
       .def(py::init<py::object, py::object, py::object, py::object, std::string, bool, bool,
-                    std::vector<std::pair<py::bytes, py::bytes>>, double, py::object, py::object, py::object>(),
+                    std::vector<std::pair<py::bytes, py::bytes>>, double, py::object, py::object, py::object,
+                    std::string>(),
            py::arg("loop"), py::arg("app"), py::kw_only(), py::arg("error_log"), py::arg("access_log") = py::none(),
            py::arg("root_path") = "", py::arg("server_header") = true, py::arg("date_header") = true,
            py::arg("default_headers") = std::vector<std::pair<py::bytes, py::bytes>>{},
            py::arg("timeout_keep_alive") = 5.0, py::arg("state") = py::none(),
-           py::arg("limit_concurrency") = py::none(), py::arg("h11_max_incomplete_event_size") = py::none())
+           py::arg("limit_concurrency") = py::none(), py::arg("h11_max_incomplete_event_size") = py::none(),
+           py::arg("asgi_version") = "3.0")
       .def("listen", &PyServer::listen, py::arg("sock"), py::arg("backlog") = 2048)
       .def("stop_accepting", &PyServer::stop_accepting)
       .def("shutdown", &PyServer::shutdown)

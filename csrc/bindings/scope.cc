@@ -111,12 +111,22 @@ bool scope_init() {
   return k.asgi_dict != nullptr && k.empty_bytes != nullptr && !PyErr_Occurred();
 }
 
-PyObject* make_scope_template(PyObject* root_path) {
+PyObject* make_scope_template(PyObject* root_path, const char* asgi_version) {
   // Key order as uvicorn builds the scope; variable values are replaced in place (order is kept).
   PyObject* d = PyDict_New();
   if (d == nullptr) return nullptr;
   PyDict_SetItem(d, k.type, k.http);
-  PyDict_SetItem(d, k.asgi, k.asgi_dict);
+  if (std::strcmp(asgi_version, "3.0") == 0) {
+    PyDict_SetItem(d, k.asgi, k.asgi_dict);
+  } else {
+    PyObject* a = Py_BuildValue("{s:s,s:s}", "version", asgi_version, "spec_version", "2.3");
+    if (a == nullptr) {
+      Py_DECREF(d);
+      return nullptr;
+    }
+    PyDict_SetItem(d, k.asgi, a);
+    Py_DECREF(a);
+  }
   PyDict_SetItem(d, k.http_version, k.v11);
   PyDict_SetItem(d, k.server, Py_None);
   PyDict_SetItem(d, k.client, Py_None);

@@ -8,10 +8,9 @@ namespace {
 
 RequestParser* self(llhttp_t* p) { return static_cast<RequestParser*>(p->data); }
 
-bool known_transfer_coding(std::string_view token) {
-  return ascii_iequals(token, "chunked") || ascii_iequals(token, "gzip") || ascii_iequals(token, "x-gzip") ||
-         ascii_iequals(token, "deflate") || ascii_iequals(token, "compress") || ascii_iequals(token, "x-compress");
-}
+// The server decodes no transfer coding but chunked; a request using another one cannot be handed to the app
+// as its body (RFC 9112 section 6.1: answer 501).
+bool known_transfer_coding(std::string_view token) { return ascii_iequals(token, "chunked"); }
 
 // True when every comma-separated coding in a Transfer-Encoding value is one the server knows.
 bool transfer_codings_known(std::string_view value) {
@@ -64,6 +63,7 @@ int RequestParser::cb_message_begin(llhttp_t* p) {
   s->head_bytes_ = 0;
   s->in_value_ = false;
   s->in_message_ = true;
+  s->error_status_ = 0;
   s->listener_->on_request_begin();
   return HPE_OK;
 }
@@ -71,7 +71,10 @@ int RequestParser::cb_message_begin(llhttp_t* p) {
 int RequestParser::cb_url(llhttp_t* p, const char* at, std::size_t len) {
   RequestParser* s = self(p);
   RequestHead& h = s->head_;
-  if (h.url.len == 0) h.url.off = h.arena.size();
+  if (h.url.len == 0) {
+    h.url.off = h.arena.size();
+    h.method = llhttp_get_method(p);  // known from here on: lets errors found later log the request line
+  }
   h.url.len += len;
   if (h.url.len > s->limits_->max_url_bytes) return s->fail(414, "request target too long");
   s->head_bytes_ += len;
@@ -120,6 +123,11 @@ int RequestParser::cb_header_value_complete(llhttp_t* p) {
   RequestParser* s = self(p);
   // An empty value produces no on_header_value call; make the next field start a new header all the same.
   s->in_value_ = true;
+  // Checked here, not at headers-complete: llhttp itself rejects some codings (400) before that callback runs.
+  const RequestHead& h = s->head_;
+  if (!h.headers.empty() && h.str(h.headers.back().first) == "transfer-encoding" &&
+      !transfer_codings_known(h.str(h.headers.back().second)))
+    return s->fail(501, "unsupported transfer-encoding");
   return HPE_OK;
 }
 
@@ -134,8 +142,6 @@ int RequestParser::cb_headers_complete(llhttp_t* p) {
   h.has_body = (p->flags & F_CHUNKED) != 0 || ((p->flags & F_CONTENT_LENGTH) != 0 && p->content_length > 0);
   for (const auto& hdr : h.headers) {
     const std::string_view name = h.str(hdr.first);
-    if (name == "transfer-encoding" && !transfer_codings_known(h.str(hdr.second)))
-      return s->fail(501, "unsupported transfer-encoding");
     if (name == "expect" && ascii_iequals(h.str(hdr.second), "100-continue")) h.expect_continue = true;
   }
   if (h.http_major == 1 && h.http_minor == 0) h.expect_continue = false;
@@ -169,11 +175,14 @@ ParseResult RequestParser::execute(const char* data, std::size_t len) {
       r.consumed = static_cast<std::size_t>(llhttp_get_error_pos(&parser_) - data);
       return r;
     case HPE_USER:
+    user_error:
       r.kind = ParseResult::kError;
       r.status = error_status_;
       r.reason = error_reason_;
       return r;
     default:
+      // llhttp reports an error returned by a non-span callback as HPE_CB_<name>; ours carry their own status.
+      if (error_status_ != 0) goto user_error;
       r.kind = ParseResult::kError;
       r.status = 400;
       r.reason = llhttp_get_error_reason(&parser_);

@@ -26,13 +26,25 @@ struct RequestHead {
 
   std::string_view str(Span s) const { return std::string_view(arena.data() + s.off, s.len); }
   std::string_view url_view() const { return str(url); }
+  // The origin-form part of the target: for an absolute-form target ("http://host/p?q") the "/p?q" part.
+  std::string_view target_view() const {
+    std::string_view u = url_view();
+    if (!u.empty() && u.front() != '/') {
+      const auto scheme_end = u.find("://");
+      if (scheme_end != std::string_view::npos) {
+        const auto cut = u.find_first_of("/?", scheme_end + 3);
+        u = cut == std::string_view::npos ? std::string_view() : u.substr(cut);
+      }
+    }
+    return u;
+  }
   std::string_view path_view() const {
-    const std::string_view u = url_view();
+    const std::string_view u = target_view();
     const auto q = u.find('?');
     return q == std::string_view::npos ? u : u.substr(0, q);
   }
   std::string_view query_view() const {
-    const std::string_view u = url_view();
+    const std::string_view u = target_view();
     const auto q = u.find('?');
     return q == std::string_view::npos ? std::string_view() : u.substr(q + 1);
   }

@@ -119,7 +119,7 @@ std::string_view reason_phrase(int status) {
   }
 }
 
-std::string_view status_line(int status, char (&scratch)[32]) {
+std::string_view status_line(int status, char (&scratch)[64]) {
   if (status < 100 || status > 999) return {};
   const std::string_view reason = reason_phrase(status);
   const int n = std::snprintf(scratch, sizeof scratch, "HTTP/1.1 %d %.*s\r\n", status, static_cast<int>(reason.size()),
@@ -131,7 +131,7 @@ std::string_view status_line(int status, char (&scratch)[32]) {
 const char* ResponseState::write_head(std::string& out, int status, const std::string_view* names,
                                       const std::string_view* values, std::size_t count,
                                       const ResponseDefaults& defaults, DateCache& date) {
-  char scratch[32];
+  char scratch[64];
   const std::string_view line = status_line(status, scratch);
   if (line.empty()) return "Invalid HTTP status code in response.";
   for (std::size_t i = 0; i < count; ++i) {
@@ -226,7 +226,7 @@ const char* ResponseState::frame_body(std::string& out, std::size_t len, bool mo
 
 void write_error_response(std::string& out, int status, std::string_view body, const ResponseDefaults& defaults,
                           DateCache& date) {
-  char scratch[32];
+  char scratch[64];
   out.append(status_line(status, scratch));
   out.append(defaults.header_block);
   if (defaults.date_header) {

@@ -16,7 +16,7 @@ bool is_valid_header_name(std::string_view name);
 // No CR, LF or NUL, no other control characters except HTAB (header values).
 bool is_valid_header_value(std::string_view value);
 // "HTTP/1.1 200 OK\r\n" for the common codes (cached), "HTTP/1.1 599 \r\n" otherwise. Empty for codes outside 100-999.
-std::string_view status_line(int status, char (&scratch)[32]);
+std::string_view status_line(int status, char (&scratch)[64]);
 std::string_view reason_phrase(int status);
 
 struct ResponseDefaults {

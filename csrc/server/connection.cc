@@ -112,7 +112,9 @@ void Connection::handle_eof() {
 }
 
 void Connection::process(const char* data, std::size_t len) {
-  while (len > 0 && !closing_) {
+  // Runs the parser at least once even for zero bytes: after a pause inside on_body, llhttp may still owe the
+  // on_message_complete callback for a body that was already fully consumed.
+  if (!closing_) {
     const ParseResult r = parser_.execute(data, len);
     switch (r.kind) {
       case ParseResult::kOk:
@@ -256,9 +258,15 @@ void Connection::answer_error(int status, const char* reason) {
   stop_reading();
   if (in_flight_) {
     // The request being streamed to the app turned out malformed (e.g. bad chunk framing): the app sees a
-    // disconnect and the connection closes; there is no way to answer in order any more.
-    close();
-    return;
+    // disconnect. If its response has not started, the client still gets the 400; else the stream just closes.
+    const bool started = response_.started();
+    in_flight_ = false;
+    server_->active_requests_--;
+    if (native_ == nullptr) server_->handler()->on_disconnect(*this);
+    if (started) {
+      close();
+      return;
+    }
   }
   const char* body = "Invalid HTTP request received.";
   switch (status) {

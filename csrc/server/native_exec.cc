@@ -48,7 +48,7 @@ thread_local Scratch t_scratch;
 void write_head(Connection& c, int status, std::string_view headers, std::size_t body_len, bool emit_length) {
   Server& server = *c.server();
   std::string& out = c.out();
-  char scratch[32];
+  char scratch[64];
   std::string_view line = status_line(status, scratch);
   if (line.empty()) line = status_line(500, scratch);
   out.append(line);

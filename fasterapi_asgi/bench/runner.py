@@ -209,6 +209,10 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Benc
         servers=list(config.servers),
         reference=reference,
     )
+    if config.rate is not None and "hypercorn" in config.servers:
+        note = "h2load 1.52 counts hypercorn's `HTTP/1.1 200 ` status line (empty reason) as failed"
+        result.notes.append(note)
+        say(f"warning: {note}")
     if config.pipeline > 1:
         result.notes.append(
             "latency percentiles are not reported with --pipeline: wrk records one sample per batch"
