@@ -298,9 +298,13 @@ def main(argv: list[str] | None = None) -> int:
             missing_peers.append(str(exc))
             say(f"warning: {exc}")
     has_self = SELF in available
-    native_ok, native_why = native_available() if has_self else (False, f"{SELF} is not built")
+    native_ok, native_why = (
+        native_available()
+        if has_self
+        else (False, f"{SELF} is " + ("left out" if args.no_self else "not built"))
+    )
     pinning = servers.choose_pinning(not args.no_pin)
-    vers = versions([SELF, *peers, "nginx"])
+    vers = versions(([] if args.no_self else [SELF]) + [*peers, "nginx"])
     say(f"suite: {len(keys)} scenario(s), peers {', '.join(n for n in available if n != 'nginx')}; out {out}")
 
     suite: dict[str, Any] = {
@@ -399,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     note = chart.write_suite_chart(
         ratios,
         out / "suite.png",
-        title=f"ratio to reference, {suite['date']}",
+        title=f"ratio to the reference, {suite['date']} (throughput: higher is better; p99, RSS: lower)",
         servers=[SELF, *peers, "nginx"],
     )
     if note:

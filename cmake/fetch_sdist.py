@@ -29,19 +29,35 @@ def main(argv: list[str]) -> int:
     dest.mkdir(parents=True, exist_ok=True)
     tarball = dest / f"{name}-{version}.tar.gz"
     if not tarball.exists() or sha256_of(tarball) != expected:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-binary", ":all:", "--no-deps",
-               "--no-build-isolation", f"{name}=={version}", "-d", str(dest)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-binary",
+            ":all:",
+            "--no-deps",
+            "--no-build-isolation",
+            f"{name}=={version}",
+            "-d",
+            str(dest),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if not tarball.exists():
-            # --no-build-isolation needs the sdist's build backend; retry with isolation (slower) if it failed.
+            # --no-build-isolation needs the build backend installed; retry with isolation (slower).
             cmd.remove("--no-build-isolation")
             proc = subprocess.run(cmd, capture_output=True, text=True)
         if not tarball.exists():
-            sys.stderr.write(f"fetch_sdist: could not download {name}=={version}: {proc.stderr.strip()[-400:]}\n")
+            sys.stderr.write(
+                f"fetch_sdist: could not download {name}=={version}: {proc.stderr.strip()[-400:]}\n"
+            )
             return 1
     actual = sha256_of(tarball)
     if actual != expected:
-        sys.stderr.write(f"fetch_sdist: checksum mismatch for {tarball.name}: expected {expected}, got {actual}\n")
+        sys.stderr.write(
+            f"fetch_sdist: checksum mismatch for {tarball.name}: expected {expected}, got {actual}\n"
+        )
         tarball.unlink()
         return 1
     out = dest / f"{name}-{version}"

@@ -1,8 +1,9 @@
 """Running the core's private libuv loop inside a non-uvloop asyncio loop (``--loop asyncio``).
 
-The private ``uv_loop_t`` is driven from the asyncio loop: its backend (epoll) fd is watched with ``add_reader``,
-its next timer is mirrored with ``call_later``, and the core asks for a tick (``call_soon``) after Python-side calls
-that start libuv work (writes, timers, read restarts), because those only reach epoll on the next ``uv_run``.
+The private ``uv_loop_t`` is driven from the asyncio loop: its backend (epoll) fd is watched with
+``add_reader``, its next timer is mirrored with ``call_later``, and the core asks for a tick (``call_soon``)
+after Python-side calls that start libuv work (writes, timers, read restarts), because those only reach
+epoll on the next ``uv_run``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every test: lint, C++ unit tests (ctest), Python tests (pytest), and a short
+# smoke run of the benchmark harness. The README's test command; .ci/run calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  step "system packages (apt-get)"
+  # catch2: C++ tests (v2 on Debian 12, v3 on Debian 13); wrk: benchmark smoke run; g++ for the build.
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends catch2 wrk nghttp2-client g++ >/dev/null
+fi
+
+step "build and install fasterapi-asgi (editable) with test extras"
+"$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
+"$PY" -m pip install -q --disable-pip-version-check cmake ninja
+
+step "lint"
+"$PY" -m ruff check .
+"$PY" -m ruff format --check .
+
+step "C++ tests"
+cmake -S . -B build/cpp -G Ninja -DFA_BUILD_TESTS=ON -DFA_BUILD_PYTHON=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build/cpp -j2
+ctest --test-dir build/cpp --output-on-failure
+
+step "Python tests"
+"$PY" -m pytest -q -p no:cacheprovider tests/python
+
+step "benchmark harness smoke run (numbers are not pass/fail)"
+"$PY" benchmarks/run_suite.py --smoke --out build/suite-smoke
