@@ -164,6 +164,7 @@ class Config:
         factory: bool = False,
         h11_max_incomplete_event_size: int | None = None,
         reuse_port: bool = False,
+        native: str | None = None,
     ) -> None:
         self.app = app
         self.host = host
@@ -192,6 +193,8 @@ class Config:
         self.factory = factory
         self.h11_max_incomplete_event_size = h11_max_incomplete_event_size
         self.reuse_port = reuse_port
+        self.native = native  # "module:attribute" of a fasterapi_asgi.native.Routes, or None
+        self.raw_app: Any = None
 
         # Extra response headers, names lowercased, as handed to the core.  A user "server" header
         # replaces the default one (as in uvicorn), so the core's own is then turned off.
@@ -303,6 +306,7 @@ class Config:
                 use_asgi_3 = inspect.iscoroutinefunction(getattr(app, "__call__", None))  # noqa: B004
             self.interface = "asgi3" if use_asgi_3 else "asgi2"
 
+        self.raw_app = app  # before wrapping: native routes are declared on the user's own app object
         if self.interface == "asgi2":
             app = ASGI2Middleware(app)
         if self.proxy_headers:

@@ -217,6 +217,12 @@ class _Command(click.Command):
     help="Maximum number of bytes of an incomplete request head (request line and headers).",
 )
 @click.option(
+    "--native",
+    type=str,
+    default=None,
+    help="Native routes to serve from C++ before the app: a 'module:attribute' fasterapi_asgi.native.Routes.",
+)
+@click.option(
     "--reuse-port",
     is_flag=True,
     default=False,
@@ -276,6 +282,7 @@ def run(
     factory: bool = False,
     h11_max_incomplete_event_size: int | None = None,
     reuse_port: bool = False,
+    native: str | None = None,
 ) -> None:
     """Serve ``app`` (an ASGI app, or a ``"module:attribute"`` import string) until stopped.
 
@@ -314,6 +321,7 @@ def run(
         factory=factory,
         h11_max_incomplete_event_size=h11_max_incomplete_event_size,
         reuse_port=reuse_port,
+        native=native,
     )
     if config.workers > 1:
         if not isinstance(app, str):

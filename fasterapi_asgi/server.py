@@ -172,6 +172,13 @@ class Server:
             h11_max_incomplete_event_size=config.h11_max_incomplete_event_size,
             asgi_version=config.asgi_version,
         )
+        try:
+            self._install_native_routes()
+        except (ImportError, OSError, RuntimeError, TypeError, ValueError) as exc:
+            logger.error("Cannot install native routes: %s", exc)
+            self.core.close()
+            await self.lifespan.shutdown()
+            sys.exit(STARTUP_FAILURE)
 
         try:
             for sock in listeners:
@@ -186,6 +193,21 @@ class Server:
                 for sock in listeners:  # the core holds its own dup of each descriptor
                     sock.close()
         self.started = True
+
+    def _install_native_routes(self) -> None:
+        from fasterapi_asgi import native
+        from fasterapi_asgi.importer import import_from_string
+
+        config = self.config
+        routes = list(native.routes_of(config.raw_app)) if config.raw_app is not None else []
+        if config.native:
+            extra = import_from_string(config.native)
+            if not isinstance(extra, native.Routes):
+                raise TypeError(f"--native {config.native} is not a fasterapi_asgi.native.Routes")
+            routes.extend(extra)
+        if routes:
+            count = native.install(self.core, routes, app=config.raw_app)
+            logger.info("Serving %d native route%s from C++.", count, "" if count == 1 else "s")
 
     async def main_loop(self) -> None:
         while not await self.on_tick():

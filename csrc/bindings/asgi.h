@@ -36,6 +36,11 @@ class PyAppHandler final : public AppHandler {
   void on_closed(Connection& c) override;
   void on_callback_end() override;
   void on_bad_request(Connection& c, int status, const char* reason) override;
+  void on_native_response(Connection& c, int status) override {
+    if (access_log_ == nullptr) return;
+    gil();
+    log_access(c, status);
+  }
 
   void gil() {
     if (!gil_held_ && !PyGILState_Check()) {

@@ -239,7 +239,8 @@ int Connection::on_request_complete() {
 }
 
 void Connection::answer_native() {
-  execute_native_route(*this, *native_, native_allow_, native_body_);
+  const int status = execute_native_route(*this, *native_, native_allow_, native_body_);
+  server_->handler()->on_native_response(*this, status);
   in_flight_ = false;
   server_->active_requests_--;
   server_->counters().requests++;

@@ -82,7 +82,7 @@ void record(Connection& c, NativeRoute& route) {
   route.latency_sum_us += us;
 }
 
-void run_user_handler(Connection& c, const NativeRoute& route, const std::string& body) {
+int run_user_handler(Connection& c, const NativeRoute& route, const std::string& body) {
   Scratch& s = t_scratch;
   const RequestHead& head = c.head();
   s.headers.clear();
@@ -117,18 +117,20 @@ void run_user_handler(Connection& c, const NativeRoute& route, const std::string
     static const std::string_view kType = "content-type: text/plain; charset=utf-8\r\n";
     respond(c, 500, kType, "Internal Server Error", true);
     c.server()->counters().responses_5xx++;
-    return;
+    return 500;
   }
   const bool no_body = res.status < 200 || res.status == 204 || res.status == 304;
   respond(c, res.status, res.headers, no_body ? std::string_view() : std::string_view(res.body), !no_body);
+  return res.status;
 }
 
 }  // namespace
 
-void execute_native_route(Connection& c, const NativeRoute& route_in, const std::string& allow,
-                          const std::string& body) {
+int execute_native_route(Connection& c, const NativeRoute& route_in, const std::string& allow,
+                         const std::string& body) {
   auto& route = const_cast<NativeRoute&>(route_in);
   Server& server = *c.server();
+  int status = route.status;
   switch (route.kind) {
     case NativeRoute::kStatic:
       if (route.status == 405) {
@@ -137,27 +139,29 @@ void execute_native_route(Connection& c, const NativeRoute& route_in, const std:
         h.append(allow);
         h.append("\r\ncontent-type: text/plain; charset=utf-8\r\n");
         respond(c, 405, h, "Method Not Allowed", true);
-        return;
+        return 405;
       }
       respond(c, route.status, route.headers, route.body, false);
       break;
     case NativeRoute::kHealth: {
       static const std::string_view kType = "content-type: text/plain; charset=utf-8\r\n";
-      if (server.shutting_down()) respond(c, 503, kType, "shutting down", true);
-      else respond(c, 200, kType, route.body, true);
+      status = server.shutting_down() ? 503 : 200;
+      respond(c, status, kType, status == 503 ? std::string_view("shutting down") : std::string_view(route.body), true);
       break;
     }
     case NativeRoute::kMetrics: {
       std::string& text = t_scratch.dynamic_body;
       text = render_metrics(server);
       respond(c, 200, "content-type: text/plain; version=0.0.4; charset=utf-8\r\n", text, true);
+      status = 200;
       break;
     }
     case NativeRoute::kUser:
-      run_user_handler(c, route, body);
+      status = run_user_handler(c, route, body);
       break;
   }
   record(c, route);
+  return status;
 }
 
 std::string render_metrics(Server& server) {

@@ -4,7 +4,9 @@
 // execute() the rest, as Connection does), and one byte per execute() with pauses.
 #include <llhttp.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <stdexcept>
 #include <fstream>
 #include <sstream>
 #include <string>

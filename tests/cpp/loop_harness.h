@@ -1,0 +1,179 @@
+// A real fa::Server on a real libuv loop in the test process, with a small AppHandler standing in for the ASGI
+// bindings, and a blocking client running on its own thread. Used by the loop-level and allocation tests.
+#pragma once
+
+#include <uv.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/uv_api.h"
+#include "server/connection.h"
+#include "server/server.h"
+#include "uv_test_support.h"
+
+namespace fa_test {
+
+// Answers every request that no native route takes: "app <METHOD> <path> body=<body>" with a content-length, or
+// chunked for paths starting with /chunked. Paths starting with /defer are answered later, from a timer callback
+// (like an app that awaits something), which makes the connection pause parsing pipelined requests meanwhile.
+class TestApp final : public fa::AppHandler {
+ public:
+  struct Pending {
+    fa::Connection* conn = nullptr;
+    std::string method, path, body;
+  };
+  int requests = 0, disconnects = 0, closed = 0, bad_requests = 0, drains = 0;
+  int last_bad_status = 0;
+  std::vector<std::string> errors;  // checked by the test after the loop ends
+  uv_timer_t defer_timer;
+  Pending current;  // the request being received (one per connection at a time; tests use one app connection)
+  std::vector<Pending> deferred;
+
+  void init(uv_loop_t* loop) {
+    uv_timer_init(loop, &defer_timer);
+    defer_timer.data = this;
+  }
+  void close_handles() { uv_close(reinterpret_cast<uv_handle_t*>(&defer_timer), nullptr); }
+
+  void on_request(fa::Connection& c, const fa::RequestHead& head) override {
+    ++requests;
+    current = Pending{&c, std::string(llhttp_method_name(static_cast<llhttp_method_t>(head.method))),
+                      std::string(head.path_view()), {}};
+    c.exchange = &current;
+    if (head.expect_continue) c.send_continue();
+  }
+  bool on_body(fa::Connection& c, const char* data, std::size_t len) override {
+    if (c.exchange != &current) errors.push_back("on_body without a request");
+    current.body.append(data, len);
+    return false;
+  }
+  void on_body_complete(fa::Connection& c) override {
+    c.exchange = nullptr;
+    if (current.path.rfind("/defer", 0) == 0) {
+      deferred.push_back(current);
+      uv_timer_start(&defer_timer, &TestApp::on_defer_timer, 1, 0);
+      return;
+    }
+    respond(c, current);
+  }
+  void on_disconnect(fa::Connection& c) override {
+    ++disconnects;
+    for (auto& p : deferred)
+      if (p.conn == &c) p.conn = nullptr;
+  }
+  void on_drain(fa::Connection&) override { ++drains; }
+  void on_closed(fa::Connection& c) override {
+    ++closed;
+    for (auto& p : deferred)
+      if (p.conn == &c) p.conn = nullptr;
+  }
+  void on_bad_request(fa::Connection&, int status, const char*) override {
+    ++bad_requests;
+    last_bad_status = status;
+  }
+
+  void respond(fa::Connection& c, const Pending& p) {
+    const std::string body = "app " + p.method + " " + p.path + " body=" + p.body;
+    const bool chunked = p.path.rfind("/chunked", 0) == 0;
+    const std::string length = std::to_string(body.size());
+    const std::string_view names[] = {"content-type", "content-length"};
+    const std::string_view values[] = {"text/plain", length};
+    const char* err = c.response().write_head(c.out(), 200, names, values, chunked ? 1 : 2,
+                                              c.server()->config().defaults, c.server()->date());
+    if (err != nullptr) errors.push_back(err);
+    bool emit = false;
+    std::string_view suffix;
+    if (chunked) {
+      const std::size_t half = body.size() / 2;
+      if ((err = c.response().frame_body(c.out(), half, true, &emit, &suffix)) != nullptr) errors.push_back(err);
+      if (emit) c.out().append(body, 0, half);
+      c.out().append(suffix);
+      if ((err = c.response().frame_body(c.out(), body.size() - half, false, &emit, &suffix)) != nullptr)
+        errors.push_back(err);
+      if (emit) c.out().append(body, half);
+      c.out().append(suffix);
+    } else {
+      if ((err = c.response().frame_body(c.out(), body.size(), false, &emit, &suffix)) != nullptr)
+        errors.push_back(err);
+      if (emit) c.out().append(body);
+      c.out().append(suffix);
+    }
+    c.finish_response();
+  }
+
+ private:
+  static void on_defer_timer(uv_timer_t* t) {
+    auto* self = static_cast<TestApp*>(t->data);
+    std::vector<Pending> ready;
+    ready.swap(self->deferred);
+    for (const Pending& p : ready)
+      if (p.conn != nullptr && !p.conn->closing()) self->respond(*p.conn, p);
+  }
+};
+
+// Owns the loop, the server and the stop signal. run() serves until the client function (on its own thread)
+// returns, then closes everything and runs the loop until no handle is left.
+class LoopHarness {
+ public:
+  explicit LoopHarness(fa::ServerConfig config = default_config()) {
+    bind_error = bind_uv();
+    if (!bind_error.empty()) return;
+    uv_loop_init(&loop);
+    app.init(&loop);
+    server = std::make_unique<fa::Server>(&loop, &app, std::move(config));
+    uv_async_init(&loop, &stop_async, &LoopHarness::on_stop);
+    stop_async.data = this;
+  }
+
+  static fa::ServerConfig default_config() {
+    fa::ServerConfig c;
+    c.defaults.header_block = "server: fa-test\r\n";
+    c.defaults.date_header = true;
+    c.keep_alive_ms = 30000;
+    return c;
+  }
+
+  std::string listen() {
+    const int fd = bound_loopback_socket(&port);
+    if (fd < 0) return "cannot bind a loopback socket";
+    std::string err = server->listen_fd(fd, 128);
+    ::close(fd);
+    return err;
+  }
+
+  // Runs the loop on this thread and `client` on another; returns the loop_close result (0 when clean).
+  int run(const std::function<void()>& client) {
+    std::thread t([&] {
+      client();
+      uv_async_send(&stop_async);
+    });
+    uv_run(&loop, UV_RUN_DEFAULT);
+    t.join();
+    server.reset();
+    return uv_loop_close(&loop);
+  }
+
+  std::string bind_error;
+  uv_loop_t loop;
+  TestApp app;
+  std::unique_ptr<fa::Server> server;
+  int port = 0;
+  std::function<void(LoopHarness&)> before_close;  // runs on the loop thread, before everything closes
+
+ private:
+  static void on_stop(uv_async_t* a) {
+    auto* self = static_cast<LoopHarness*>(a->data);
+    if (self->before_close) self->before_close(*self);
+    self->server->close_all();
+    self->app.close_handles();
+    uv_close(reinterpret_cast<uv_handle_t*>(a), nullptr);
+  }
+  uv_async_t stop_async;
+};
+
+}  // namespace fa_test
