@@ -1,6 +1,7 @@
 """A FastAPI app with native C++ routes on the same port (see docs/native-routes.md).
 
-    python -c "from fasterapi_asgi import native; native.build('examples/native/score.cpp', 'build/libscore.so')"
+    python -c "from fasterapi_asgi import native; \
+               native.build('examples/native/score.cpp', 'build/libscore.so')"
     fasterapi-asgi examples.native.app:app
 """
 
