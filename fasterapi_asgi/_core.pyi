@@ -75,5 +75,18 @@ class Server:
     @property
     def active_requests(self) -> int:
         """Requests whose response is not yet complete."""
+    def set_proxy_headers(self, rewrite: Callable[[MutableMapping[str, Any]], None] | None) -> None:
+        """Call ``rewrite(scope)`` for requests carrying x-forwarded-for / x-forwarded-proto (None: off)."""
+    def add_static_route(
+        self, method: str, pattern: str, status: int, headers: list[tuple[str, str]], body: bytes
+    ) -> None: ...
+    def add_health_route(self, method: str, pattern: str, body: bytes) -> None: ...
+    def add_metrics_route(self, method: str, pattern: str) -> None: ...
+    def add_user_route(
+        self, method: str, pattern: str, library: str, symbol: str, user_data: int
+    ) -> None: ...
+    def match_native(self, method: str, path: str) -> str | None:
+        """The pattern of the native route answering ``method path``, "405", or None (falls through to the app)."""
+    def metrics_text(self) -> str: ...
     def stats(self) -> dict[str, int]:
         """Counters: requests, connections_total, bytes_in, bytes_out, ..."""

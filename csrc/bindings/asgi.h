@@ -20,7 +20,7 @@ struct InternedStrings;
 
 class PyAppHandler final : public AppHandler {
  public:
-  PyAppHandler(PyObject* loop, PyObject* app, PyObject* runner, PyObject* error_log, PyObject* access_log,
+  PyAppHandler(PyObject* loop, PyObject* app, PyObject* error_log, PyObject* access_log,
                PyObject* state, PyObject* root_path, const char* asgi_version);
   ~PyAppHandler() override;
 
@@ -63,7 +63,6 @@ class PyAppHandler final : public AppHandler {
 
   PyObject* loop_;
   PyObject* app_;
-  PyObject* runner_;
   PyObject* create_task_;
   PyObject* create_future_;
   PyObject* error_log_;
@@ -73,6 +72,9 @@ class PyAppHandler final : public AppHandler {
   PyObject* root_path_bytes_;   // bytes
   PyObject* scope_template_;
   PyObject* wakeup_ = nullptr;
+  // Called as proxy_fix(scope) for requests carrying x-forwarded-for/-proto, when proxy headers are enabled.
+  PyObject* proxy_fix_ = nullptr;
+  void set_proxy_fix(PyObject* fn);
 
  private:
   Server* server_ = nullptr;
@@ -85,7 +87,8 @@ class PyAppHandler final : public AppHandler {
 // Module-level setup of the Python types; returns false with a Python error set.
 bool asgi_types_ready();
 // Build the HTTP scope for the request now parsed on `c`. New reference or nullptr with an error set.
-PyObject* build_scope(PyAppHandler& h, Connection& c, const RequestHead& head);
+// *forwarded is set when the request has an x-forwarded-for or x-forwarded-proto header.
+PyObject* build_scope(PyAppHandler& h, Connection& c, const RequestHead& head, bool* forwarded);
 bool scope_init();
 
 }  // namespace fa

@@ -66,10 +66,9 @@ class PyServer {
     }
     if (server_header && !has_server) cfg.defaults.header_block = "server: fasterapi-asgi\r\n";
     cfg.defaults.header_block += custom;
-    py::object runner = py::module_::import("fasterapi_asgi._runtime").attr("run_asgi");
     py::object root = py::str(root_path);
     if (asgi_version != "3.0" && asgi_version != "2.0") throw py::value_error("asgi_version must be '3.0' or '2.0'");
-    handler_ = new PyAppHandler(loop.ptr(), app.ptr(), runner.ptr(), error_log.ptr(), access_log.ptr(), state.ptr(),
+    handler_ = new PyAppHandler(loop.ptr(), app.ptr(), error_log.ptr(), access_log.ptr(), state.ptr(),
                                 root.ptr(), asgi_version.c_str());
     server_ = new Server(uvl, handler_, std::move(cfg));
     handler_->attach(server_);
@@ -201,6 +200,7 @@ class PyServer {
     }
   }
   void set_wakeup(py::object fn) { handler_->set_wakeup(fn.is_none() ? nullptr : fn.ptr()); }
+  void set_proxy_fix(py::object fn) { handler_->set_proxy_fix(fn.ptr()); }
   bool embedded() const { return own_loop_ != nullptr; }
 
  private:
@@ -261,5 +261,7 @@ PYBIND11_MODULE(_core, mod) {
       .def("_backend_timeout", &PyServer::backend_timeout)
       .def("_run_once", &PyServer::run_once)
       .def("_set_wakeup", &PyServer::set_wakeup)
+      .def("set_proxy_headers", &PyServer::set_proxy_fix, py::arg("rewrite"),
+           "Call rewrite(scope) for requests that carry x-forwarded-for / x-forwarded-proto (None: off).")
       .def_property_readonly("embedded", &PyServer::embedded);
 }

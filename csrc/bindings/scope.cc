@@ -160,7 +160,7 @@ static int set_steal(PyObject* d, PyObject* key, PyObject* value) {
   return rc;
 }
 
-PyObject* build_scope(PyAppHandler& h, Connection& c, const RequestHead& head) {
+PyObject* build_scope(PyAppHandler& h, Connection& c, const RequestHead& head, bool* forwarded) {
   PyObject* scope = PyDict_Copy(h.scope_template_);
   if (scope == nullptr) return nullptr;
   auto* cache = static_cast<ConnCache*>(c.app_data);
@@ -233,6 +233,9 @@ PyObject* build_scope(PyAppHandler& h, Connection& c, const RequestHead& head) {
       const auto& hdr = head.headers[static_cast<std::size_t>(i)];
       const std::string_view name = head.str(hdr.first), value = head.str(hdr.second);
       PyObject* nb;
+      if (name.size() >= 15 && name.compare(0, 12, "x-forwarded-") == 0 &&
+          (name == "x-forwarded-for" || name == "x-forwarded-proto"))
+        *forwarded = true;
       auto it = k.header_names.find(name);
       if (it != k.header_names.end()) {
         nb = Py_NewRef(it->second);

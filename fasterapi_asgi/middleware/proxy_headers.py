@@ -28,9 +28,16 @@ class ProxyHeadersMiddleware:
         self.trusted_hosts = _TrustedHosts(trusted_hosts)
 
     def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> Awaitable[None]:
-        if scope["type"] == "lifespan":
-            return self.app(scope, receive, send)
+        if scope["type"] != "lifespan":
+            self.rewrite(scope)
+        return self.app(scope, receive, send)
 
+    def rewrite(self, scope: MutableMapping[str, Any]) -> None:
+        """Apply the forwarded scheme and client to an HTTP/WebSocket ``scope`` in place.
+
+        The native core calls this directly, and only for requests that carry ``x-forwarded-*``
+        headers, so requests without them pay nothing for proxy-header support.
+        """
         client_addr = scope.get("client")
         client_host = client_addr[0] if client_addr else None
         if client_host in self.trusted_hosts:
@@ -52,8 +59,6 @@ class ProxyHeadersMiddleware:
                 host, port = self.trusted_hosts.get_trusted_client_address(forwarded_for)
                 if host:
                     scope["client"] = (host, port)
-
-        return self.app(scope, receive, send)
 
 
 def _parse_raw_hosts(value: str) -> list[str]:

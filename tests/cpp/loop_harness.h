@@ -2,6 +2,8 @@
 // bindings, and a blocking client running on its own thread. Used by the loop-level and allocation tests.
 #pragma once
 
+#include <llhttp.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <atomic>
@@ -29,6 +31,8 @@ class TestApp final : public fa::AppHandler {
   };
   int requests = 0, disconnects = 0, closed = 0, bad_requests = 0, drains = 0;
   int last_bad_status = 0;
+  int native_responses = 0, last_native_status = 0;
+  std::atomic<int> heads{0};  // readable from the client thread: lets it wait until the server saw a request
   std::vector<std::string> errors;  // checked by the test after the loop ends
   uv_timer_t defer_timer;
   Pending current;  // the request being received (one per connection at a time; tests use one app connection)
@@ -42,6 +46,7 @@ class TestApp final : public fa::AppHandler {
 
   void on_request(fa::Connection& c, const fa::RequestHead& head) override {
     ++requests;
+    heads.fetch_add(1);
     current = Pending{&c, std::string(llhttp_method_name(static_cast<llhttp_method_t>(head.method))),
                       std::string(head.path_view()), {}};
     c.exchange = &current;
@@ -67,6 +72,10 @@ class TestApp final : public fa::AppHandler {
       if (p.conn == &c) p.conn = nullptr;
   }
   void on_drain(fa::Connection&) override { ++drains; }
+  void on_native_response(fa::Connection&, int status) override {
+    ++native_responses;
+    last_native_status = status;
+  }
   void on_closed(fa::Connection& c) override {
     ++closed;
     for (auto& p : deferred)
@@ -154,7 +163,6 @@ class LoopHarness {
     });
     uv_run(&loop, UV_RUN_DEFAULT);
     t.join();
-    server.reset();
     return uv_loop_close(&loop);
   }
 

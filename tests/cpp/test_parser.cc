@@ -208,6 +208,12 @@ class Recorder final : public fa::ParserListener {
     return verdict();
   }
   int on_request_body(const char* data, std::size_t len) override {
+    if (len == 0) {
+      // Not a body byte: an empty span would wake the app for nothing (and a listener that pauses on it would
+      // never make progress). Counted, reported as a failure, and not paused on.
+      ++empty_bodies;
+      return kContinue;
+    }
     if (requests.empty()) {
       body_without_head = true;
       return kContinue;
@@ -224,6 +230,7 @@ class Recorder final : public fa::ParserListener {
     return verdict();
   }
   bool body_without_head = false;
+  int empty_bodies = 0;
 
  private:
   int verdict() {
@@ -283,6 +290,7 @@ Outcome run(const Case& c, bool bytewise, bool pause, int* pauses) {
     result = fin.kind == fa::ParseResult::kOk ? "ok" : fin.status == 400 ? "incomplete" : "finish " + std::to_string(fin.status);
   }
   if (rec.body_without_head) result += " (body/complete callback without a head)";
+  if (rec.empty_bodies > 0) result += " (+" + std::to_string(rec.empty_bodies) + " zero-length on_request_body calls)";
   *pauses = rec.pauses;
   return Outcome{std::move(rec.requests), result};
 }
@@ -419,4 +427,63 @@ TEST_CASE("parser: the arena and header vector keep their capacity across reques
   CHECK(p.head().headers.capacity() == headers_cap);
   CHECK(p.head().arena.data() == arena_data);
   CHECK(p.head().header("host") == "example.com");
+}
+
+TEST_CASE("parser: no zero-length on_request_body after a pause mid-body", "[parser]") {
+  // Connection::resume() re-runs execute() on what is buffered, possibly nothing. llhttp then reports the still-open
+  // body span as an empty on_body; the parser must not forward that: the bindings would wake the ASGI app with an
+  // empty `http.request` chunk (and take the GIL) for every pause.
+  struct L final : fa::ParserListener {
+    std::vector<std::size_t> bodies;
+    void on_request_begin() override {}
+    int on_request_head(fa::RequestHead&) override { return kContinue; }
+    int on_request_body(const char*, std::size_t n) override {
+      bodies.push_back(n);
+      return kPause;
+    }
+    int on_request_complete() override { return kContinue; }
+  } l;
+  fa::ParserLimits limits;
+  fa::RequestParser p(&l, &limits);
+  const std::string head = "POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n";
+  REQUIRE(p.execute(head.data(), head.size()).kind == fa::ParseResult::kOk);
+  const std::string body = "abcd";
+  fa::ParseResult r = p.execute(body.data(), 1);  // one body byte arrives; the app pauses reading
+  REQUIRE(r.kind == fa::ParseResult::kPaused);
+  REQUIRE(r.consumed == 1);
+  p.resume();
+  r = p.execute(body.data() + 1, 0);  // resume() with nothing buffered
+  CHECK(r.kind == fa::ParseResult::kOk);
+  CHECK(l.bodies == std::vector<std::size_t>{1});
+}
+
+TEST_CASE("parser: chunked trailer fields are not merged into the request headers", "[parser]") {
+  // RFC 9110 6.5.1: trailer fields must not be merged into the header section. Native handlers read c.head() when
+  // the request is complete, so whatever the parser appended from the trailer section would show up as headers
+  // (a client could add e.g. `authorization` or `content-type` after the fact) and count against the header limits.
+  struct L final : fa::ParserListener {
+    std::size_t at_head = 0, at_complete = 0;
+    std::string content_type_at_complete;
+    fa::RequestParser* parser = nullptr;
+    void on_request_begin() override {}
+    int on_request_head(fa::RequestHead& h) override {
+      at_head = h.headers.size();
+      return kContinue;
+    }
+    int on_request_body(const char*, std::size_t) override { return kContinue; }
+    int on_request_complete() override {
+      at_complete = parser->head().headers.size();
+      content_type_at_complete = std::string(parser->head().header("content-type"));
+      return kContinue;
+    }
+  } l;
+  fa::ParserLimits limits;
+  fa::RequestParser p(&l, &limits);
+  l.parser = &p;
+  const std::string in =
+      "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nContent-Type: text/evil\r\n\r\n";
+  REQUIRE(p.execute(in.data(), in.size()).kind == fa::ParseResult::kOk);
+  CHECK(l.at_head == 1);
+  CHECK(l.at_complete == 1);
+  CHECK(l.content_type_at_complete == "");
 }

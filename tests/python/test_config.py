@@ -131,10 +131,13 @@ def test_asgi2_middleware_calls_the_double_callable() -> None:
     assert calls == ["http", "message"]
 
 
-def test_proxy_headers_wrap_by_default() -> None:
+def test_proxy_headers_on_by_default() -> None:
     config = make_config(asgi3_app)
     config.load()
-    assert isinstance(config.loaded_app, ProxyHeadersMiddleware)
+    # Applied by the core through a hook (only for requests carrying x-forwarded-*), not a middleware layer.
+    assert config.loaded_app is asgi3_app
+    assert config.proxy_rewrite is not None
+    assert isinstance(config.proxy_rewrite.__self__, ProxyHeadersMiddleware)  # type: ignore[attr-defined]
     assert config.forwarded_allow_ips == "127.0.0.1,::1"
 
 

@@ -1,0 +1,357 @@
+// fa::Server + fa::Connection on a real libuv loop in the test process, over 127.0.0.1 sockets: keep-alive,
+// pipelining (native, inline app and deferred app responses mixed), errors, closing rules, and a clean teardown
+// (zero live handles, uv_loop_close() == 0) after every test.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "catch_compat.h"
+#include "loop_harness.h"
+
+namespace {
+
+using fa_test::HttpResponse;
+using fa_test::LoopHarness;
+
+fa::NativeRoute static_text(std::string body) {
+  fa::NativeRoute r;
+  r.kind = fa::NativeRoute::kStatic;
+  r.status = 200;
+  r.headers = "content-type: text/plain\r\ncontent-length: " + std::to_string(body.size()) + "\r\n";
+  r.body = std::move(body);
+  return r;
+}
+
+int user_handler(const fa_request* req, fa_response* res, const fa_response_api* api, void*) {
+  const std::string_view id = fasterapi_asgi::param(req, "id");
+  std::string body = "user " + std::string(id) + " q=" + std::string(fasterapi_asgi::view(req->query)) +
+                     " body=" + std::string(fasterapi_asgi::view(req->body));
+  api->set_status(res, 201);
+  if (api->add_header(res, "x-user", 6, id.data(), id.size()) != 0) return 1;
+  if (api->add_header(res, "bad\nname", 8, "v", 1) == 0) return 1;  // must be refused
+  api->write(res, body.data(), body.size());
+  return 0;
+}
+
+int throwing_handler(const fa_request*, fa_response*, const fa_response_api*, void*) {
+  throw std::runtime_error("boom");
+}
+
+// Client-side record of one exchange, checked on the test thread.
+struct Exchange {
+  std::string request;
+  bool head = false;
+  std::string error;
+  HttpResponse response;
+};
+
+const char* const kNativeResponse =
+    "HTTP/1.1 200 OK\r\nserver: fa-test\r\ndate: <date>\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
+
+std::string app_response(const std::string& method, const std::string& path, const std::string& body) {
+  const std::string text = "app " + method + " " + path + " body=" + body;
+  return "HTTP/1.1 200 OK\r\nserver: fa-test\r\ndate: <date>\r\ncontent-type: text/plain\r\ncontent-length: " +
+         std::to_string(text.size()) + "\r\n\r\n" + text;
+}
+
+void check_clean_teardown(LoopHarness& h, int loop_close_rc) {
+  CHECK(h.app.errors.empty());
+  for (const auto& e : h.app.errors) INFO("app error: " << e);
+  CHECK(fa::live_handles() == 0);
+  CHECK(loop_close_rc == 0);
+}
+
+}  // namespace
+
+TEST_CASE("loop: keep-alive and pipelined requests, native and app, byte for byte", "[loop]") {
+  LoopHarness h;
+  REQUIRE(h.bind_error == "");
+  fa::Router& router = h.server->router();
+  REQUIRE(router.add("GET", "/native", static_text("ok")) == "");
+  fa::NativeRoute user;
+  user.kind = fa::NativeRoute::kUser;
+  user.fn = &user_handler;
+  REQUIRE(router.add("POST", "/users/{id:int}", user) == "");
+  fa::NativeRoute thrower;
+  thrower.kind = fa::NativeRoute::kUser;
+  thrower.fn = &throwing_handler;
+  REQUIRE(router.add("GET", "/throw", thrower) == "");
+  REQUIRE(h.listen() == "");
+
+  constexpr int kSequential = 25;
+  std::vector<Exchange> sequential(kSequential), pipelined;
+  std::string client_error;
+  int connects = 0;
+
+  // One pipelined batch: every kind of answer, in one send; responses must come back in order.
+  const std::vector<std::pair<std::string, bool>> batch = {
+      {"GET /native HTTP/1.1\r\nHost: t\r\n\r\n", false},
+      {"GET /app/one?x=1 HTTP/1.1\r\nHost: t\r\n\r\n", false},
+      {"GET /defer/two HTTP/1.1\r\nHost: t\r\n\r\n", false},
+      {"HEAD /native HTTP/1.1\r\nHost: t\r\n\r\n", true},
+      {"POST /app/body HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", false},
+      {"PUT /native HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", false},
+      {"POST /users/42?q=v HTTP/1.1\r\nContent-Length: 4\r\n\r\ndata", false},
+      {"POST /defer/chunk HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", false},
+      {"GET /chunked/x HTTP/1.1\r\n\r\n", false},
+      {"GET /throw HTTP/1.1\r\n\r\n", false},
+      {"GET /native HTTP/1.1\r\n\r\n", false},
+  };
+
+  const int rc = h.run([&] {
+    const int fd = fa_test::connect_loopback(h.port, 5000);
+    if (fd < 0) {
+      client_error = "connect failed";
+      return;
+    }
+    ++connects;
+    std::string pending;
+    for (int i = 0; i < kSequential; ++i) {
+      Exchange& e = sequential[i];
+      e.request = i % 2 == 0 ? "GET /native HTTP/1.1\r\nHost: t\r\n\r\n"
+                             : "GET /app/seq HTTP/1.1\r\nHost: t\r\n\r\n";
+      if (!fa_test::send_all(fd, e.request.data(), e.request.size())) e.error = "send failed";
+      else e.error = fa_test::read_response(fd, pending, false, &e.response);
+    }
+    std::string all;
+    for (const auto& b : batch) all += b.first;
+    if (!fa_test::send_all(fd, all.data(), all.size())) client_error = "batch send failed";
+    for (const auto& b : batch) {
+      Exchange e;
+      e.request = b.first;
+      e.head = b.second;
+      e.error = fa_test::read_response(fd, pending, b.second, &e.response);
+      pipelined.push_back(std::move(e));
+    }
+    // The same batch again, one byte per send: requests split everywhere.
+    for (char c : all)
+      if (!fa_test::send_all(fd, &c, 1)) client_error = "bytewise send failed";
+    for (const auto& b : batch) {
+      Exchange e;
+      e.request = b.first;
+      e.head = b.second;
+      e.error = fa_test::read_response(fd, pending, b.second, &e.response);
+      pipelined.push_back(std::move(e));
+    }
+    ::close(fd);
+  });
+
+  REQUIRE(client_error == "");
+  CHECK(connects == 1);
+  for (int i = 0; i < kSequential; ++i) {
+    INFO("sequential request " << i);
+    REQUIRE(sequential[i].error == "");
+    const std::string got = fa_test::with_date_masked(sequential[i].response.raw);
+    CHECK(got == (i % 2 == 0 ? std::string(kNativeResponse) : app_response("GET", "/app/seq", "")));
+  }
+  const std::vector<std::string> expected = {
+      kNativeResponse,
+      app_response("GET", "/app/one", ""),
+      app_response("GET", "/defer/two", ""),
+      "HTTP/1.1 200 OK\r\nserver: fa-test\r\ndate: <date>\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\n",
+      app_response("POST", "/app/body", "hello"),
+      "HTTP/1.1 405 Method Not Allowed\r\nserver: fa-test\r\ndate: <date>\r\nallow: GET, HEAD\r\n"
+      "content-type: text/plain; charset=utf-8\r\ncontent-length: 18\r\n\r\nMethod Not Allowed",
+      "HTTP/1.1 201 Created\r\nserver: fa-test\r\ndate: <date>\r\nx-user: 42\r\ncontent-length: 23\r\n\r\n"
+      "user 42 q=q=v body=data",
+      app_response("POST", "/defer/chunk", "abcde"),
+      "",  // chunked: checked separately below
+      "HTTP/1.1 500 Internal Server Error\r\nserver: fa-test\r\ndate: <date>\r\n"
+      "content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\n\r\nInternal Server Error",
+      kNativeResponse,
+  };
+  REQUIRE(pipelined.size() == 2 * batch.size());
+  for (std::size_t i = 0; i < pipelined.size(); ++i) {
+    const std::size_t k = i % batch.size();
+    INFO("pipelined request " << i << ": " << pipelined[i].request);
+    REQUIRE(pipelined[i].error == "");
+    const std::string got = fa_test::with_date_masked(pipelined[i].response.raw);
+    if (expected[k].empty()) {
+      const std::string text = "app GET /chunked/x body=";
+      const std::size_t half = text.size() / 2;
+      char a[24], b[24];
+      std::snprintf(a, sizeof a, "%zx\r\n", half);
+      std::snprintf(b, sizeof b, "%zx\r\n", text.size() - half);
+      CHECK(got == "HTTP/1.1 200 OK\r\nserver: fa-test\r\ndate: <date>\r\ncontent-type: text/plain\r\n"
+                   "transfer-encoding: chunked\r\n\r\n" +
+                       std::string(a) + text.substr(0, half) + "\r\n" + b + text.substr(half) + "\r\n0\r\n\r\n");
+      CHECK(pipelined[i].response.body == text);
+    } else {
+      CHECK(got == expected[k]);
+    }
+  }
+  CHECK(h.app.requests == kSequential / 2 + 2 * 5);
+  CHECK(h.app.bad_requests == 0);
+  CHECK(h.app.closed == 1);
+  check_clean_teardown(h, rc);
+}
+
+TEST_CASE("loop: a malformed request gets its error status and the connection closes", "[loop]") {
+  LoopHarness h;
+  REQUIRE(h.bind_error == "");
+  REQUIRE(h.server->router().add("GET", "/native", static_text("ok")) == "");
+  REQUIRE(h.listen() == "");
+  struct Probe {
+    std::string request;
+    int status;
+    std::string body;
+    std::string error;
+    HttpResponse first, response;
+    bool eof = false;
+  };
+  std::vector<Probe> probes = {
+      {"GET /native HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400,
+       "Invalid HTTP request received."},
+      {"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501, "Unsupported transfer encoding."},
+      {"GET /" + std::string(9000, 'a') + " HTTP/1.1\r\n\r\n", 414, "Request-URI too long."},
+      {"GET / HTTP/1.1\r\nX: " + std::string(17000, 'b') + "\r\n\r\n", 431, "Request header fields too large."},
+      {"NOT HTTP AT ALL\r\n\r\n", 400, "Invalid HTTP request received."},
+  };
+  const int rc = h.run([&] {
+    for (Probe& p : probes) {
+      const int fd = fa_test::connect_loopback(h.port, 5000);
+      std::string pending;
+      // A good request first: the error must not depend on being the first request on the connection.
+      const std::string good = "GET /native HTTP/1.1\r\n\r\n";
+      fa_test::send_all(fd, good.data(), good.size());
+      p.error = fa_test::read_response(fd, pending, false, &p.first);
+      fa_test::send_all(fd, p.request.data(), p.request.size());
+      if (p.error.empty()) p.error = fa_test::read_response(fd, pending, false, &p.response);
+      p.eof = fa_test::reads_eof(fd, pending);
+      ::close(fd);
+    }
+  });
+  for (const Probe& p : probes) {
+    INFO("request: " << p.request.substr(0, 80));
+    REQUIRE(p.error == "");
+    CHECK(p.first.status == 200);
+    CHECK(p.response.status == p.status);
+    CHECK(p.response.body == p.body);
+    CHECK(p.response.header("connection") == "close");
+    CHECK(p.response.header("content-type") == "text/plain; charset=utf-8");
+    CHECK(p.eof);
+  }
+  CHECK(h.app.bad_requests == static_cast<int>(probes.size()));
+  CHECK(h.server->counters().bad_requests == probes.size());
+  check_clean_teardown(h, rc);
+}
+
+TEST_CASE("loop: closing rules (Connection: close, HTTP/1.0, keep-alive timeout, Expect: 100-continue)", "[loop]") {
+  fa::ServerConfig config = LoopHarness::default_config();
+  config.keep_alive_ms = 100;
+  LoopHarness h(config);
+  REQUIRE(h.bind_error == "");
+  REQUIRE(h.server->router().add("GET", "/native", static_text("ok")) == "");
+  REQUIRE(h.listen() == "");
+  std::vector<std::string> errors;
+  HttpResponse close_native, close_app, http10, http10_ka, http10_ka_next, cont_final, idle;
+  std::string cont_interim;
+  bool eof_close_native = false, eof_close_app = false, eof_http10 = false, eof_http10_ka = false,
+       eof_idle = false;
+  const int rc = h.run([&] {
+    auto exchange = [&](const std::string& req, HttpResponse* res, bool* eof) {
+      const int fd = fa_test::connect_loopback(h.port, 5000);
+      std::string pending;
+      fa_test::send_all(fd, req.data(), req.size());
+      const std::string e = fa_test::read_response(fd, pending, false, res);
+      if (!e.empty()) errors.push_back(req + ": " + e);
+      *eof = fa_test::reads_eof(fd, pending);
+      ::close(fd);
+    };
+    exchange("GET /native HTTP/1.1\r\nConnection: close\r\n\r\n", &close_native, &eof_close_native);
+    exchange("GET /app HTTP/1.1\r\nConnection: close\r\n\r\n", &close_app, &eof_close_app);
+    exchange("GET /app HTTP/1.0\r\n\r\n", &http10, &eof_http10);
+    {
+      // HTTP/1.0 keep-alive: the connection stays open for a second request (until the keep-alive timeout).
+      const int fd = fa_test::connect_loopback(h.port, 5000);
+      std::string pending;
+      const std::string req = "GET /native HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+      fa_test::send_all(fd, req.data(), req.size());
+      std::string e = fa_test::read_response(fd, pending, false, &http10_ka);
+      fa_test::send_all(fd, req.data(), req.size());
+      if (e.empty()) e = fa_test::read_response(fd, pending, false, &http10_ka_next);
+      if (!e.empty()) errors.push_back("http/1.0 keep-alive: " + e);
+      eof_http10_ka = fa_test::reads_eof(fd, pending);  // after keep_alive_ms of silence
+      ::close(fd);
+    }
+    {
+      const int fd = fa_test::connect_loopback(h.port, 5000);
+      std::string pending;
+      const std::string head = "POST /app/upload HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n";
+      fa_test::send_all(fd, head.data(), head.size());
+      char buf[64];
+      const ssize_t n = recv(fd, buf, 25, MSG_WAITALL);
+      if (n > 0) cont_interim.assign(buf, static_cast<std::size_t>(n));
+      fa_test::send_all(fd, "data", 4);
+      const std::string e = fa_test::read_response(fd, pending, false, &cont_final);
+      if (!e.empty()) errors.push_back("100-continue: " + e);
+      ::close(fd);
+    }
+    {
+      const int fd = fa_test::connect_loopback(h.port, 5000);
+      std::string pending;
+      const std::string req = "GET /native HTTP/1.1\r\n\r\n";
+      fa_test::send_all(fd, req.data(), req.size());
+      const std::string e = fa_test::read_response(fd, pending, false, &idle);
+      if (!e.empty()) errors.push_back("idle: " + e);
+      eof_idle = fa_test::reads_eof(fd, pending);
+      ::close(fd);
+    }
+  });
+  for (const auto& e : errors) INFO(e);
+  CHECK(errors.empty());
+  CHECK(fa_test::with_date_masked(close_native.raw) ==
+        "HTTP/1.1 200 OK\r\nserver: fa-test\r\ndate: <date>\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n"
+        "connection: close\r\n\r\nok");
+  CHECK(eof_close_native);
+  CHECK(close_app.header("connection") == "close");
+  CHECK(close_app.body == "app GET /app body=");
+  CHECK(eof_close_app);
+  CHECK(http10.header("connection") == "close");
+  CHECK(http10.body == "app GET /app body=");
+  CHECK(eof_http10);
+  CHECK(http10_ka.status == 200);
+  CHECK(http10_ka_next.status == 200);
+  CHECK(http10_ka.body == "ok");
+  CHECK(eof_http10_ka);
+  CHECK(cont_interim == "HTTP/1.1 100 Continue\r\n\r\n");
+  CHECK(cont_final.body == "app POST /app/upload body=data");
+  CHECK(idle.status == 200);
+  CHECK(eof_idle);  // closed by the keep-alive timer
+  check_clean_teardown(h, rc);
+}
+
+TEST_CASE("loop: closing the server with connections open and a response pending leaves nothing behind", "[loop]") {
+  LoopHarness h;
+  REQUIRE(h.bind_error == "");
+  REQUIRE(h.server->router().add("GET", "/native", static_text("ok")) == "");
+  REQUIRE(h.listen() == "");
+  int fd = -1, idle_fd = -1;
+  std::string error;
+  const int rc = h.run([&] {
+    fd = fa_test::connect_loopback(h.port, 5000);
+    idle_fd = fa_test::connect_loopback(h.port, 5000);
+    const std::string good = "GET /native HTTP/1.1\r\n\r\n";
+    for (int s : {fd, idle_fd}) {
+      std::string pending;
+      HttpResponse r;
+      fa_test::send_all(s, good.data(), good.size());
+      const std::string e = fa_test::read_response(s, pending, false, &r);
+      if (!e.empty()) error = e;
+    }
+    // A body that never completes: the app has a request in flight when the server closes.
+    const std::string req = "POST /app HTTP/1.1\r\nContent-Length: 100\r\n\r\npartial";
+    fa_test::send_all(fd, req.data(), req.size());
+    for (int i = 0; i < 5000 && h.app.heads.load() == 0; ++i) usleep(1000);
+  });
+  // The client sockets stay open until the server has closed everything on its side.
+  ::close(fd);
+  ::close(idle_fd);
+  CHECK(error == "");
+  CHECK(h.app.requests == 1);
+  CHECK(h.app.disconnects == 1);
+  CHECK(h.app.closed == 2);
+  check_clean_teardown(h, rc);
+}
