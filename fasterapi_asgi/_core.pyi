@@ -86,7 +86,7 @@ class Server:
         self, method: str, pattern: str, library: str, symbol: str, user_data: int
     ) -> None: ...
     def match_native(self, method: str, path: str) -> str | None:
-        """The pattern of the native route answering ``method path``, "405", or None (falls through to the app)."""
+        """The native route pattern answering ``method path``, "405", or None (falls through to the app)."""
     def metrics_text(self) -> str: ...
     def stats(self) -> dict[str, int]:
         """Counters: requests, connections_total, bytes_in, bytes_out, ..."""
