@@ -283,6 +283,9 @@ def _fallback_endpoint(handler: Handler) -> Callable[..., Any] | None:
     async def endpoint() -> Response:
         return Response(handler.body, status_code=handler.status, headers=headers, media_type=media_type)
 
+    # Resolved here: under `from __future__ import annotations` FastAPI cannot resolve the string "Response"
+    # against this module's globals, and /openapi.json fails for an include_in_schema route.
+    endpoint.__annotations__["return"] = Response
     return endpoint
 
 
@@ -312,6 +315,10 @@ def _add_python_fallback(app: Any, r: Route) -> None:
             include_in_schema=r.include_in_schema,
             response_class=Response,
         )
+        if r.method == "GET":  # the native route answers HEAD too; FastAPI does not add HEAD itself
+            add_api_route(
+                r.path, endpoint, methods=["HEAD"], include_in_schema=False, response_class=Response
+            )
     else:
         app.add_route(r.path, endpoint, methods=[r.method], include_in_schema=r.include_in_schema)
 

@@ -865,7 +865,11 @@ void PyAppHandler::on_request(Connection& c, const RequestHead& head) {
   Exchange* ex = exchange_new(this, &c);
   Receive* rc = ex != nullptr ? receive_new(ex) : nullptr;
   bool forwarded = false;
+  StageStats& stages = c.server()->stages();
+  const std::uint64_t t0 = stages.enabled ? monotonic_ns() : 0;
   PyObject* scope = rc != nullptr ? build_scope(*this, c, head, &forwarded) : nullptr;
+  const std::uint64_t t1 = stages.enabled ? monotonic_ns() : 0;
+  if (stages.enabled) stages.add(kStageScope, t1 - t0);
   PyObject* coro = nullptr;
   PyObject* task = nullptr;
   if (scope != nullptr && proxy_fix_ != nullptr && forwarded) {
@@ -883,6 +887,7 @@ void PyAppHandler::on_request(Connection& c, const RequestHead& head) {
   }
   if (coro != nullptr) task = PyObject_CallOneArg(create_task_, coro);
   Py_XDECREF(coro);
+  if (stages.enabled) stages.add(kStageDispatch, monotonic_ns() - t1);
   Py_XDECREF(scope);
   Py_XDECREF(reinterpret_cast<PyObject*>(rc));
   if (task == nullptr) {

@@ -31,7 +31,7 @@ class PyServer {
   PyServer(py::object loop, py::object app, py::object error_log, py::object access_log, std::string root_path,
            bool server_header, bool date_header, std::vector<std::pair<py::bytes, py::bytes>> default_headers,
            double timeout_keep_alive, py::object state, py::object limit_concurrency,
-           py::object max_header_bytes, std::string asgi_version) {
+           py::object max_header_bytes, std::string asgi_version, bool stats) {
     bind_libuv();
     py::module_ uvloop_loop = py::module_::import("uvloop.loop");
     py::object loop_type = py::module_::import("uvloop").attr("Loop");
@@ -72,6 +72,7 @@ class PyServer {
                                 root.ptr(), asgi_version.c_str());
     server_ = new Server(uvl, handler_, std::move(cfg));
     handler_->attach(server_);
+    server_->stages().enabled = stats;
     if (own_loop_ != nullptr) {
       embed_ = py::module_::import("fasterapi_asgi._embed").attr("Embedded")(loop, py::cast(this, py::return_value_policy::reference));
     }
@@ -128,6 +129,13 @@ class PyServer {
     d["bytes_out"] = k.bytes_out;
     d["bad_requests"] = k.bad_requests;
     d["responses_5xx"] = k.responses_5xx;
+    const StageStats& st = server_->stages();
+    if (st.enabled) {
+      for (int s = 0; s < kStageCount; ++s) {
+        d[py::str(std::string("stage_") + stage_name(s) + "_ns")] = st.ns[s];
+        d[py::str(std::string("stage_") + stage_name(s) + "_count")] = st.count[s];
+      }
+    }
     return d;
   }
 
@@ -237,13 +245,13 @@ PYBIND11_MODULE(_core, mod) {
   py::class_<PyServer>(mod, "Server")
       .def(py::init<py::object, py::object, py::object, py::object, std::string, bool, bool,
                     std::vector<std::pair<py::bytes, py::bytes>>, double, py::object, py::object, py::object,
-                    std::string>(),
+                    std::string, bool>(),
            py::arg("loop"), py::arg("app"), py::kw_only(), py::arg("error_log"), py::arg("access_log") = py::none(),
            py::arg("root_path") = "", py::arg("server_header") = true, py::arg("date_header") = true,
            py::arg("default_headers") = std::vector<std::pair<py::bytes, py::bytes>>{},
            py::arg("timeout_keep_alive") = 5.0, py::arg("state") = py::none(),
            py::arg("limit_concurrency") = py::none(), py::arg("h11_max_incomplete_event_size") = py::none(),
-           py::arg("asgi_version") = "3.0")
+           py::arg("asgi_version") = "3.0", py::arg("stats") = false)
       .def("listen", &PyServer::listen, py::arg("sock"), py::arg("backlog") = 2048)
       .def("stop_accepting", &PyServer::stop_accepting)
       .def("shutdown", &PyServer::shutdown)

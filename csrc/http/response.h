@@ -55,6 +55,7 @@ class ResponseState {
   bool started() const { return started_; }
   bool complete() const { return complete_; }
   bool keep_alive() const { return keep_alive_; }
+  bool http10() const { return http10_; }
   void set_keep_alive(bool v) { keep_alive_ = v; }
   int status() const { return status_; }
   std::uint64_t body_bytes() const { return sent_; }

@@ -1,5 +1,6 @@
 #include "http/router.h"
 
+#include <algorithm>
 #include <memory>
 
 namespace fa {
@@ -76,6 +77,7 @@ std::string Router::add(std::string_view method, std::string_view pattern, Nativ
   if (segments.size() > static_cast<std::size_t>(RouteParams::kMax) && dynamic)
     return "too many segments in " + std::string(pattern);
   route.pattern = std::string(pattern);
+  route.method = std::string(method);
   storage_.push_back(std::make_unique<NativeRoute>(std::move(route)));
   NativeRoute* stored = storage_.back().get();
   Methods* methods = nullptr;
@@ -139,6 +141,10 @@ bool Router::match_dynamic(const Dynamic& d, std::string_view path, RouteParams*
 
 Router::Match Router::match(std::string_view method, std::string_view path, const NativeRoute** route,
                             RouteParams* params, std::string* allow) const {
+  // A route answering `method` wins wherever it is; 405 only when no route for the path accepts the method.
+  const Methods* known[8];
+  std::size_t n_known = 0;
+  bool path_known = false;
   if (!static_.empty()) {
     const auto it = static_.find(path);
     if (it != static_.end()) {
@@ -147,8 +153,8 @@ Router::Match Router::match(std::string_view method, std::string_view path, cons
         if (params != nullptr) params->count = 0;
         return Match::kFound;
       }
-      if (allow != nullptr) *allow = it->second.allow();
-      return Match::kMethodNotAllowed;
+      path_known = true;
+      known[n_known++] = &it->second;
     }
   }
   for (const auto& d : dynamic_) {
@@ -157,10 +163,27 @@ Router::Match Router::match(std::string_view method, std::string_view path, cons
       *route = r;
       return Match::kFound;
     }
-    if (allow != nullptr) *allow = d.methods.allow();
-    return Match::kMethodNotAllowed;
+    path_known = true;
+    if (n_known < 8) known[n_known++] = &d.methods;
   }
-  return Match::kNone;
+  if (!path_known) return Match::kNone;
+  if (allow != nullptr) *allow = Methods::allow_of(known, n_known);
+  return Match::kMethodNotAllowed;
+}
+
+std::string Router::Methods::allow_of(const Methods* const* sets, std::size_t n) {
+  std::vector<std::string_view> names;
+  for (std::size_t i = 0; i < n; ++i)
+    for (const auto& [m, r] : sets[i]->by_method)
+      if (std::find(names.begin(), names.end(), m) == names.end()) names.push_back(m);
+  const bool has_get = std::find(names.begin(), names.end(), "GET") != names.end();
+  if (has_get && std::find(names.begin(), names.end(), "HEAD") == names.end()) names.push_back("HEAD");
+  std::string out;
+  for (auto m : names) {
+    if (!out.empty()) out += ", ";
+    out += m;
+  }
+  return out;
 }
 
 std::vector<NativeRoute*> Router::routes() {

@@ -24,6 +24,7 @@ struct NativeRoute {
   fa_native_handler_fn fn = nullptr;
   void* user_data = nullptr;
   std::string pattern;  // as registered, for metrics labels
+  std::string method;   // as registered, for metrics labels
   std::uint64_t hits = 0;
   std::uint64_t latency_buckets[12] = {};  // counts per bucket of kLatencyBoundsUs (last: +Inf)
   double latency_sum_us = 0;
@@ -60,6 +61,7 @@ class Router {
     std::vector<std::pair<std::string, NativeRoute*>> by_method;
     const NativeRoute* find(std::string_view method) const;
     std::string allow() const;
+    static std::string allow_of(const Methods* const* sets, std::size_t n);
   };
   struct Dynamic {
     std::string pattern;

@@ -88,6 +88,19 @@ void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   Connection* c = from_handle(s);
   if (nread == 0) return;  // EAGAIN
   AppHandler* handler = c->server_->handler();
+  // No exception may unwind into libuv (C): the only ones possible here are allocation failures.
+  try {
+    c->on_read_data(nread, buf);
+  } catch (...) {
+    c->in_read_ = false;
+    c->close();
+  }
+  handler->on_callback_end();
+}
+
+void Connection::on_read_data(ssize_t nread, const uv_buf_t* buf) {
+  Connection* c = this;
+  if (server_->stages().enabled) read_start_ns_ = monotonic_ns();
   if (nread < 0) {
     c->handle_eof();
   } else {
@@ -103,7 +116,6 @@ void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     c->in_read_ = false;
     if (!c->out_.empty() && !c->closing_) c->flush();
   }
-  handler->on_callback_end();
 }
 
 void Connection::handle_eof() {
@@ -170,6 +182,7 @@ void Connection::stop_reading() {
 void Connection::on_request_begin() {
   uv.uv_timer_stop(&timer_);
   request_start_ns_ = monotonic_ns();
+  request_write_ns_ = 0;
 }
 
 int Connection::on_request_head(RequestHead& head) {
@@ -179,12 +192,26 @@ int Connection::on_request_head(RequestHead& head) {
   bool keep_alive = head.keep_alive && !server_->shutting_down() && !close_after_response_;
   response_.reset(head.method == HTTP_HEAD, keep_alive, http10);
   native_ = nullptr;
+  StageStats& stages = server_->stages();
+  std::uint64_t t = 0;
+  if (stages.enabled) {
+    t = monotonic_ns();
+    const std::uint64_t begin = read_start_ns_ > request_start_ns_ ? read_start_ns_ : request_start_ns_;
+    stages.add(kStageReadParse, t - begin);
+  }
   Router& router = server_->router();
   if (!router.empty()) {
     const NativeRoute* route = nullptr;
     std::string allow;
     const std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(head.method));
     const Router::Match m = router.match(method, head.path_view(), &route, nullptr, &allow);
+    if (stages.enabled) {
+      const std::uint64_t now = monotonic_ns();
+      stages.add(kStageRoute, now - t);
+    }
+    // A client that sent `Expect: 100-continue` waits for it before sending the body (RFC 9110 10.1.1).
+    if (m != Router::Match::kNone && head.expect_continue && head.has_body)
+      out_.append("HTTP/1.1 100 Continue\r\n\r\n");
     if (m == Router::Match::kFound) {
       native_ = route;
       native_body_.clear();
@@ -208,6 +235,7 @@ int Connection::on_request_head(RequestHead& head) {
   server_->active_requests_++;
   continue_pending_ = head.expect_continue;
   server_->handler()->on_request(*this, head);
+  if (stages.enabled) app_start_ns_ = monotonic_ns();
   return kContinue;
 }
 
@@ -239,7 +267,10 @@ int Connection::on_request_complete() {
 }
 
 void Connection::answer_native() {
+  StageStats& stages = server_->stages();
+  const std::uint64_t t = stages.enabled ? monotonic_ns() : 0;
   const int status = execute_native_route(*this, *native_, native_allow_, native_body_);
+  if (stages.enabled) stages.add(kStageNative, monotonic_ns() - t);
   server_->handler()->on_native_response(*this, status);
   in_flight_ = false;
   server_->active_requests_--;
@@ -296,6 +327,8 @@ void Connection::flush(const char* extra, std::size_t extra_len) {
     if (close_after_flush_ && pending_writes_ == 0) close();
     return;
   }
+  StageStats& stages = server_->stages();
+  const std::uint64_t t0 = stages.enabled ? monotonic_ns() : 0;
   std::size_t written = 0;
   if (pending_writes_ == 0) {
     uv_buf_t bufs[2];
@@ -340,6 +373,11 @@ void Connection::flush(const char* extra, std::size_t extra_len) {
     pending_writes_++;
   }
   out_.clear();
+  if (stages.enabled) {
+    const std::uint64_t dt = monotonic_ns() - t0;
+    stages.add(kStageWrite, dt);
+    request_write_ns_ += dt;
+  }
   if (close_after_flush_ && pending_writes_ == 0) close();
 }
 
@@ -384,6 +422,12 @@ void Connection::send_continue() {
 void Connection::finish_response() {
   if (!in_flight_) return;
   in_flight_ = false;
+  if (server_->stages().enabled && app_start_ns_ != 0) {
+    // App time: from the Task's creation to the final send(), without the write time spent inside send().
+    const std::uint64_t total = monotonic_ns() - app_start_ns_;
+    server_->stages().add(kStageApp, total > request_write_ns_ ? total - request_write_ns_ : 0);
+    app_start_ns_ = 0;
+  }
   // The app answered without asking for the body of an `Expect: 100-continue` request: the client may or may not
   // send that body now, so the stream position is unknowable and the connection cannot be reused.
   if (continue_pending_ && parser_.message_in_progress()) close_after_response_ = true;

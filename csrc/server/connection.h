@@ -107,6 +107,7 @@ class Connection final : public ParserListener {
   static void on_timer(uv_timer_t* t);
   static void on_handle_closed(uv_handle_t* h);
 
+  void on_read_data(ssize_t nread, const uv_buf_t* buf);
   void process(const char* data, std::size_t len);
   void handle_eof();
   void start_reading();
@@ -135,6 +136,10 @@ class Connection final : public ParserListener {
   std::string peer_host_, local_host_;
   int peer_port_ = 0, local_port_ = 0;
   std::uint64_t request_start_ns_ = 0;
+  // --stats only: when the current read began, when the app took over, write time spent on this request.
+  std::uint64_t read_start_ns_ = 0;
+  std::uint64_t app_start_ns_ = 0;
+  std::uint64_t request_write_ns_ = 0;
   int open_handles_ = 0;
   int pending_writes_ = 0;
   bool tcp_;

@@ -65,6 +65,7 @@ void write_head(Connection& c, int status, std::string_view headers, std::size_t
     out.append(len, static_cast<std::size_t>(n));
   }
   if (!c.response().keep_alive()) out.append("connection: close\r\n");
+  else if (c.response().http10()) out.append("connection: keep-alive\r\n");
   out.append("\r\n");
 }
 
@@ -164,15 +165,50 @@ int execute_native_route(Connection& c, const NativeRoute& route_in, const std::
   return status;
 }
 
+namespace {
+
+// Prometheus label value: backslash, double quote and newline escaped.
+void append_label(std::string& out, std::string_view v) {
+  for (char ch : v) {
+    if (ch == '\\' || ch == '"') out += '\\';
+    if (ch == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += ch;
+  }
+}
+
+void append_uint(std::string& out, std::uint64_t v) { out += std::to_string(v); }
+
+void append_route_labels(std::string& out, const NativeRoute& r) {
+  out += "method=\"";
+  append_label(out, r.method);
+  out += "\",route=\"";
+  append_label(out, r.pattern);
+  out += '"';
+}
+
+}  // namespace
+
 std::string render_metrics(Server& server) {
   const ServerCounters& k = server.counters();
   std::string out;
-  out.reserve(2048);
-  char line[256];
+  out.reserve(4096);
   auto counter = [&](const char* name, const char* help, std::uint64_t v, const char* type) {
-    std::snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name,
-                  static_cast<unsigned long long>(v));
-    out += line;
+    out += "# HELP ";
+    out += name;
+    out += ' ';
+    out += help;
+    out += "\n# TYPE ";
+    out += name;
+    out += ' ';
+    out += type;
+    out += '\n';
+    out += name;
+    out += ' ';
+    append_uint(out, v);
+    out += '\n';
   };
   counter("fasterapi_requests_total", "Requests answered (native and ASGI).", k.requests, "counter");
   counter("fasterapi_native_requests_total", "Requests answered by native routes.", k.native_requests, "counter");
@@ -184,29 +220,41 @@ std::string render_metrics(Server& server) {
   out += "# HELP fasterapi_route_requests_total Requests per native route.\n";
   out += "# TYPE fasterapi_route_requests_total counter\n";
   for (NativeRoute* r : server.router().routes()) {
-    std::snprintf(line, sizeof line, "fasterapi_route_requests_total{route=\"%s\"} %llu\n", r->pattern.c_str(),
-                  static_cast<unsigned long long>(r->hits));
-    out += line;
+    out += "fasterapi_route_requests_total{";
+    append_route_labels(out, *r);
+    out += "} ";
+    append_uint(out, r->hits);
+    out += '\n';
   }
   out += "# HELP fasterapi_route_latency_seconds Native route latency, request start to response queued.\n";
   out += "# TYPE fasterapi_route_latency_seconds histogram\n";
+  char number[32];
   for (NativeRoute* r : server.router().routes()) {
     std::uint64_t cumulative = 0;
     for (int i = 0; i < 12; ++i) {
       cumulative += r->latency_buckets[i];
+      out += "fasterapi_route_latency_seconds_bucket{";
+      append_route_labels(out, *r);
+      out += ",le=\"";
       if (i < 11) {
-        std::snprintf(line, sizeof line, "fasterapi_route_latency_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
-                      r->pattern.c_str(), kLatencyBoundsUs[i] / 1e6, static_cast<unsigned long long>(cumulative));
+        std::snprintf(number, sizeof number, "%g", kLatencyBoundsUs[i] / 1e6);
+        out += number;
       } else {
-        std::snprintf(line, sizeof line, "fasterapi_route_latency_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
-                      r->pattern.c_str(), static_cast<unsigned long long>(cumulative));
+        out += "+Inf";
       }
-      out += line;
+      out += "\"} ";
+      append_uint(out, cumulative);
+      out += '\n';
     }
-    std::snprintf(line, sizeof line,
-                  "fasterapi_route_latency_seconds_sum{route=\"%s\"} %.9f\nfasterapi_route_latency_seconds_count{route=\"%s\"} %llu\n",
-                  r->pattern.c_str(), r->latency_sum_us / 1e6, r->pattern.c_str(), static_cast<unsigned long long>(r->hits));
-    out += line;
+    out += "fasterapi_route_latency_seconds_sum{";
+    append_route_labels(out, *r);
+    std::snprintf(number, sizeof number, "} %.9f\n", r->latency_sum_us / 1e6);
+    out += number;
+    out += "fasterapi_route_latency_seconds_count{";
+    append_route_labels(out, *r);
+    out += "} ";
+    append_uint(out, r->hits);
+    out += '\n';
   }
   return out;
 }

@@ -67,7 +67,12 @@ void Server::on_connection(uv_stream_t* listener, int status) {
   auto* l = static_cast<Listener*>(listener->data);
   Server* self = l->server;
   if (status < 0) return;
-  auto* c = new Connection(self, l->tcp);
+  Connection* c = nullptr;
+  try {
+    c = new Connection(self, l->tcp);
+  } catch (...) {
+    return;  // out of memory: leave the connection in the backlog
+  }
   c->accept_from(listener);
   if (self->config_.limit_concurrency > 0 && self->connection_count_ > self->config_.limit_concurrency && !c->closing()) {
     // Over --limit-concurrency: answer 503 and close, as uvicorn does.

@@ -28,6 +28,24 @@ struct ServerConfig {
   std::size_t limit_concurrency = 0;         // 0: unlimited; else answer 503 beyond this many connections
 };
 
+// Per-stage time accounting for `--stats` ("where does the time go"). Off by default; when off each stage costs one
+// predictable branch.
+enum Stage : int { kStageReadParse, kStageRoute, kStageScope, kStageDispatch, kStageApp, kStageWrite, kStageNative,
+                   kStageCount };
+inline const char* stage_name(int s) {
+  static const char* const kNames[] = {"read_parse", "route", "scope", "dispatch", "app", "write", "native"};
+  return kNames[s];
+}
+struct StageStats {
+  bool enabled = false;
+  std::uint64_t ns[kStageCount] = {};
+  std::uint64_t count[kStageCount] = {};
+  void add(int stage, std::uint64_t dt) {
+    ns[stage] += dt;
+    count[stage]++;
+  }
+};
+
 struct ServerCounters {
   std::uint64_t requests = 0;
   std::uint64_t native_requests = 0;
@@ -61,6 +79,7 @@ class Server {
   AppHandler* handler() const { return handler_; }
   const ServerConfig& config() const { return config_; }
   ServerCounters& counters() { return counters_; }
+  StageStats& stages() { return stages_; }
   DateCache& date() { return date_; }
   Router& router() { return router_; }
   bool shutting_down() const { return shutting_down_; }
@@ -92,6 +111,7 @@ class Server {
   AppHandler* handler_;
   ServerConfig config_;
   ServerCounters counters_;
+  StageStats stages_;
   DateCache date_;
   Router router_;
   std::vector<Listener*> listeners_;

@@ -4,6 +4,7 @@
 #pragma once
 
 #if defined(FA_CATCH2_V3)
+#include <catch2/catch_message.hpp>
 #include <catch2/catch_test_macros.hpp>
 #else
 #include <catch2/catch.hpp>

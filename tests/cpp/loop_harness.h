@@ -23,6 +23,7 @@ namespace fa_test {
 // Answers every request that no native route takes: "app <METHOD> <path> body=<body>" with a content-length, or
 // chunked for paths starting with /chunked. Paths starting with /defer are answered later, from a timer callback
 // (like an app that awaits something), which makes the connection pause parsing pipelined requests meanwhile.
+// Paths starting with /slow make every on_body pause reading; a timer resumes it (an app reading its body slowly).
 class TestApp final : public fa::AppHandler {
  public:
   struct Pending {
@@ -35,14 +36,22 @@ class TestApp final : public fa::AppHandler {
   std::atomic<int> heads{0};  // readable from the client thread: lets it wait until the server saw a request
   std::vector<std::string> errors;  // checked by the test after the loop ends
   uv_timer_t defer_timer;
+  uv_timer_t resume_timer;
+  fa::Connection* to_resume = nullptr;
+  std::vector<std::size_t> body_calls;  // sizes passed to on_body, in order
   Pending current;  // the request being received (one per connection at a time; tests use one app connection)
   std::vector<Pending> deferred;
 
   void init(uv_loop_t* loop) {
     uv_timer_init(loop, &defer_timer);
     defer_timer.data = this;
+    uv_timer_init(loop, &resume_timer);
+    resume_timer.data = this;
   }
-  void close_handles() { uv_close(reinterpret_cast<uv_handle_t*>(&defer_timer), nullptr); }
+  void close_handles() {
+    uv_close(reinterpret_cast<uv_handle_t*>(&defer_timer), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&resume_timer), nullptr);
+  }
 
   void on_request(fa::Connection& c, const fa::RequestHead& head) override {
     ++requests;
@@ -55,6 +64,12 @@ class TestApp final : public fa::AppHandler {
   bool on_body(fa::Connection& c, const char* data, std::size_t len) override {
     if (c.exchange != &current) errors.push_back("on_body without a request");
     current.body.append(data, len);
+    body_calls.push_back(len);
+    if (current.path.rfind("/slow", 0) == 0) {
+      to_resume = &c;
+      uv_timer_start(&resume_timer, &TestApp::on_resume_timer, 1, 0);
+      return true;
+    }
     return false;
   }
   void on_body_complete(fa::Connection& c) override {
@@ -70,6 +85,7 @@ class TestApp final : public fa::AppHandler {
     ++disconnects;
     for (auto& p : deferred)
       if (p.conn == &c) p.conn = nullptr;
+    if (to_resume == &c) to_resume = nullptr;
   }
   void on_drain(fa::Connection&) override { ++drains; }
   void on_native_response(fa::Connection&, int status) override {
@@ -80,6 +96,7 @@ class TestApp final : public fa::AppHandler {
     ++closed;
     for (auto& p : deferred)
       if (p.conn == &c) p.conn = nullptr;
+    if (to_resume == &c) to_resume = nullptr;
   }
   void on_bad_request(fa::Connection&, int status, const char*) override {
     ++bad_requests;
@@ -116,6 +133,12 @@ class TestApp final : public fa::AppHandler {
   }
 
  private:
+  static void on_resume_timer(uv_timer_t* t) {
+    auto* self = static_cast<TestApp*>(t->data);
+    fa::Connection* c = self->to_resume;
+    self->to_resume = nullptr;
+    if (c != nullptr && !c->closing()) c->resume();
+  }
   static void on_defer_timer(uv_timer_t* t) {
     auto* self = static_cast<TestApp*>(t->data);
     std::vector<Pending> ready;

@@ -355,3 +355,46 @@ TEST_CASE("loop: closing the server with connections open and a response pending
   CHECK(h.app.closed == 2);
   check_clean_teardown(h, rc);
 }
+
+TEST_CASE("loop: an app that pauses the body gets every byte once, and no empty chunks", "[loop]") {
+  // The app pauses reading after every body chunk (backpressure) and resumes from a timer. Connection::resume()
+  // re-runs the parser on what it buffered, possibly nothing: that must not produce empty on_body calls (each
+  // would become an empty `http.request` message for the ASGI app).
+  LoopHarness h;
+  REQUIRE(h.bind_error == "");
+  REQUIRE(h.listen() == "");
+  HttpResponse one, pipelined_a, pipelined_b;
+  std::string error;
+  const int rc = h.run([&] {
+    const int fd = fa_test::connect_loopback(h.port, 5000);
+    std::string pending;
+    // The body arrives in two pieces: the app pauses after the first, mid-body, with nothing else buffered.
+    const std::string req = "POST /slow/one HTTP/1.1\r\nContent-Length: 10\r\n\r\n01234";
+    fa_test::send_all(fd, req.data(), req.size());
+    usleep(30000);
+    fa_test::send_all(fd, "56789", 5);
+    error = fa_test::read_response(fd, pending, false, &one);
+    // Body in two sends, then two pipelined requests behind a paused body.
+    const std::string head = "POST /slow/two HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+    fa_test::send_all(fd, head.data(), head.size());
+    usleep(20000);
+    const std::string rest = "2\r\nde\r\n0\r\n\r\nPOST /slow/three HTTP/1.1\r\nContent-Length: 2\r\n\r\nxy";
+    fa_test::send_all(fd, rest.data(), rest.size());
+    if (error.empty()) error = fa_test::read_response(fd, pending, false, &pipelined_a);
+    if (error.empty()) error = fa_test::read_response(fd, pending, false, &pipelined_b);
+    ::close(fd);
+  });
+  REQUIRE(error == "");
+  CHECK(one.body == "app POST /slow/one body=0123456789");
+  CHECK(pipelined_a.body == "app POST /slow/two body=abcde");
+  CHECK(pipelined_b.body == "app POST /slow/three body=xy");
+  std::size_t total = 0, empty_calls = 0;
+  for (std::size_t n : h.app.body_calls) {
+    total += n;
+    empty_calls += n == 0;
+  }
+  CHECK(total == 10 + 5 + 2);
+  INFO("on_body sizes: " << h.app.body_calls.size() << " calls");
+  CHECK(empty_calls == 0);
+  check_clean_teardown(h, rc);
+}

@@ -253,7 +253,7 @@ def test_health_is_503_once_graceful_shutdown_began(native_env: Path, fresh_serv
         srv.wait_for_log("Waiting for connections to close")
         c.send(b"\r\n")
         r = c.read_response()
-        assert r.status == 503, srv.log_excerpt()
+        assert (r.status, r.body) == (503, b"shutting down"), srv.log_excerpt()
         assert r.header("connection") == "close"
         assert r.header("content-type") == TEXT
         assert c.wait_closed(5)
@@ -918,7 +918,9 @@ def test_metrics_and_user_handlers_are_absent_under_uvicorn(uv: ServerProcess) -
 def test_include_in_schema(kind: str, native_env: Path, start_server: StartServer) -> None:
     srv = start_server(kind, APP)
     with httpx.Client(base_url=srv.url) as client:
-        schema = client.get("/openapi.json").json()
+        r = client.get("/openapi.json")
+        assert r.status_code == 200, srv.log_excerpt(2000)
+        schema = r.json()
     assert "get" in schema["paths"]["/json"]
     assert "/plain" not in schema["paths"]
     assert "/health" not in schema["paths"]
