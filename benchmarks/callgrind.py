@@ -310,6 +310,15 @@ class _ValgrindPrefix(servers.Pinning):
         return super().server_prefix() + self.valgrind_argv
 
 
+def server_extra_args(name: str, workdir: Path) -> list[str]:
+    """Settings that let one connection carry every request of a run (hypercorn closes it after 1,000)."""
+    if name == "hypercorn":
+        conf = workdir / "hypercorn.toml"
+        conf.write_text("keep_alive_max_requests = 100000000\nkeep_alive_timeout = 600\n")
+        return ["--config", str(conf)]
+    return []
+
+
 def valgrind_argv(dump_dir: Path) -> list[str]:
     return [
         "valgrind",
@@ -355,6 +364,7 @@ def run_one(name: str, run: int, args: argparse.Namespace, out: Path, pinning: s
         app_dir=APPS,
         workdir=out / "logs",
         pinning=_ValgrindPrefix(pinning, valgrind_argv(dump_dir)),
+        extra_args=server_extra_args(name, out / "logs"),
         probe_request=lambda p: servers.build_request("GET", PATH, p),
         startup_timeout_s=args.startup_timeout,
         log_name=f"server-{name}-{run}.log",

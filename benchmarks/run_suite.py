@@ -4,12 +4,19 @@
     python benchmarks/run_suite.py --write-docs         # ... and update docs/benchmarks.md + chart
     python benchmarks/run_suite.py --smoke              # CI: seconds per scenario, no verdict on numbers
     python benchmarks/run_suite.py --scenarios raw_plaintext,idle_rss --peers uvicorn,granian
+    python benchmarks/run_suite.py --scenarios none --micro --callgrind --write-docs   # micro sections only
 
 Each scenario is one ``fasterapi-asgi bench`` run (servers pinned, warm-up, interleaved rounds,
 medians of same-round ratios); results go to ``--out`` (one folder per scenario with bench.json,
 bench.md and the raw wrk/server logs, plus suite.json and suite.md). Scenarios that need
 something missing (native routes, nginx) are reported "not available", not failed. Exit code:
 0 when every available scenario ran, 1 when one failed to run, 2 on a usage error.
+
+Optional micro-level sections (BENCHMARKING.md, "Micro-level"): ``--micro`` builds and runs the C++
+parse + route benchmark (benchmarks/micro, ``build/bench``), ``--callgrind`` runs
+benchmarks/callgrind.py (instructions per raw ASGI request under valgrind). Their results go to
+``micro/`` and ``callgrind/`` in ``--out``, to suite.md, and with --write-docs to their own block of
+docs/benchmarks.md (so running them alone leaves the scenario table in place, and vice versa).
 """
 
 from __future__ import annotations
@@ -41,6 +48,21 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 DOCS_CHART = ROOT / "docs" / "benchmarks.png"
 START_MARK = "<!-- suite-results:start -->"
 END_MARK = "<!-- suite-results:end -->"
+MICRO_START_MARK = "<!-- micro-results:start -->"
+MICRO_END_MARK = "<!-- micro-results:end -->"
+
+BENCH_BUILD = ROOT / "build" / "bench"
+MICRO_BINARY = BENCH_BUILD / "benchmarks" / "micro" / "fa_bench_parse_route"
+MICRO_CONFIGURE = ["cmake", "-S", ".", "-B", "build/bench", "-G", "Ninja", "-DFA_BUILD_BENCH=ON",
+                   "-DFA_BUILD_PYTHON=OFF", "-DCMAKE_BUILD_TYPE=Release"]  # fmt: skip
+MICRO_BUILD = ["cmake", "--build", "build/bench", "-j2", "--target", "fa_bench_parse_route"]
+MICRO_CASES = {
+    "parse": "parse only, one request per parser call",
+    "parse+route": "parse + route (20 routes, parameterised hit), one request per call",
+    "pipelined16": "parse + route, 16 pipelined requests per call",
+    "route": "route only (Router::match)",
+}
+CALLGRIND_SERVERS = ("uvicorn", "granian", "hypercorn")  # peers benchmarks/callgrind.py knows
 
 # keep-alive idle timeouts raised so 10,000 idle connections stay open while RSS is read
 IDLE_KEEPALIVE_ARGS = {
@@ -236,6 +258,112 @@ def run_idle(
     return data
 
 
+# ------------------------------------------------------------------------------------- micro-level
+
+
+def _tail(text: str, n: int = 3) -> str:
+    return " / ".join(text.strip().splitlines()[-n:])
+
+
+def run_micro(out: Path, pinning: servers.Pinning, smoke: bool) -> dict[str, Any]:
+    """Build (incrementally) and run the C++ parse + route benchmark; its JSON plus the command."""
+    out.mkdir(parents=True, exist_ok=True)
+    steps = [] if (BENCH_BUILD / "CMakeCache.txt").exists() else [MICRO_CONFIGURE]
+    steps.append(MICRO_BUILD)
+    for step in steps:
+        say("[micro] $ " + shlex.join(step))
+        proc = subprocess.run(step, cwd=str(ROOT), capture_output=True, text=True, timeout=1800, check=False)
+        with (out / "build.log").open("a") as log:
+            log.write(f"$ {shlex.join(step)}\n{proc.stdout}{proc.stderr}")
+        if proc.returncode != 0:
+            return {
+                "status": "failed",
+                "why": f"`{shlex.join(step)}` failed: {_tail(proc.stdout + proc.stderr)}",
+            }
+    bench_args = ["--iterations", "100000", "--runs", "3"] if smoke else []
+    argv = pinning.server_prefix() + [str(MICRO_BINARY), *bench_args, "--json"]
+    say("[micro] $ " + shlex.join(argv))
+    proc = subprocess.run(argv, cwd=str(ROOT), capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        return {
+            "status": "failed",
+            "why": f"fa_bench_parse_route exited {proc.returncode}: {_tail(proc.stderr)}",
+        }
+    data = json.loads(proc.stdout)
+    (out / "micro.json").write_text(json.dumps(data, indent=2) + "\n")
+    shown = [
+        a if a != str(MICRO_BINARY) else str(MICRO_BINARY.relative_to(ROOT)) for a in argv if a != "--json"
+    ]
+    command = " && ".join(shlex.join(c) for c in (MICRO_CONFIGURE, MICRO_BUILD)) + " && " + shlex.join(shown)
+    return {"status": "ok", "result": data, "command": command}
+
+
+def run_callgrind(out: Path, names: list[str], smoke: bool, no_pin: bool) -> dict[str, Any]:
+    """benchmarks/callgrind.py for ``names`` (in a subprocess: one valgrind at a time, its own output)."""
+    argv = ["--servers", ",".join(names), "--out", str(out)]
+    if smoke:
+        argv += ["--requests", "200", "--warmup", "20", "--runs", "1"]
+    if no_pin:
+        argv.append("--no-pin")
+    say("[callgrind] $ python benchmarks/callgrind.py " + shlex.join(argv))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "callgrind.py"), *argv],
+        cwd=str(ROOT),
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=7200,
+        check=False,
+    )  # its progress goes straight to our stderr
+    result = out / "callgrind.json"
+    if proc.returncode == 2 or not result.exists():
+        return {
+            "status": "failed",
+            "why": f"benchmarks/callgrind.py exited {proc.returncode} without results",
+        }
+    data = json.loads(result.read_text())
+    entry: dict[str, Any] = {"status": "ok" if proc.returncode == 0 else "failed", "result": data}
+    entry["markdown"] = (out / "callgrind.md").read_text()
+    if proc.returncode != 0:
+        entry["why"] = "; ".join(data.get("failed", [])) or f"exit code {proc.returncode}"
+    return entry
+
+
+def micro_markdown(suite: dict[str, Any]) -> str:
+    """The micro-level sections of a suite run (empty when neither ran)."""
+    lines: list[str] = []
+    micro = suite.get("micro")
+    if micro is not None:
+        lines += ["### Parse + route in C++ (ns per request)", ""]
+        if micro["status"] != "ok":
+            lines += [f"Failed: {micro['why']}", ""]
+        else:
+            data = micro["result"]
+            lines += [
+                f"`fa::RequestParser` + `fa::Router` on a {data['request_bytes']}-byte GET "
+                f"(`GET /api/v1/items/12345?x=1`, 3 headers), {data['routes']} routes registered; median of "
+                f"{data['runs']} runs of {data['iterations']:,} requests each (steady_clock), "
+                f"run of {suite['date']}" + (" — SMOKE RUN" if suite["settings"]["smoke"] else "") + ".",
+                "",
+                "| case | ns/request (median) | min | max | requests/s on one core |",
+                "|---|---:|---:|---:|---:|",
+            ]
+            for key, c in data["cases"].items():
+                title = MICRO_CASES.get(key, key)
+                lines.append(
+                    f"| {title} | {c['median_ns']:.1f} | {c['min_ns']:.1f} | {c['max_ns']:.1f} "
+                    f"| {1e9 / c['median_ns']:,.0f} |"
+                )
+            lines += ["", f"Reproduce: `{micro['command']}`", ""]
+    cg = suite.get("callgrind")
+    if cg is not None:
+        lines += ["### Instructions per raw ASGI request (callgrind)", ""]
+        if cg.get("markdown"):
+            lines += [cg["markdown"].rstrip(), ""]
+        if cg["status"] != "ok":
+            lines += [f"Failed: {cg['why']}", ""]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------- main
 
 
@@ -245,7 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--smoke", action="store_true", help="CI mode: 1 s runs, 1 round, uvicorn + fasterapi-asgi only"
     )
     p.add_argument("--peers", default=",".join(ASGI_PEERS), help="peer servers for the ASGI scenarios")
-    p.add_argument("--scenarios", default="", help="comma-separated scenario keys (default: all)")
+    p.add_argument(
+        "--scenarios", default="", help="comma-separated scenario keys (default: all; 'none': no scenario)"
+    )
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
@@ -259,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--write-docs", action="store_true", help="update docs/benchmarks.md and docs/benchmarks.png"
     )
     p.add_argument("--no-pin", action="store_true")
+    p.add_argument("--micro", action="store_true", help="also run the C++ parse + route micro-benchmark")
+    p.add_argument(
+        "--callgrind", action="store_true", help="also count instructions per request under callgrind"
+    )
     p.add_argument(
         "--no-self", action="store_true", help="leave fasterapi-asgi out (e.g. while its core is broken)"
     )
@@ -273,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         args.peers = "uvicorn"
         args.idle_connections = min(args.idle_connections, 200)
     keys = [k for k in args.scenarios.split(",") if k] or [s.key for s in SCENARIOS]
+    if keys == ["none"]:
+        keys = []
     unknown = set(keys) - {s.key for s in SCENARIOS}
     if unknown:
         say(
@@ -396,21 +532,36 @@ def main(argv: list[str] | None = None) -> int:
             entry.update(status="failed", why=str(exc).splitlines()[0])
             say(f"== {sc.key}: FAILED: {exc}")
 
+    if args.micro:
+        say("== micro: C++ parse + route")
+        suite["micro"] = run_micro(out / "micro", pinning, args.smoke)
+    if args.callgrind:
+        cg_names = [] if args.no_self else [SELF]
+        cg_names += [n for n in ("uvicorn", *peers) if n in CALLGRIND_SERVERS and n not in cg_names]
+        say(f"== callgrind: instructions per raw ASGI request ({', '.join(cg_names)})")
+        suite["callgrind"] = run_callgrind(out / "callgrind", cg_names, args.smoke, args.no_pin)
+    for section in ("micro", "callgrind"):
+        if section in suite and suite[section]["status"] != "ok":
+            failures += 1
+            say(f"== {section}: FAILED: {suite[section]['why']}")
+
     (out / "suite.json").write_text(json.dumps(suite, indent=2) + "\n")
-    md = suite_markdown(suite, [SELF, *peers, "nginx"])
-    (out / "suite.md").write_text(md)
-    ratios = chart_ratios(suite)
-    note = chart.write_suite_chart(
-        ratios,
-        out / "suite.png",
-        title=f"ratio to the reference, {suite['date']} (throughput: higher is better; p99, RSS: lower)",
-        servers=[SELF, *peers, "nginx"],
-    )
-    if note:
-        say(f"note: {note}")
+    md = suite_markdown(suite, [SELF, *peers, "nginx"]) if suite["scenarios"] else None
+    micro_md = micro_markdown(suite) or None
+    (out / "suite.md").write_text("\n".join(m for m in (md, micro_md) if m))
+    if md is not None:
+        ratios = chart_ratios(suite)
+        note = chart.write_suite_chart(
+            ratios,
+            out / "suite.png",
+            title=f"ratio to the reference, {suite['date']} (throughput: higher is better; p99, RSS: lower)",
+            servers=[SELF, *peers, "nginx"],
+        )
+        if note:
+            say(f"note: {note}")
     if args.write_docs:
-        write_docs(md, out / "suite.png")
-    print(md)
+        write_docs(md, out / "suite.png", micro_md)
+    print("\n".join(m for m in (md, micro_md) if m))
     say(f"suite results: {out}")
     return 1 if failures else 0
 
@@ -526,18 +677,27 @@ def chart_ratios(suite: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
-def write_docs(md: str, png: Path) -> None:
+def replace_block(text: str, start: str, end: str, block: str, heading: str = "") -> str:
+    """``text`` with the part between the ``start`` and ``end`` markers replaced (appended when missing)."""
+    if start not in text or end not in text:
+        text += f"\n{heading}{start}\n{end}\n"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    return f"{head}{start}\n{block}{end}{tail}"
+
+
+def write_docs(md: str | None, png: Path, micro_md: str | None = None) -> None:
     text = DOCS.read_text() if DOCS.exists() else f"# Benchmarks\n\n{START_MARK}\n{END_MARK}\n"
-    if START_MARK not in text or END_MARK not in text:
-        text += f"\n{START_MARK}\n{END_MARK}\n"
-    head, _, rest = text.partition(START_MARK)
-    _, _, tail = rest.partition(END_MARK)
-    block = md
-    if png.exists():
-        DOCS_CHART.write_bytes(png.read_bytes())
-        block += f"\n![ratio of each server to the scenario's reference]({DOCS_CHART.name})\n"
-    DOCS.write_text(f"{head}{START_MARK}\n{block}{END_MARK}{tail}")
-    say(f"updated {DOCS} and {DOCS_CHART}")
+    if md is not None:
+        block = md
+        if png.exists():
+            DOCS_CHART.write_bytes(png.read_bytes())
+            block += f"\n![ratio of each server to the scenario's reference]({DOCS_CHART.name})\n"
+        text = replace_block(text, START_MARK, END_MARK, block)
+    if micro_md:
+        text = replace_block(text, MICRO_START_MARK, MICRO_END_MARK, micro_md, "## Micro-benchmarks\n\n")
+    DOCS.write_text(text)
+    say(f"updated {DOCS}" + (f" and {DOCS_CHART}" if md is not None and png.exists() else ""))
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ class Server:
         limit_concurrency: int | None = None,
         h11_max_incomplete_event_size: int | None = None,
         asgi_version: str = "3.0",
+        stats: bool = False,
     ) -> None: ...
     def listen(self, sock: socket.socket) -> None:
         """Serve connections accepted on an already bound and listening socket (TCP or Unix).

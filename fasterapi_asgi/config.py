@@ -165,6 +165,7 @@ class Config:
         h11_max_incomplete_event_size: int | None = None,
         reuse_port: bool = False,
         native: str | None = None,
+        stats: bool = False,
     ) -> None:
         self.app = app
         self.host = host
@@ -194,6 +195,7 @@ class Config:
         self.h11_max_incomplete_event_size = h11_max_incomplete_event_size
         self.reuse_port = reuse_port
         self.native = native  # "module:attribute" of a fasterapi_asgi.native.Routes, or None
+        self.stats = stats  # per-stage time accounting in the core (--stats)
         self.raw_app: Any = None
 
         # Extra response headers, names lowercased, as handed to the core.  A user "server" header

@@ -217,6 +217,12 @@ class _Command(click.Command):
     help="Maximum number of bytes of an incomplete request head (request line and headers).",
 )
 @click.option(
+    "--stats/--no-stats",
+    default=False,
+    help="Measure where each request's time goes (read+parse, route, scope, dispatch, app, write) and log the "
+    "breakdown at shutdown. Off: no cost.",
+)
+@click.option(
     "--native",
     type=str,
     default=None,
@@ -283,6 +289,7 @@ def run(
     h11_max_incomplete_event_size: int | None = None,
     reuse_port: bool = False,
     native: str | None = None,
+    stats: bool = False,
 ) -> None:
     """Serve ``app`` (an ASGI app, or a ``"module:attribute"`` import string) until stopped.
 
@@ -322,6 +329,7 @@ def run(
         h11_max_incomplete_event_size=h11_max_incomplete_event_size,
         reuse_port=reuse_port,
         native=native,
+        stats=stats,
     )
     if config.workers > 1:
         if not isinstance(app, str):

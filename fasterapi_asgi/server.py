@@ -171,6 +171,7 @@ class Server:
             limit_concurrency=config.limit_concurrency,
             h11_max_incomplete_event_size=config.h11_max_incomplete_event_size,
             asgi_version=config.asgi_version,
+            stats=config.stats,
         )
         if config.proxy_rewrite is not None:
             self.core.set_proxy_headers(config.proxy_rewrite)
@@ -249,6 +250,9 @@ class Server:
                 break
             await asyncio.sleep(_TICK)
 
+        if self.config.stats:
+            for line in format_stage_stats(core.stats()):
+                logger.info(line)
         core.close()
         if sockets is None and self.config.uds and os.path.exists(self.config.uds):
             # Ours: remove it now, since a re-raised SIGTERM ends the process before run() could.
@@ -284,3 +288,26 @@ class Server:
             self.force_exit = True
         else:
             self.should_exit = True
+
+
+_STAGES = (
+    ("read_parse", "read + parse (native)"),
+    ("route", "native route lookup"),
+    ("native", "native handler"),
+    ("scope", "scope building"),
+    ("dispatch", "task creation"),
+    ("app", "app incl. loop queueing (Task to last send)"),
+    ("write", "writing (native)"),
+)
+
+
+def format_stage_stats(stats: dict[str, int]) -> list[str]:
+    """The ``--stats`` report: mean time per request in each stage, from the core's counters."""
+    requests = stats.get("requests", 0)
+    lines = [f"Where the time went ({requests} requests; mean microseconds per occurrence):"]
+    for key, label in _STAGES:
+        count = stats.get(f"stage_{key}_count", 0)
+        total_ns = stats.get(f"stage_{key}_ns", 0)
+        mean_us = total_ns / count / 1000 if count else 0.0
+        lines.append(f"  {label:<36} {mean_us:9.2f} us  x {count}")
+    return lines

@@ -27,6 +27,12 @@ cmake -S . -B build/cpp -G Ninja -DFA_BUILD_TESTS=ON -DFA_BUILD_PYTHON=OFF -DCMA
 cmake --build build/cpp -j2
 ctest --test-dir build/cpp --output-on-failure
 
+step "C++ tests under ASan + UBSan"
+cmake -S . -B build/cpp-asan -G Ninja -DFA_BUILD_TESTS=ON -DFA_BUILD_PYTHON=OFF -DFA_SANITIZE=ON \
+  -DCMAKE_BUILD_TYPE=Debug -DFA_DEPS_DIR="$PWD/build/cpp/_registry" >/dev/null
+cmake --build build/cpp-asan -j2
+ctest --test-dir build/cpp-asan --output-on-failure
+
 step "Python tests"
 "$PY" -m pytest -q -p no:cacheprovider tests/python
 

@@ -63,6 +63,7 @@ int RequestParser::cb_message_begin(llhttp_t* p) {
   s->head_bytes_ = 0;
   s->in_value_ = false;
   s->in_message_ = true;
+  s->in_trailers_ = false;
   s->error_status_ = 0;
   s->listener_->on_request_begin();
   return HPE_OK;
@@ -88,6 +89,9 @@ int RequestParser::cb_header_field(llhttp_t* p, const char* at, std::size_t len)
   RequestHead& h = s->head_;
   s->head_bytes_ += len;
   if (s->head_bytes_ > s->limits_->max_header_bytes) return s->fail(431, "request header section too large");
+  // Trailer fields (after a chunked body) count against the limit but are never merged into the headers, which
+  // were already handed out (RFC 9110 6.5.1).
+  if (s->in_trailers_) return HPE_OK;
   if (h.headers.empty() || s->in_value_) {
     if (h.headers.size() >= s->limits_->max_headers) return s->fail(431, "too many request headers");
     h.headers.push_back({Span{h.arena.size(), 0}, Span{h.arena.size(), 0}});
@@ -110,6 +114,7 @@ int RequestParser::cb_header_value(llhttp_t* p, const char* at, std::size_t len)
   RequestHead& h = s->head_;
   s->head_bytes_ += len;
   if (s->head_bytes_ > s->limits_->max_header_bytes) return s->fail(431, "request header section too large");
+  if (s->in_trailers_) return HPE_OK;
   if (!s->in_value_) {
     h.headers.back().second.off = h.arena.size();
     s->in_value_ = true;
@@ -123,6 +128,7 @@ int RequestParser::cb_header_value_complete(llhttp_t* p) {
   RequestParser* s = self(p);
   // An empty value produces no on_header_value call; make the next field start a new header all the same.
   s->in_value_ = true;
+  if (s->in_trailers_) return HPE_OK;
   // Checked here, not at headers-complete: llhttp itself rejects some codings (400) before that callback runs.
   const RequestHead& h = s->head_;
   if (!h.headers.empty() && h.str(h.headers.back().first) == "transfer-encoding" &&
@@ -134,6 +140,7 @@ int RequestParser::cb_header_value_complete(llhttp_t* p) {
 int RequestParser::cb_headers_complete(llhttp_t* p) {
   RequestParser* s = self(p);
   RequestHead& h = s->head_;
+  s->in_trailers_ = true;
   h.method = llhttp_get_method(p);
   h.http_major = llhttp_get_http_major(p);
   h.http_minor = llhttp_get_http_minor(p);
@@ -150,6 +157,9 @@ int RequestParser::cb_headers_complete(llhttp_t* p) {
 }
 
 int RequestParser::cb_body(llhttp_t* p, const char* at, std::size_t len) {
+  // llhttp reports the open body span as an empty on_body when execute() runs on no bytes mid-body (what
+  // Connection::resume() does after a pause): not body data, and the listener must not be woken for it.
+  if (len == 0) return HPE_OK;
   return self(p)->listener_->on_request_body(at, len) == ParserListener::kPause ? HPE_PAUSED : HPE_OK;
 }
 

@@ -70,6 +70,7 @@ class RequestParser {
   std::size_t head_bytes_ = 0;
   bool in_value_ = false;
   bool in_message_ = false;
+  bool in_trailers_ = false;  // the head was delivered: further fields are chunked trailers
   int error_status_ = 0;
   const char* error_reason_ = "";
 };

@@ -1,6 +1,5 @@
 #include "http/router.h"
 
-#include <algorithm>
 #include <memory>
 
 namespace fa {
@@ -78,8 +77,6 @@ std::string Router::add(std::string_view method, std::string_view pattern, Nativ
     return "too many segments in " + std::string(pattern);
   route.pattern = std::string(pattern);
   route.method = std::string(method);
-  storage_.push_back(std::make_unique<NativeRoute>(std::move(route)));
-  NativeRoute* stored = storage_.back().get();
   Methods* methods = nullptr;
   if (!dynamic) {
     auto it = static_.find(pattern);
@@ -98,7 +95,9 @@ std::string Router::add(std::string_view method, std::string_view pattern, Nativ
   }
   for (const auto& [m, r] : methods->by_method)
     if (m == method) return "duplicate native route: " + std::string(method) + " " + std::string(pattern);
-  methods->by_method.emplace_back(std::string(method), stored);
+  // Stored only once accepted: routes() feeds the metrics, a rejected registration must leave no trace.
+  storage_.push_back(std::make_unique<NativeRoute>(std::move(route)));
+  methods->by_method.emplace_back(std::string(method), storage_.back().get());
   return {};
 }
 
@@ -167,23 +166,28 @@ Router::Match Router::match(std::string_view method, std::string_view path, cons
     if (n_known < 8) known[n_known++] = &d.methods;
   }
   if (!path_known) return Match::kNone;
-  if (allow != nullptr) *allow = Methods::allow_of(known, n_known);
+  if (allow != nullptr) Methods::allow_of(known, n_known, allow);
   return Match::kMethodNotAllowed;
 }
 
-std::string Router::Methods::allow_of(const Methods* const* sets, std::size_t n) {
-  std::vector<std::string_view> names;
-  for (std::size_t i = 0; i < n; ++i)
-    for (const auto& [m, r] : sets[i]->by_method)
-      if (std::find(names.begin(), names.end(), m) == names.end()) names.push_back(m);
-  const bool has_get = std::find(names.begin(), names.end(), "GET") != names.end();
-  if (has_get && std::find(names.begin(), names.end(), "HEAD") == names.end()) names.push_back("HEAD");
-  std::string out;
-  for (auto m : names) {
-    if (!out.empty()) out += ", ";
-    out += m;
+// Writes into the caller's string (the connection's, reused): a 405 is a native answer and allocates nothing once
+// that string has grown to its steady size.
+void Router::Methods::allow_of(const Methods* const* sets, std::size_t n, std::string* out) {
+  out->clear();
+  bool has_get = false, has_head = false;
+  for (std::size_t i = 0; i < n; ++i) {
+    for (const auto& [m, r] : sets[i]->by_method) {
+      bool listed = false;
+      for (std::size_t j = 0; j < i && !listed; ++j)
+        for (const auto& [m2, r2] : sets[j]->by_method) listed |= m2 == m;
+      if (listed) continue;
+      if (!out->empty()) out->append(", ");
+      out->append(m);
+      has_get |= m == "GET";
+      has_head |= m == "HEAD";
+    }
   }
-  return out;
+  if (has_get && !has_head) out->append(", HEAD");
 }
 
 std::vector<NativeRoute*> Router::routes() {

@@ -61,7 +61,7 @@ class Router {
     std::vector<std::pair<std::string, NativeRoute*>> by_method;
     const NativeRoute* find(std::string_view method) const;
     std::string allow() const;
-    static std::string allow_of(const Methods* const* sets, std::size_t n);
+    static void allow_of(const Methods* const* sets, std::size_t n, std::string* out);
   };
   struct Dynamic {
     std::string pattern;

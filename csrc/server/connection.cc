@@ -202,9 +202,8 @@ int Connection::on_request_head(RequestHead& head) {
   Router& router = server_->router();
   if (!router.empty()) {
     const NativeRoute* route = nullptr;
-    std::string allow;
     const std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(head.method));
-    const Router::Match m = router.match(method, head.path_view(), &route, nullptr, &allow);
+    const Router::Match m = router.match(method, head.path_view(), &route, nullptr, &native_allow_);
     if (stages.enabled) {
       const std::uint64_t now = monotonic_ns();
       stages.add(kStageRoute, now - t);
@@ -224,7 +223,6 @@ int Connection::on_request_head(RequestHead& head) {
       not_allowed.kind = NativeRoute::kStatic;
       not_allowed.status = 405;
       native_ = &not_allowed;
-      native_allow_ = allow;
       native_body_.clear();
       in_flight_ = true;
       server_->active_requests_++;
