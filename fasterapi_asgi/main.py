@@ -219,8 +219,8 @@ class _Command(click.Command):
 @click.option(
     "--stats/--no-stats",
     default=False,
-    help="Measure where each request's time goes (read+parse, route, scope, dispatch, app, write) and log the "
-    "breakdown at shutdown. Off: no cost.",
+    help="Measure where each request's time goes (read+parse, route, scope, dispatch, app, write), "
+    "and log the breakdown at shutdown. Off: no cost.",
 )
 @click.option(
     "--native",
