@@ -425,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    names = [n for n in args.servers.split(",") if n]
+    names = list(dict.fromkeys(n for n in args.servers.split(",") if n))
     unknown = [n for n in names if n not in KNOWN_SERVERS]
     if unknown or not names or args.requests < 1 or args.runs < 1 or args.warmup < 0:
         say(f"bad arguments (servers must be among {', '.join(KNOWN_SERVERS)}; counts positive)")

@@ -300,7 +300,8 @@ def run_micro(out: Path, pinning: servers.Pinning, smoke: bool) -> dict[str, Any
 
 def run_callgrind(out: Path, names: list[str], smoke: bool, no_pin: bool) -> dict[str, Any]:
     """benchmarks/callgrind.py for ``names`` (in a subprocess: one valgrind at a time, its own output)."""
-    argv = ["--servers", ",".join(names), "--out", str(out)]
+    shown_out = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    argv = ["--servers", ",".join(names), "--out", str(shown_out)]
     if smoke:
         argv += ["--requests", "200", "--warmup", "20", "--runs", "1"]
     if no_pin:
@@ -332,6 +333,8 @@ def micro_markdown(suite: dict[str, Any]) -> str:
     """The micro-level sections of a suite run (empty when neither ran)."""
     lines: list[str] = []
     micro = suite.get("micro")
+    if suite.get("command") and (micro is not None or suite.get("callgrind") is not None):
+        lines += [f"Suite command: `{suite['command']}`.", ""]
     if micro is not None:
         lines += ["### Parse + route in C++ (ns per request)", ""]
         if micro["status"] != "ok":
@@ -537,7 +540,9 @@ def main(argv: list[str] | None = None) -> int:
         suite["micro"] = run_micro(out / "micro", pinning, args.smoke)
     if args.callgrind:
         cg_names = [] if args.no_self else [SELF]
-        cg_names += [n for n in ("uvicorn", *peers) if n in CALLGRIND_SERVERS and n not in cg_names]
+        for n in ("uvicorn", *peers):
+            if n in CALLGRIND_SERVERS and n not in cg_names:
+                cg_names.append(n)
         say(f"== callgrind: instructions per raw ASGI request ({', '.join(cg_names)})")
         suite["callgrind"] = run_callgrind(out / "callgrind", cg_names, args.smoke, args.no_pin)
     for section in ("micro", "callgrind"):

@@ -239,6 +239,7 @@ def test_suite_micro_sections_markdown_and_docs_block(
     suite_mod = _load(monkeypatch, "run_suite")
     suite = {
         "date": "2026-01-01 00:00 UTC",
+        "command": "python benchmarks/run_suite.py --scenarios none --micro --callgrind",
         "settings": {"smoke": False},
         "micro": {
             "status": "ok",
@@ -255,6 +256,9 @@ def test_suite_micro_sections_markdown_and_docs_block(
     assert "| parse + route (20 routes, parameterised hit), one request per call | 400.0 |" in md
     assert "### Instructions per raw ASGI request (callgrind)" in md and "| server | x |" in md
     assert "Failed: granian: broke" in md
+    assert md.startswith(
+        "Suite command: `python benchmarks/run_suite.py --scenarios none --micro --callgrind`."
+    )
     assert suite_mod.micro_markdown({"date": "d", "settings": {"smoke": True}}) == ""
 
     text = "# B\n\n<!-- suite-results:start -->\nold table\n<!-- suite-results:end -->\ntail\n"
