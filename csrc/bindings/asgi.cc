@@ -59,6 +59,10 @@ PyObject* ready_new(PyObject* value) {
   r->value = Py_NewRef(value);
   return reinterpret_cast<PyObject*>(r);
 }
+// One shared Ready(None): send() completes with it without allocating. Stateless, so sharing is safe.
+PyObject* g_ready_none = nullptr;
+PyObject* ready_none() { return Py_NewRef(g_ready_none); }
+
 PyObject* ready_steal(PyObject* value) {
   if (value == nullptr) return nullptr;
   PyObject* r = ready_new(value);
@@ -336,7 +340,7 @@ PyObject* send_start(Exchange* ex, PyObject* message) {
   if (err != nullptr) return runtime_error(err, nullptr);
   ex->response_started = true;
   ex->status = static_cast<int>(status);
-  return ready_new(Py_None);
+  return ready_none();
 }
 
 constexpr std::size_t kZeroCopyThreshold = 16 * 1024;
@@ -383,7 +387,7 @@ PyObject* send_body(Exchange* ex, PyObject* message) {
   if (!more) {
     complete_response(ex);
     ex->handler->wake();
-    return ready_new(Py_None);
+    return ready_none();
   }
   c->flush();
   ex->handler->wake();
@@ -393,7 +397,7 @@ PyObject* send_body(Exchange* ex, PyObject* message) {
     Py_XSETREF(ex->drain_waiter, Py_NewRef(fut));
     return fut;
   }
-  return ready_new(Py_None);
+  return ready_none();
 }
 
 PyObject* send_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
@@ -412,7 +416,7 @@ PyObject* send_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObje
     if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "type");
     return nullptr;
   }
-  if (ex->disconnected) return ready_new(Py_None);  // as uvicorn: sending after a disconnect is a no-op
+  if (ex->disconnected) return ready_none();  // as uvicorn: sending after a disconnect is a no-op
   const bool is_start = type == m.http_response_start ||
                         (PyUnicode_Check(type) && PyUnicode_Compare(type, m.http_response_start) == 0);
   const bool is_body = !is_start && (type == m.http_response_body ||
@@ -772,6 +776,8 @@ bool asgi_types_ready() {
   if (PyType_Ready(&ReadyType) != 0 || PyType_Ready(&ExchangeType) != 0 || PyType_Ready(&ReceiveType) != 0 ||
       PyType_Ready(&RunnerType) != 0 || !msg_init() || !scope_init())
     return false;
+  g_ready_none = ready_new(Py_None);
+  if (g_ready_none == nullptr) return false;
   // asyncio.Task accepts it as a coroutine: register with collections.abc.Coroutine.
   PyObject* abc = PyImport_ImportModule("collections.abc");
   if (abc == nullptr) return false;

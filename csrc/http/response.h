@@ -74,7 +74,6 @@ class ResponseState {
   int status_ = 0;
   std::uint64_t content_length_ = 0;
   std::uint64_t sent_ = 0;
-  char chunk_prefix_[24] = {};
 };
 
 // A complete, minimal error response ("400 Bad Request" with a short text body, connection: close).

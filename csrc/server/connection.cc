@@ -180,7 +180,7 @@ void Connection::stop_reading() {
 }
 
 void Connection::on_request_begin() {
-  uv.uv_timer_stop(&timer_);
+  idle_ = false;  // the keep-alive timer, if it fires now, finds the connection busy and stays disarmed
   request_start_ns_ = monotonic_ns();
   request_write_ns_ = 0;
 }
@@ -451,14 +451,30 @@ void Connection::finish_response() {
 // Timers and closing
 // ---------------------------------------------------------------------------------------------------------------
 
+// The keep-alive timer is lazy: it is not stopped when a request begins nor restarted when it ends. When it fires
+// it checks how long the connection has really been idle and re-arms for the rest. NOTE: stopping and restarting
+// it per request cost ~0.8% of server CPU on raw ASGI plain text (perf; two timer-heap operations per request).
 void Connection::arm_keep_alive() {
   if (closing_ || in_flight_) return;
-  uv.uv_timer_start(&timer_, &Connection::on_timer, server_->config().keep_alive_ms, 0);
+  idle_ = true;
+  idle_since_ms_ = uv.uv_now(server_->loop());
+  if (!timer_armed_) {
+    uv.uv_timer_start(&timer_, &Connection::on_timer, server_->config().keep_alive_ms, 0);
+    timer_armed_ = true;
+  }
 }
 
 void Connection::on_timer(uv_timer_t* t) {
   Connection* c = static_cast<Connection*>(t->data);
-  if (c->in_flight_) return;
+  c->timer_armed_ = false;
+  if (!c->idle_ || c->in_flight_ || c->closing_) return;  // re-armed when the request in progress completes
+  const std::uint64_t limit = c->server_->config().keep_alive_ms;
+  const std::uint64_t idle_for = uv.uv_now(c->server_->loop()) - c->idle_since_ms_;
+  if (idle_for < limit) {
+    uv.uv_timer_start(&c->timer_, &Connection::on_timer, limit - idle_for, 0);
+    c->timer_armed_ = true;
+    return;
+  }
   c->close();
   c->server_->handler()->on_callback_end();
 }

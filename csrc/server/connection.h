@@ -151,6 +151,9 @@ class Connection final : public ParserListener {
   bool close_after_flush_ = false;
   bool continue_pending_ = false;
   bool drain_wanted_ = false;
+  bool idle_ = false;         // no request in progress since the last response
+  bool timer_armed_ = false;  // the keep-alive timer is running
+  std::uint64_t idle_since_ms_ = 0;
   bool in_read_ = false;
 };
 

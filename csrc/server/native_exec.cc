@@ -60,9 +60,16 @@ void write_head(Connection& c, int status, std::string_view headers, std::size_t
   }
   out.append(headers);
   if (emit_length) {
-    char len[40];
-    const int n = std::snprintf(len, sizeof len, "content-length: %zu\r\n", body_len);
-    out.append(len, static_cast<std::size_t>(n));
+    out.append("content-length: ");
+    char digits[24];
+    char* p = digits + sizeof digits;
+    std::size_t v = body_len;
+    do {
+      *--p = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v != 0);
+    out.append(p, static_cast<std::size_t>(digits + sizeof digits - p));
+    out.append("\r\n");
   }
   if (!c.response().keep_alive()) out.append("connection: close\r\n");
   else if (c.response().http10()) out.append("connection: keep-alive\r\n");
