@@ -50,6 +50,7 @@ START_MARK = "<!-- suite-results:start -->"
 END_MARK = "<!-- suite-results:end -->"
 MICRO_START_MARK = "<!-- micro-results:start -->"
 MICRO_END_MARK = "<!-- micro-results:end -->"
+CLIENT_BOUND_MARK = "†"
 
 BENCH_BUILD = ROOT / "build" / "bench"
 MICRO_BINARY = BENCH_BUILD / "benchmarks" / "micro" / "fa_bench_parse_route"
@@ -616,8 +617,18 @@ def _cell(entry: dict[str, Any], server: str) -> str:
         p99 = f"{s['p99_ms']:.2f} ms" if s.get("p99_ms") is not None else "-"
         ratio = f" ({s['p99_ratio']:.2f}x)" if s.get("p99_ratio") is not None else ""
         return f"p99 {p99}{ratio}"
-    ratio = f" ({s['ratio']:.2f}x)" if s.get("ratio") is not None else ""
-    return f"{s['rps']:,.0f}{ratio}"
+    mark = CLIENT_BOUND_MARK if s.get("client_bound") else ""
+    parts = [f"{s['ratio']:.2f}x"] if s.get("ratio") is not None else []
+    if _client_bound(entry) and s.get("cpu_ratio") is not None:
+        parts.append(f"CPU/req {s['cpu_ratio']:.2f}x")
+    ratio = f" ({'; '.join(parts)})" if parts else ""
+    return f"{s['rps']:,.0f}{mark}{ratio}"
+
+
+def _client_bound(entry: dict[str, Any]) -> bool:
+    """Some server's run in this scenario saturated the load generator's core, not its own."""
+    res = entry.get("result")
+    return bool(res) and any(s.get("client_bound") for s in res["summary"])
 
 
 def suite_markdown(suite: dict[str, Any], order: list[str]) -> str:
@@ -633,6 +644,18 @@ def suite_markdown(suite: dict[str, Any], order: list[str]) -> str:
         "Cells: median requests/s (ratio to the reference, median of same-round ratios); fixed-rate row: "
         "p99 latency (lower is better); idle row: server RSS with the connections held.",
         "",
+    ]
+    if any(_client_bound(e) for e in suite["scenarios"]):
+        lines += [
+            f"{CLIENT_BOUND_MARK} client-bound: wrk's core was at least 95% busy while that server's core "
+            "was not, so its requests/s measures the load generator, not the server. Rows with such a run "
+            "also give **CPU/req**: the server's CPU µs per request (busy time of its pinned core, softirq "
+            "included, over the measured window, divided by the requests completed) as a ratio to the "
+            "reference's, median of same-round ratios; lower is better, and it is the fairer comparison "
+            "there.",
+            "",
+        ]
+    lines += [
         "| " + " | ".join(head) + " |",
         "|---|" + "---:|" * len(used) + "---|---|",
     ]

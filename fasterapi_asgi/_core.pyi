@@ -57,7 +57,7 @@ class Server:
         asgi_version: str = "3.0",
         stats: bool = False,
     ) -> None: ...
-    def listen(self, sock: socket.socket) -> None:
+    def listen(self, sock: socket.socket, backlog: int = 2048) -> None:
         """Serve connections accepted on an already bound and listening socket (TCP or Unix).
 
         The core ``dup``s the descriptor; the caller may close ``sock`` afterwards.

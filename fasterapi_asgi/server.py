@@ -187,7 +187,7 @@ class Server:
             for sock in listeners:
                 if sockets is not None:
                     sock.listen(config.backlog)  # inherited from a supervisor: bound, maybe not listening
-                self.core.listen(sock)
+                self.core.listen(sock, config.backlog)
             if sockets is None:
                 # With inherited sockets the supervisor has already logged where it listens.
                 config.log_started_message(listeners)

@@ -36,6 +36,10 @@ class PyAppHandler final : public AppHandler {
   void on_closed(Connection& c) override;
   void on_callback_end() override;
   void on_bad_request(Connection& c, int status, const char* reason) override;
+  void on_over_limit(Connection& c) override {
+    (void)c;
+    log_error("Exceeded concurrency limit.", nullptr);
+  }
   void on_native_response(Connection& c, int status) override {
     if (access_log_ == nullptr) return;
     gil();

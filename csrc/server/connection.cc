@@ -192,6 +192,16 @@ int Connection::on_request_head(RequestHead& head) {
   bool keep_alive = head.keep_alive && !server_->shutting_down() && !close_after_response_;
   response_.reset(head.method == HTTP_HEAD, keep_alive, http10);
   native_ = nullptr;
+  // --limit-concurrency, with uvicorn's rule: a request arriving while the open connections (this one included) or
+  // the requests in progress reach the limit is answered 503 and its connection closed.
+  const std::size_t limit = server_->config().limit_concurrency;
+  if (limit > 0 && (server_->connection_count() >= limit || server_->active_requests() >= limit)) {
+    write_error_response(out_, 503, "Service Unavailable", server_->config().defaults, server_->date());
+    server_->handler()->on_over_limit(*this);
+    close_after_response_ = true;
+    close_when_flushed();
+    return kPause;
+  }
   StageStats& stages = server_->stages();
   std::uint64_t t = 0;
   if (stages.enabled) {

@@ -38,6 +38,8 @@ class AppHandler {
   virtual void on_closed(Connection& c) = 0;
   // End of one libuv callback that may have called into the handler (a place to release a batched GIL).
   virtual void on_callback_end() {}
+  // A request was refused with 503 because of --limit-concurrency (for logging).
+  virtual void on_over_limit(Connection& c) = 0;
   // A native route answered the current request with `status` (for the access log; must be cheap when off).
   virtual void on_native_response(Connection& c, int status) = 0;
   // A request could not be parsed; `status` is being sent. For logging.

@@ -74,13 +74,6 @@ void Server::on_connection(uv_stream_t* listener, int status) {
     return;  // out of memory: leave the connection in the backlog
   }
   c->accept_from(listener);
-  if (self->config_.limit_concurrency > 0 && self->connection_count_ > self->config_.limit_concurrency && !c->closing()) {
-    // Over --limit-concurrency: answer 503 and close, as uvicorn does.
-    write_error_response(c->out(), 503, "Service Unavailable", self->config_.defaults, self->date_);
-    c->close_after_flush_ = true;
-    c->stop_reading();
-    c->flush();
-  }
   self->handler_->on_callback_end();
 }
 

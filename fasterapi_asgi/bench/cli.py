@@ -107,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fasterapi-asgi bench",
         description="Serve APP with fasterapi-asgi and peer servers in turn (pinned, warmed up, interleaved "
-        "rounds), drive each with wrk, and report requests/s, p50/p99 latency, errors, peak RSS and the "
-        "ratio of each server to the first.",
+        "rounds), drive each with wrk, and report requests/s, p50/p99 latency, errors, peak RSS, server "
+        "CPU per request, whether the load generator saturated, and the ratio of each server to the first.",
         epilog=EPILOG.format(servers=", ".join(servers.SERVERS)),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -317,6 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"note: {n}")
     print()
     print(report.console_table(result))
+    warning = report.client_bound_warning(result)
+    if warning:
+        print(f"* warning: {warning}")
     for n in result.notes:
         print(f"note: {n}")
     written = [args.out / n for n in ("bench.json", "bench.md", "bench.png") if (args.out / n).exists()]

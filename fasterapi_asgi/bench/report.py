@@ -11,6 +11,12 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 
+# a run is client-bound when the load generator's core is at least this busy and the server's is not
+CLIENT_BOUND_BUSY = 0.95
+CPU_SOURCE_CORE = "server core"
+CPU_SOURCE_TREE = "server process tree"
+CLIENT_BOUND_WARNING = "load generator saturated: requests/s compares the client; use CPU µs/request"
+
 
 @dataclass
 class RunRecord:
@@ -27,6 +33,14 @@ class RunRecord:
     socket_errors: int = 0
     peak_rss_kb: int = 0
     duration_s: float = 0.0
+    # CPU over the measured window (warm-up excluded); busy = fraction of the pinned core's ticks
+    # that were not idle or iowait (None when unpinned or /proc is unavailable)
+    server_core_busy: float | None = None
+    load_core_busy: float | None = None
+    cpu_window_s: float | None = None
+    server_tree_cpu_s: float | None = None  # utime + stime of the server's process tree
+    cpu_us_per_request: float | None = None
+    cpu_source: str = ""  # CPU_SOURCE_CORE, CPU_SOURCE_TREE or "" (not measured)
 
 
 @dataclass
@@ -42,6 +56,12 @@ class ServerSummary:
     peak_rss_kb: int
     ratio: float | None  # median over rounds of (rps / reference rps of the same round)
     p99_ratio: float | None  # median over rounds of (p99 / reference p99 of the same round)
+    server_core_busy: float | None = None  # medians over rounds
+    load_core_busy: float | None = None
+    cpu_us_per_request: float | None = None
+    cpu_ratio: float | None = None  # median of same-round (CPU µs/request / the reference's): lower wins
+    cpu_source: str = ""
+    client_bound: bool = False  # throughput mode: load core >= CLIENT_BOUND_BUSY, server core below it
 
 
 @dataclass
@@ -56,7 +76,17 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
 
     def summaries(self) -> list[ServerSummary]:
-        return summarize(self.runs, self.servers, self.reference, self.versions, self.commands)
+        return summarize(
+            self.runs,
+            self.servers,
+            self.reference,
+            self.versions,
+            self.commands,
+            fixed_rate=bool(self.config.get("rate")),
+        )
+
+    def client_bound_servers(self) -> list[str]:
+        return [s.server for s in self.summaries() if s.client_bound]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +125,37 @@ def median(values: Sequence[float]) -> float | None:
     return float(statistics.median(vals)) if vals else None
 
 
+def server_cpu_per_request(
+    requests: int,
+    *,
+    server_core_busy: float | None,
+    window_s: float | None,
+    tree_cpu_s: float | None,
+) -> tuple[float | None, str]:
+    """Server CPU µs per request and where it came from.
+
+    Pinned: (busy fraction of the server's core x window seconds) / requests, which counts the
+    kernel work (softirq, loopback TCP) done on that core too. Unpinned: the server process tree's
+    own user + system time / requests.
+    """
+    if requests <= 0:
+        return None, ""
+    if server_core_busy is not None and window_s:
+        return server_core_busy * window_s / requests * 1e6, CPU_SOURCE_CORE
+    if tree_cpu_s is not None:
+        return tree_cpu_s / requests * 1e6, CPU_SOURCE_TREE
+    return None, ""
+
+
+def is_client_bound(
+    server_core_busy: float | None, load_core_busy: float | None, threshold: float = CLIENT_BOUND_BUSY
+) -> bool:
+    """The load generator's core saturated while the server's did not: req/s measures the client."""
+    if server_core_busy is None or load_core_busy is None:
+        return False
+    return load_core_busy >= threshold and server_core_busy < threshold
+
+
 def same_round_ratios(
     runs: Sequence[RunRecord], server: str, reference: str, metric: str = "rps"
 ) -> list[float]:
@@ -118,12 +179,17 @@ def summarize(
     reference: str,
     versions: dict[str, str] | None = None,
     commands: dict[str, str] | None = None,
+    *,
+    fixed_rate: bool = False,
 ) -> list[ServerSummary]:
     out = []
     for name in servers:
         mine = [r for r in runs if r.server == name]
         if not mine:
             continue
+        server_busy = median([r.server_core_busy for r in mine if r.server_core_busy is not None])
+        load_busy = median([r.load_core_busy for r in mine if r.load_core_busy is not None])
+        sources = sorted({r.cpu_source for r in mine if r.cpu_source})
         out.append(
             ServerSummary(
                 server=name,
@@ -137,6 +203,14 @@ def summarize(
                 peak_rss_kb=max(r.peak_rss_kb for r in mine),
                 ratio=median(same_round_ratios(runs, name, reference, "rps")),
                 p99_ratio=median(same_round_ratios(runs, name, reference, "p99_ms")),
+                server_core_busy=server_busy,
+                load_core_busy=load_busy,
+                cpu_us_per_request=median(
+                    [r.cpu_us_per_request for r in mine if r.cpu_us_per_request is not None]
+                ),
+                cpu_ratio=median(same_round_ratios(runs, name, reference, "cpu_us_per_request")),
+                cpu_source=", ".join(sources),
+                client_bound=not fixed_rate and is_client_bound(server_busy, load_busy),
             )
         )
     return out
@@ -153,34 +227,76 @@ def _mb(kb: int) -> str:
     return f"{kb / 1024:.1f}" if kb else "-"
 
 
-def table_rows(result: BenchResult) -> tuple[list[str], list[list[str]]]:
+def _pct(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{fraction * 100:.1f}"
+
+
+def table_rows(result: BenchResult, client_bound_mark: str = " *") -> tuple[list[str], list[list[str]]]:
     """In throughput mode the ratio column is req/s over the reference's; in fixed-rate mode it is
-    p99 latency over the reference's (lower is better)."""
+    p99 latency over the reference's (lower is better). The CPU columns close the row; the req/s of
+    a client-bound server carries ``client_bound_mark``."""
     ref = result.reference
     fixed_rate = bool(result.config.get("rate"))
     ratio_head = f"p99 x {ref}" if fixed_rate else f"x {ref}"
     head = ["server", "version", "req/s", ratio_head, "p50 ms", "p99 ms", "errors", "peak RSS MB"]
+    head += ["server core busy %", "load core busy %", "CPU µs/req", f"CPU/req x {ref}"]
     rows = []
     for s in result.summaries():
         rows.append(
             [
                 s.server,
                 s.version or "-",
-                f"{s.rps:,.0f}",
+                f"{s.rps:,.0f}" + (client_bound_mark if s.client_bound else ""),
                 _fmt(s.p99_ratio if fixed_rate else s.ratio, ".2f", "x"),
                 _fmt(s.p50_ms, ".2f"),
                 _fmt(s.p99_ms, ".2f"),
                 str(s.errors),
                 _mb(s.peak_rss_kb),
+                _pct(s.server_core_busy),
+                _pct(s.load_core_busy),
+                _fmt(s.cpu_us_per_request, ".2f"),
+                _fmt(s.cpu_ratio, ".2f", "x"),
             ]
         )
     return head, rows
 
 
+def client_bound_warning(result: BenchResult) -> str | None:
+    """The warning printed after the table when a server's run was client-bound, else None."""
+    names = result.client_bound_servers()
+    if not names:
+        return None
+    return f"{CLIENT_BOUND_WARNING} ({', '.join(names)})"
+
+
+def cpu_legend(result: BenchResult) -> str | None:
+    """How the CPU columns were measured, or None when they were not."""
+    sources = {s.cpu_source for s in result.summaries() if s.cpu_source}
+    if not sources:
+        return None
+    if sources == {CPU_SOURCE_CORE}:
+        how = "busy time of the server's pinned core (softirq included)"
+    elif sources == {CPU_SOURCE_TREE}:
+        how = (
+            "CPU time of the server's process tree (user + system; not pinned, so kernel work done "
+            "for it in other contexts is left out)"
+        )
+    else:
+        how = "mixed sources: " + ", ".join(sorted(sources))
+    return (
+        f"CPU µs/req = server CPU per completed request over the measured window: {how}. "
+        f"Busy % = share of the core's time not idle or in iowait. CPU/req x {result.reference}: "
+        "lower is better."
+    )
+
+
 def console_table(result: BenchResult) -> str:
     head, rows = table_rows(result)
+    if any(s.client_bound for s in result.summaries()):  # keep the req/s digits aligned
+        for r in rows:
+            r[2] = r[2] if r[2].endswith(" *") else r[2] + "  "
     widths = [max(len(c) for c in col) for col in zip(head, *rows, strict=True)]
-    right = {2, 3, 4, 5, 6, 7}
+    right = set(range(2, len(head)))
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(
@@ -193,7 +309,7 @@ def console_table(result: BenchResult) -> str:
 
 
 def markdown_table(result: BenchResult) -> str:
-    head, rows = table_rows(result)
+    head, rows = table_rows(result, client_bound_mark=" †")
     out = [
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---:" if i > 1 else "---" for i in range(len(head))) + "|",
@@ -215,6 +331,17 @@ def markdown_report(result: BenchResult, title: str = "fasterapi-asgi bench") ->
         "",
         markdown_table(result),
         "",
+    ]
+    if result.client_bound_servers():
+        lines += [
+            f"† **client-bound**: the load generator's core was at least {CLIENT_BOUND_BUSY:.0%} busy "
+            "while the server's was not, so requests/s compares the client; use CPU µs/req.",
+            "",
+        ]
+    legend = cpu_legend(result)
+    if legend:
+        lines += [legend, ""]
+    lines += [
         f"Machine: {env.get('cpu', '?')}, {env.get('cpus', '?')} CPUs, {env.get('platform', '?')}; "
         f"Python {env.get('python', '?')}; {env.get('load_generator', '')}; "
         f"pinning: {env.get('pinning', '?')}.",

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import load, servers
-from .report import BenchResult, RunRecord
+from .report import BenchResult, RunRecord, server_cpu_per_request
 
 Progress = Callable[[str], None]
 
@@ -183,9 +183,14 @@ def _run_load(
 def _fmt_run(r: RunRecord) -> str:
     p50 = f"{r.p50_ms:.2f}" if r.p50_ms is not None else "-"
     p99 = f"{r.p99_ms:.2f}" if r.p99_ms is not None else "-"
+    cpu = ""
+    if r.server_core_busy is not None and r.load_core_busy is not None:
+        cpu += f"  cores busy: server {r.server_core_busy:.0%}, load {r.load_core_busy:.0%}"
+    if r.cpu_us_per_request is not None:
+        cpu += f"  CPU {r.cpu_us_per_request:.2f} µs/req"
     return (
         f"{r.rps:>10,.0f} req/s  p50 {p50} ms  p99 {p99} ms  errors {r.errors}  "
-        f"peak RSS {r.peak_rss_kb / 1024:.1f} MB"
+        f"peak RSS {r.peak_rss_kb / 1024:.1f} MB{cpu}"
     )
 
 
@@ -220,6 +225,11 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Benc
     if pinning.note:
         result.notes.append(pinning.note)
         say(f"warning: {pinning.note}")
+    if pinning.server_cpu is None:
+        result.notes.append(
+            "not pinned: CPU µs/request is the server process tree's own CPU time (user + system), "
+            "without kernel work done for it elsewhere; core busy % and the client-bound check need pinning"
+        )
     for name in config.servers:
         result.versions[name] = servers.server_version(name)
         result.commands[name] = servers.SERVERS[name].description + (
@@ -261,7 +271,10 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Benc
                     say(f"{prefix}: warm-up {config.warmup} s")
                     _run_load(config, srv.port, config.warmup, pinning, workdir, f"{name}-r{rnd}-warmup")
                 say(f"{prefix}: measuring {config.duration} s")
-                with servers.RssSampler(srv.pid) as rss:
+                with (
+                    servers.RssSampler(srv.pid) as rss,
+                    servers.CpuWindow(srv.pid, pinning.server_cpu, pinning.load_cpu) as cpu,
+                ):
                     lr = _run_load(config, srv.port, config.duration, pinning, workdir, f"{name}-r{rnd}")
                 if srv.proc.poll() is not None:
                     raise BenchError(f"{name} died during the run; its log:\n{srv.log_tail()}")
@@ -269,6 +282,12 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Benc
                 raise BenchError(f"{name}: {exc}; its log:\n{srv.log_tail()}") from None
             finally:
                 srv.stop()
+            cpu_us, cpu_source = server_cpu_per_request(
+                lr.requests,
+                server_core_busy=cpu.server_busy,
+                window_s=cpu.window_s,
+                tree_cpu_s=cpu.tree_cpu_s,
+            )
             record = RunRecord(
                 server=name,
                 round=rnd,
@@ -281,6 +300,12 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Benc
                 socket_errors=lr.socket_errors,
                 peak_rss_kb=rss.peak_kb,
                 duration_s=lr.duration_s,
+                server_core_busy=cpu.server_busy,
+                load_core_busy=cpu.load_busy,
+                cpu_window_s=cpu.window_s,
+                server_tree_cpu_s=cpu.tree_cpu_s,
+                cpu_us_per_request=cpu_us,
+                cpu_source=cpu_source,
             )
             result.runs.append(record)
             say(f"{prefix}: {_fmt_run(record)}")

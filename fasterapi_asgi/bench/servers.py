@@ -326,6 +326,124 @@ class RssSampler:
         self.peak_kb = max(self.peak_kb, tree_rss_kb(self.pid))
 
 
+# ------------------------------------------------------------------------------------------ cpu
+
+# /proc/stat per-CPU columns: user nice system idle iowait irq softirq steal guest guest_nice. guest
+# and guest_nice are already counted in user and nice, so they are left out of the total.
+_STAT_COLUMNS = 8
+_IDLE, _IOWAIT = 3, 4
+
+
+@dataclass(frozen=True)
+class CoreTimes:
+    """Cumulative ticks of one CPU from /proc/stat: busy (all but idle and iowait) and total."""
+
+    busy: int
+    total: int
+
+
+def parse_proc_stat(text: str) -> dict[int, CoreTimes]:
+    """``cpuN`` lines of /proc/stat -> {N: CoreTimes}. Busy includes irq and softirq (where most
+    loopback TCP work is accounted) and steal; idle and iowait are not busy."""
+    cores: dict[int, CoreTimes] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or not name[3:].isdigit():
+            continue
+        ticks = [int(v) for v in rest.split()[:_STAT_COLUMNS]]
+        total = sum(ticks)
+        idle = sum(ticks[i] for i in (_IDLE, _IOWAIT) if i < len(ticks))
+        cores[int(name[3:])] = CoreTimes(busy=total - idle, total=total)
+    return cores
+
+
+def read_core_times() -> dict[int, CoreTimes]:
+    """Every CPU's cumulative ticks now ({} where /proc/stat is unavailable)."""
+    try:
+        with open("/proc/stat") as fh:
+            return parse_proc_stat(fh.read())
+    except OSError:
+        return {}
+
+
+def busy_fraction(before: CoreTimes | None, after: CoreTimes | None) -> float | None:
+    """Fraction of the ticks between two samples of one CPU that were busy (None without ticks)."""
+    if before is None or after is None:
+        return None
+    total = after.total - before.total
+    if total <= 0:
+        return None
+    return min(1.0, max(0.0, (after.busy - before.busy) / total))
+
+
+def parse_pid_cpu_ticks(data: bytes) -> int:
+    """utime + stime (clock ticks) from the text of /proc/PID/stat."""
+    # after the command name (which may contain spaces and parentheses) field 3 is the state;
+    # utime and stime are fields 14 and 15
+    rest = data[data.rfind(b")") + 2 :].split()
+    return int(rest[11]) + int(rest[12])
+
+
+def tree_cpu_ticks(pid: int) -> dict[int, int]:
+    """pid -> utime+stime ticks for ``pid`` and all its descendants."""
+    out: dict[int, int] = {}
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat", "rb") as fh:
+                out[p] = parse_pid_cpu_ticks(fh.read())
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _clock_ticks() -> int:
+    try:
+        return int(os.sysconf("SC_CLK_TCK"))
+    except (AttributeError, ValueError, OSError):
+        return 100
+
+
+class CpuWindow:
+    """Sample the server's and the load generator's CPUs, and the server's process tree, when the
+    measured window starts and ends.
+
+    ``server_busy`` / ``load_busy`` are busy fractions of the pinned CPUs (None when unpinned);
+    ``tree_cpu_s`` is the CPU time the server's processes themselves used (user + system), which
+    leaves out kernel work accounted to other contexts (softirq on behalf of other tasks).
+    """
+
+    def __init__(self, pid: int, server_cpu: int | None, load_cpu: int | None) -> None:
+        self.pid = pid
+        self.server_cpu = server_cpu
+        self.load_cpu = load_cpu
+        self.window_s = 0.0
+        self.server_busy: float | None = None
+        self.load_busy: float | None = None
+        self.tree_cpu_s: float | None = None
+        self._t0 = 0.0
+        self._cores0: dict[int, CoreTimes] = {}
+        self._tree0: dict[int, int] = {}
+
+    def __enter__(self) -> CpuWindow:
+        self._tree0 = tree_cpu_ticks(self.pid)
+        self._cores0 = read_core_times()
+        self._t0 = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        cores1 = read_core_times()
+        self.window_s = time.monotonic() - self._t0
+        tree1 = tree_cpu_ticks(self.pid)
+        if self.server_cpu is not None:
+            self.server_busy = busy_fraction(self._cores0.get(self.server_cpu), cores1.get(self.server_cpu))
+        if self.load_cpu is not None:
+            self.load_busy = busy_fraction(self._cores0.get(self.load_cpu), cores1.get(self.load_cpu))
+        if tree1:
+            # processes that ended inside the window are lost; new ones count from zero
+            ticks = sum(max(0, t - self._tree0.get(p, 0)) for p, t in tree1.items())
+            self.tree_cpu_s = ticks / _clock_ticks()
+
+
 # ------------------------------------------------------------------------------------------ running
 
 

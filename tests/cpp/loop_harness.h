@@ -33,6 +33,7 @@ class TestApp final : public fa::AppHandler {
   int requests = 0, disconnects = 0, closed = 0, bad_requests = 0, drains = 0;
   int last_bad_status = 0;
   int native_responses = 0, last_native_status = 0;
+  int over_limit = 0;
   std::atomic<int> heads{0};  // readable from the client thread: lets it wait until the server saw a request
   std::vector<std::string> errors;  // checked by the test after the loop ends
   uv_timer_t defer_timer;
@@ -88,6 +89,7 @@ class TestApp final : public fa::AppHandler {
     if (to_resume == &c) to_resume = nullptr;
   }
   void on_drain(fa::Connection&) override { ++drains; }
+  void on_over_limit(fa::Connection&) override { ++over_limit; }
   void on_native_response(fa::Connection&, int status) override {
     ++native_responses;
     last_native_status = status;

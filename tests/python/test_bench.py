@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -403,6 +404,138 @@ def test_outputs_and_github_step_summary(tmp_path: Path, monkeypatch: pytest.Mon
         assert notes == [chart.MISSING_NOTE] and not png.exists()
 
 
+# -------------------------------------------------------------------------------------- server cpu
+
+PROC_STAT_0 = """\
+cpu  211067 0 59646 265236 976 0 17862 118 0 0
+cpu0 1000 10 500 8000 100 5 300 20 40 0
+cpu1 2000 0 700 6000 50 0 200 0 0 0
+intr 123456 0 0
+ctxt 987654
+"""
+# 1 s later at 100 ticks/s: cpu0 user +40, system +20, softirq +30, idle +8, iowait +2 (guest +7 is
+# already inside user); cpu1 user +60, system +30, softirq +7, idle +3
+PROC_STAT_1 = """\
+cpu  211267 0 59696 265247 978 0 17899 118 0 0
+cpu0 1040 10 520 8008 102 5 330 20 47 0
+cpu1 2060 0 730 6003 50 0 207 0 0 0
+intr 123999 0 0
+"""
+
+
+def test_proc_stat_delta_busy_fraction() -> None:
+    before, after = servers.parse_proc_stat(PROC_STAT_0), servers.parse_proc_stat(PROC_STAT_1)
+    assert set(before) == {0, 1}  # the aggregate "cpu" line and other lines are not cores
+    assert before[0] == servers.CoreTimes(busy=1000 + 10 + 500 + 5 + 300 + 20, total=1835 + 8100)
+    # busy = user + nice + system + irq + softirq + steal; idle and iowait are not; guest not twice
+    assert servers.busy_fraction(before[0], after[0]) == pytest.approx(90 / 100)
+    assert servers.busy_fraction(before[1], after[1]) == pytest.approx(97 / 100)
+    assert servers.busy_fraction(before[0], before[0]) is None  # no ticks elapsed
+    assert servers.busy_fraction(None, after[0]) is None and servers.busy_fraction(before[0], None) is None
+    # old kernels print fewer columns
+    assert servers.parse_proc_stat("cpu3 10 0 5 100\n") == {3: servers.CoreTimes(busy=15, total=115)}
+
+
+def test_process_cpu_ticks_and_window_on_own_process() -> None:
+    data = b"4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 123 45 6 7 20 0 1 0 99 1000 200"
+    assert servers.parse_pid_cpu_ticks(data) == 123 + 45
+    with servers.CpuWindow(os.getpid(), server_cpu=0, load_cpu=None) as window:
+        end = time.monotonic() + 0.15
+        while time.monotonic() < end:  # burn a little CPU in this process
+            pass
+    assert window.window_s >= 0.15
+    assert window.tree_cpu_s is not None and window.tree_cpu_s > 0
+    assert window.load_busy is None  # not pinned: not measured
+    if os.path.exists("/proc/stat"):
+        assert window.server_busy is not None and 0.0 <= window.server_busy <= 1.0
+
+
+def test_cpu_us_per_request_maths() -> None:
+    # pinned: 92% of a 10 s window over 1,150,000 requests = 8 µs each, from the core
+    us, source = report.server_cpu_per_request(
+        1_150_000, server_core_busy=0.92, window_s=10.0, tree_cpu_s=7.5
+    )
+    assert us == pytest.approx(8.0) and source == report.CPU_SOURCE_CORE
+    # unpinned: the process tree's own CPU time
+    us, source = report.server_cpu_per_request(100_000, server_core_busy=None, window_s=10.0, tree_cpu_s=2.5)
+    assert us == pytest.approx(25.0) and source == report.CPU_SOURCE_TREE
+    assert report.server_cpu_per_request(0, server_core_busy=0.9, window_s=1.0, tree_cpu_s=1.0) == (None, "")
+    assert report.server_cpu_per_request(10, server_core_busy=None, window_s=1.0, tree_cpu_s=None) == (
+        None,
+        "",
+    )
+
+
+def test_client_bound_rule() -> None:
+    assert report.is_client_bound(0.92, 0.99)  # the measured native-route case
+    assert report.is_client_bound(0.50, 0.95)  # the threshold itself counts as saturated
+    assert not report.is_client_bound(0.98, 0.99)  # nginx: both saturated, server-bound enough
+    assert not report.is_client_bound(0.95, 1.0)
+    assert not report.is_client_bound(0.60, 0.94)  # neither saturated (e.g. latency-bound)
+    assert not report.is_client_bound(None, 1.0) and not report.is_client_bound(0.5, None)
+
+
+def _with_cpu(result: BenchResult, cpu: dict[str, tuple[float, float, float]]) -> BenchResult:
+    """Set (server core busy, load core busy, µs/request) on every run of each named server."""
+    for r in result.runs:
+        server_busy, load_busy, us = cpu[r.server]
+        r.server_core_busy, r.load_core_busy, r.cpu_us_per_request = server_busy, load_busy, us
+        r.cpu_window_s, r.server_tree_cpu_s, r.cpu_source = 10.0, 1.0, report.CPU_SOURCE_CORE
+    return result
+
+
+def test_cpu_fields_in_json_markdown_and_console(tmp_path: Path) -> None:
+    names = ["fasterapi-asgi", "nginx"]
+    result = _fake([("fasterapi-asgi", 1, 127000), ("nginx", 1, 131000)], names)
+    result.reference = "nginx"
+    _with_cpu(result, {"fasterapi-asgi": (0.92, 0.995, 7.25), "nginx": (0.98, 0.99, 7.48)})
+    fa, ng = result.summaries()
+    assert fa.client_bound and not ng.client_bound
+    assert fa.cpu_ratio == pytest.approx(7.25 / 7.48) and ng.cpu_ratio == 1.0
+    assert result.client_bound_servers() == ["fasterapi-asgi"]
+
+    path = tmp_path / "bench.json"
+    report.write_json(result, path)
+    data = json.loads(path.read_text())
+    run = data["runs"][0]
+    assert run["server_core_busy"] == 0.92 and run["load_core_busy"] == 0.995
+    assert run["cpu_us_per_request"] == 7.25 and run["cpu_source"] == "server core"
+    assert run["cpu_window_s"] == 10.0 and run["server_tree_cpu_s"] == 1.0
+    summary = {s["server"]: s for s in data["summary"]}
+    assert summary["fasterapi-asgi"]["client_bound"] is True and summary["nginx"]["client_bound"] is False
+    assert summary["fasterapi-asgi"]["cpu_ratio"] == pytest.approx(0.969, abs=1e-3)
+    assert report.load_json(path).runs == result.runs
+
+    md = report.markdown_report(result)
+    assert "| server core busy % | load core busy % | CPU µs/req | CPU/req x nginx |" in md
+    assert "| fasterapi-asgi | 1.0 | 127,000 † | 0.97x |" in md
+    assert "| 92.0 | 99.5 | 7.25 | 0.97x |" in md
+    assert "| nginx | 1.0 | 131,000 | 1.00x |" in md and "| 98.0 | 99.0 | 7.48 | 1.00x |" in md
+    assert "† **client-bound**" in md and "requests/s compares the client" in md
+    assert "busy time of the server's pinned core" in md
+    table = report.console_table(result)
+    assert "127,000 *" in table and "CPU µs/req" in table and "131,000 *" not in table
+    assert report.client_bound_warning(result) == (report.CLIENT_BOUND_WARNING + " (fasterapi-asgi)")
+
+    # fixed-rate runs are never called client-bound (the rate, not the client, limits them)
+    result.config["rate"] = 1000
+    assert result.client_bound_servers() == [] and report.client_bound_warning(result) is None
+
+
+def test_results_without_cpu_data_still_load_and_render() -> None:
+    old = _fake([("a", 1, 100), ("b", 1, 50)], ["a", "b"]).to_dict()
+    for r in old["runs"]:  # a bench.json written before the CPU columns existed
+        for key in ("server_core_busy", "load_core_busy", "cpu_window_s", "server_tree_cpu_s"):
+            del r[key]
+        del r["cpu_us_per_request"], r["cpu_source"]
+    back = BenchResult.from_dict(old)
+    a, b = back.summaries()
+    assert b.cpu_us_per_request is None and b.cpu_ratio is None and not b.client_bound
+    md = report.markdown_report(back)
+    assert "| b | 1.0 | 50 | 0.50x |" in md and "| - | - | - | - |" in md
+    assert "client-bound" not in md and "CPU µs/req =" not in md
+
+
 # ------------------------------------------------------------------------------------------- gate
 
 
@@ -538,6 +671,37 @@ def test_suite_report_marks_unavailable_scenarios(monkeypatch: pytest.MonkeyPatc
     ratios = suite_mod.chart_ratios(suite)
     assert ratios["raw_plaintext"] == {"fasterapi-asgi": 3.0, "uvicorn": 1.0}
     assert "native" not in ratios and ratios["idle_rss"]["fasterapi-asgi"] == 0.2
+    assert "client-bound" not in md and "CPU/req" not in md
+
+
+def test_suite_report_shows_cpu_ratio_for_client_bound_scenarios(monkeypatch: pytest.MonkeyPatch) -> None:
+    suite_mod = _load_suite(monkeypatch)
+    names = ["fasterapi-asgi", "nginx"]
+    native = _fake([("fasterapi-asgi", 1, 127000), ("nginx", 1, 131000)], names)
+    native.reference = "nginx"
+    _with_cpu(native, {"fasterapi-asgi": (0.92, 0.995, 7.25), "nginx": (0.98, 0.99, 7.48)})
+    raw = _fake([("fasterapi-asgi", 1, 30000), ("nginx", 1, 10000)], names)
+    raw.reference = "nginx"
+    _with_cpu(raw, {"fasterapi-asgi": (1.0, 0.6, 30.0), "nginx": (1.0, 0.3, 90.0)})
+    suite = {
+        "date": "2026-01-01 00:00 UTC",
+        "command": "python benchmarks/run_suite.py",
+        "machine": {"cpu": "cpu", "cpus": 2, "pinning": "server CPU 0, load CPU 1"},
+        "settings": {"rounds": 1, "duration": 10, "connections": 64, "smoke": False},
+        "versions": {},
+        "missing": [],
+        "scenarios": [
+            {"key": "native", "title": "native route (C++)", "reference": "nginx", "target": "t",
+             "status": "ok", "result": native.to_dict()},
+            {"key": "raw", "title": "raw", "reference": "nginx", "target": "t",
+             "status": "ok", "result": raw.to_dict()},
+        ],
+    }  # fmt: skip
+    md = suite_mod.suite_markdown(suite, names)
+    # the client-bound scenario gets the CPU/req ratio in every cell, the other scenario does not
+    assert "| native route (C++) | 127,000† (0.97x; CPU/req 0.97x) | 131,000 (1.00x; CPU/req 1.00x) |" in md
+    assert "| raw | 30,000 (3.00x) | 10,000 (1.00x) |" in md
+    assert "† client-bound" in md and "**CPU/req**" in md and "lower is better" in md
 
 
 # ------------------------------------------------------------------------------------ real smoke run
@@ -584,9 +748,12 @@ def test_real_smoke_run_and_gate(tmp_path: Path) -> None:
         assert run["errors"] == 0, run
         assert run["p50_ms"] is not None and run["p99_ms"] >= run["p50_ms"]
         assert run["peak_rss_kb"] > 1024  # a Python server is more than 1 MB
+        assert run["cpu_us_per_request"] > 0 and run["cpu_window_s"] >= 1.0, run
+        assert run["cpu_source"] in ("server core", "server process tree"), run
     md = (tmp_path / "out" / "bench.md").read_text()
     assert f"| {first} |" in md and "x " + first in md
     assert "1.00x" in proc.stdout  # the console table, the first server against itself
+    assert "CPU µs/req" in proc.stdout and "CPU µs/req" in md
 
     # the same run against a baseline it easily beats passes the gate
     report.write_json(_fake([(n, 1, 1.0) for n in names], names), baseline)
