@@ -1,0 +1,67 @@
+"""fasterapi-asgi as a gunicorn worker class: gunicorn binds and supervises, each worker serves natively."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from harness import REPO_ROOT, free_port
+
+
+@pytest.mark.timeout(60)
+def test_gunicorn_worker_serves_and_stops_gracefully(tmp_path: Path) -> None:
+    port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    apps = str(REPO_ROOT / "tests/python/apps")
+    worker = "fasterapi_asgi.workers.FasterAPIWorker"
+    bind = f"127.0.0.1:{port}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        worker,
+        "-w",
+        "2",
+        "-b",
+        bind,
+        "--chdir",
+        apps,
+        "raw_app:app",
+    ]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        pids: set[int] = set()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=5) as client:
+            while True:
+                try:
+                    r = client.get("/")
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, log_path.read_text()
+                    time.sleep(0.1)
+            assert r.status_code == 200
+            assert r.headers["server"] == "fasterapi-asgi"
+            for _ in range(20):
+                scope = httpx.get(f"http://127.0.0.1:{port}/scope", trust_env=False).json()
+                assert scope["type"] == "http"
+        text = log_path.read_text()
+        pids = {
+            int(line.split("[")[-1].rstrip("]"))
+            for line in text.splitlines()
+            if "Started server process" in line
+        }
+        assert len(pids) == 2, text  # two workers, each its own native server
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+    text = log_path.read_text()
+    assert code == 0, text
+    assert text.count("Application shutdown complete.") == 2, text
