@@ -17,6 +17,9 @@ AccessLogFn = Callable[[str, str, str, str, int], None]
 # (message, exception or None); used for "Exception in ASGI application" and friends
 ErrorLogFn = Callable[[str, BaseException | None], None]
 
+class ClientDisconnected(OSError):
+    """Raised by a WebSocket ``send()`` after the client went away."""
+
 LIBUV_HEADER_VERSION: int  # UV_VERSION_HEX of the uv.h the extension was compiled against
 LLHTTP_VERSION: str
 
@@ -56,6 +59,8 @@ class Server:
         h11_max_incomplete_event_size: int | None = None,
         asgi_version: str = "3.0",
         stats: bool = False,
+        websocket: bool = True,
+        ws_max_size: int = 16777216,
     ) -> None: ...
     def listen(self, sock: socket.socket, backlog: int = 2048) -> None:
         """Serve connections accepted on an already bound and listening socket (TCP or Unix).

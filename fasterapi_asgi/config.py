@@ -166,6 +166,8 @@ class Config:
         reuse_port: bool = False,
         native: str | None = None,
         stats: bool = False,
+        ws: str = "auto",
+        ws_max_size: int = 16 * 1024 * 1024,
     ) -> None:
         self.app = app
         self.host = host
@@ -196,6 +198,10 @@ class Config:
         self.reuse_port = reuse_port
         self.native = native  # "module:attribute" of a fasterapi_asgi.native.Routes, or None
         self.stats = stats  # per-stage time accounting in the core (--stats)
+        self.ws = (
+            ws  # "none" turns WebSocket support off; every other value selects the native implementation
+        )
+        self.ws_max_size = ws_max_size
         self.raw_app: Any = None
 
         # Extra response headers, names lowercased, as handed to the core.  A user "server" header

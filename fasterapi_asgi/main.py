@@ -217,6 +217,21 @@ class _Command(click.Command):
     help="Maximum number of bytes of an incomplete request head (request line and headers).",
 )
 @click.option(
+    "--ws",
+    type=click.Choice(["auto", "none", "websockets", "websockets-sansio", "wsproto"]),
+    default="auto",
+    show_default=True,
+    help="WebSocket support: 'none' answers upgrade requests as plain HTTP; any other value uses the native "
+    "implementation (uvicorn's library names are accepted for compatibility).",
+)
+@click.option(
+    "--ws-max-size",
+    type=int,
+    default=16 * 1024 * 1024,
+    show_default=True,
+    help="WebSocket max message size in bytes (larger messages close the session with 1009).",
+)
+@click.option(
     "--stats/--no-stats",
     default=False,
     help="Measure where each request's time goes (read+parse, route, scope, dispatch, app, write), "
@@ -290,6 +305,8 @@ def run(
     reuse_port: bool = False,
     native: str | None = None,
     stats: bool = False,
+    ws: str = "auto",
+    ws_max_size: int = 16 * 1024 * 1024,
 ) -> None:
     """Serve ``app`` (an ASGI app, or a ``"module:attribute"`` import string) until stopped.
 
@@ -330,6 +347,8 @@ def run(
         reuse_port=reuse_port,
         native=native,
         stats=stats,
+        ws=ws,
+        ws_max_size=ws_max_size,
     )
     if config.workers > 1:
         if not isinstance(app, str):

@@ -172,6 +172,8 @@ class Server:
             h11_max_incomplete_event_size=config.h11_max_incomplete_event_size,
             asgi_version=config.asgi_version,
             stats=config.stats,
+            websocket=config.ws != "none",
+            ws_max_size=config.ws_max_size,
         )
         if config.proxy_rewrite is not None:
             self.core.set_proxy_headers(config.proxy_rewrite)

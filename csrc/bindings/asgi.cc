@@ -3,6 +3,9 @@
 #include <llhttp.h>
 
 #include <cstring>
+#include <deque>
+#include <new>
+#include <utility>
 #include <vector>
 
 #include "core/uv_api.h"
@@ -23,6 +26,11 @@ struct Msg {
   PyObject* disconnect_msg;  // {"type": "http.disconnect"} template (copied per use)
   PyObject* empty_bytes;
   PyObject *app_failed_name, *app_returned_name;
+  // WebSocket
+  PyObject *ws_connect, *ws_receive, *ws_disconnect, *ws_accept, *ws_send, *ws_close;
+  PyObject *text, *bytes, *code, *reason, *subprotocol;
+  PyObject* client_disconnected;  // exception type (OSError subclass)
+  PyObject *sha1, *b64encode;     // hashlib.sha1, base64.b64encode (imported on first handshake)
 };
 Msg m;
 
@@ -37,6 +45,20 @@ bool msg_init() {
   m.http_response_start = PyUnicode_InternFromString("http.response.start");
   m.http_response_body = PyUnicode_InternFromString("http.response.body");
   m.empty_bytes = PyBytes_FromStringAndSize("", 0);
+  m.ws_connect = PyUnicode_InternFromString("websocket.connect");
+  m.ws_receive = PyUnicode_InternFromString("websocket.receive");
+  m.ws_disconnect = PyUnicode_InternFromString("websocket.disconnect");
+  m.ws_accept = PyUnicode_InternFromString("websocket.accept");
+  m.ws_send = PyUnicode_InternFromString("websocket.send");
+  m.ws_close = PyUnicode_InternFromString("websocket.close");
+  m.text = PyUnicode_InternFromString("text");
+  m.bytes = PyUnicode_InternFromString("bytes");
+  m.code = PyUnicode_InternFromString("code");
+  m.reason = PyUnicode_InternFromString("reason");
+  m.subprotocol = PyUnicode_InternFromString("subprotocol");
+  m.client_disconnected = PyErr_NewExceptionWithDoc(
+      "fasterapi_asgi._core.ClientDisconnected", "send() on a WebSocket whose client is gone.", PyExc_OSError, nullptr);
+  if (m.client_disconnected == nullptr) return false;
   m.disconnect_msg = PyDict_New();
   if (m.disconnect_msg == nullptr || PyDict_SetItem(m.disconnect_msg, m.type, m.http_disconnect) < 0) return false;
   return !PyErr_Occurred();
@@ -115,6 +137,23 @@ PyAsyncMethods ready_async = {ready_await, nullptr, nullptr, ready_am_send};
 // ---------------------------------------------------------------------------------------------------------------
 // Exchange: one request/response cycle. It is the `send` callable; Receive wraps it.
 // ---------------------------------------------------------------------------------------------------------------
+// WebSocket session state of an Exchange (nullptr for HTTP requests).
+struct WsState {
+  std::deque<std::pair<PyObject*, std::size_t>> queue;  // websocket.receive messages not yet taken, with sizes
+  std::size_t queued_bytes = 0;
+  PyObject* disconnect = nullptr;  // the websocket.disconnect message, once the session is over
+  bool connect_delivered = false;
+  bool handshake_done = false;  // 101, 403 or 500 sent
+  bool accepted = false;
+  bool close_sent = false;  // websocket.close sent by the app (or the handshake rejected)
+  bool paused = false;      // reading paused until the app takes queued messages
+  ~WsState() {
+    for (auto& e : queue) Py_DECREF(e.first);
+    Py_XDECREF(disconnect);
+  }
+};
+constexpr std::size_t kWsMaxQueued = 64;  // messages queued before reading pauses (also: body_high_water bytes)
+
 struct Exchange {
   PyObject_HEAD
   vectorcallfunc vectorcall;
@@ -133,6 +172,7 @@ struct Exchange {
   bool body_paused;
   bool app_done;
   bool final_delivered;  // the http.request message with more_body=False was handed to the app
+  WsState* ws;           // WebSocket session, or nullptr
 };
 
 struct Receive {
@@ -229,14 +269,19 @@ void complete_response(Exchange* ex) {
   }
   clear_chunks(ex);
   if (ex->receive_waiter != nullptr) {
-    PyObject* msg = disconnect_message();
+    PyObject* msg = ex->ws != nullptr && ex->ws->disconnect != nullptr ? PyDict_Copy(ex->ws->disconnect)
+                                                                      : disconnect_message();
     resolve(&ex->receive_waiter, msg != nullptr ? msg : Py_None);
     Py_XDECREF(msg);
   }
   Py_DECREF(reinterpret_cast<PyObject*>(ex));
 }
 
+
+
 PyObject* new_future(PyAppHandler* h) { return PyObject_CallNoArgs(h->create_future_); }
+
+PyObject* ws_receive_call(Exchange* ex);
 
 // ---- receive() ----
 PyObject* receive_call(PyObject* self, PyObject* const*, size_t nargsf, PyObject*) {
@@ -245,6 +290,7 @@ PyObject* receive_call(PyObject* self, PyObject* const*, size_t nargsf, PyObject
     return nullptr;
   }
   Exchange* ex = reinterpret_cast<Receive*>(self)->ex;
+  if (ex->ws != nullptr) return ws_receive_call(ex);
   if (ex->disconnected || ex->response_complete || ex->conn == nullptr) return ready_steal(disconnect_message());
   // Once the whole body was handed over, a further receive() waits for the disconnect / response end.
   if (!ex->final_delivered && (!ex->chunks->empty() || ex->body_complete)) {
@@ -400,6 +446,305 @@ PyObject* send_body(Exchange* ex, PyObject* message) {
   return ready_none();
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// WebSocket messages
+// ---------------------------------------------------------------------------------------------------------------
+
+// Record how the session ended (first call wins) and hand it to a pending receive().
+void ws_set_disconnect(Exchange* ex, int code, const char* reason, Py_ssize_t reason_len, bool with_reason) {
+  WsState* w = ex->ws;
+  if (w->disconnect == nullptr) {
+    PyObject* msg = PyDict_New();
+    PyObject* c = PyLong_FromLong(code);
+    PyObject* r = with_reason ? PyUnicode_DecodeUTF8(reason, reason_len, "replace") : nullptr;
+    if (msg == nullptr || c == nullptr || (with_reason && r == nullptr) ||
+        PyDict_SetItem(msg, m.type, m.ws_disconnect) < 0 || PyDict_SetItem(msg, m.code, c) < 0 ||
+        (r != nullptr && PyDict_SetItem(msg, m.reason, r) < 0)) {
+      Py_XDECREF(msg);
+      msg = nullptr;
+      PyErr_WriteUnraisable(nullptr);
+    }
+    Py_XDECREF(c);
+    Py_XDECREF(r);
+    if (msg == nullptr) return;
+    w->disconnect = msg;
+  }
+  if (ex->receive_waiter != nullptr && w->queue.empty()) {
+    PyObject* copy = PyDict_Copy(w->disconnect);
+    resolve(&ex->receive_waiter, copy != nullptr ? copy : Py_None);
+    Py_XDECREF(copy);
+  }
+}
+
+PyObject* type_message(PyObject* type) {
+  PyObject* d = PyDict_New();
+  if (d != nullptr && PyDict_SetItem(d, m.type, type) < 0) Py_CLEAR(d);
+  return d;
+}
+
+PyObject* client_disconnected() {
+  PyErr_SetNone(m.client_disconnected);
+  return nullptr;
+}
+
+bool type_is(PyObject* type, PyObject* interned) {
+  return type == interned || (PyUnicode_Check(type) && PyUnicode_Compare(type, interned) == 0);
+}
+
+// Optional str value of a message key; *out = nullptr when absent or None. False with an error set otherwise.
+bool opt_str(PyObject* message, PyObject* key, PyObject** out) {
+  PyObject* v = PyDict_GetItemWithError(message, key);
+  if (v == nullptr && PyErr_Occurred()) return false;
+  *out = v == Py_None ? nullptr : v;
+  if (*out != nullptr && !PyUnicode_Check(*out)) {
+    PyErr_Format(PyExc_TypeError, "'%U' must be a str", key);
+    return false;
+  }
+  return true;
+}
+
+PyObject* ws_receive_call(Exchange* ex) {
+  WsState* w = ex->ws;
+  if (!w->connect_delivered) {
+    w->connect_delivered = true;
+    return ready_steal(type_message(m.ws_connect));
+  }
+  if (!w->queue.empty()) {
+    auto [msg, size] = w->queue.front();
+    w->queue.pop_front();
+    w->queued_bytes -= size;
+    if (w->paused && ex->conn != nullptr && w->queue.size() < kWsMaxQueued / 2 &&
+        w->queued_bytes <= ex->conn->server()->config().write_low_water) {
+      w->paused = false;
+      ex->conn->resume();
+    }
+    return ready_steal(msg);
+  }
+  if (w->disconnect != nullptr) return ready_steal(PyDict_Copy(w->disconnect));
+  if (ex->conn == nullptr || ex->disconnected) {
+    ws_set_disconnect(ex, w->accepted ? ws::kCloseNoStatus : ws::kCloseAbnormal, "", 0, false);
+    return ready_steal(PyDict_Copy(w->disconnect));
+  }
+  if (ex->receive_waiter != nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "receive() called while another receive() is pending");
+    return nullptr;
+  }
+  PyObject* fut = new_future(ex->handler);
+  if (fut == nullptr) return nullptr;
+  ex->receive_waiter = Py_NewRef(fut);
+  ex->handler->wake();
+  return fut;
+}
+
+// Sec-WebSocket-Accept: base64(SHA-1(key + GUID)), with Python's hashlib and base64 (once per connection).
+bool ws_accept_key(std::string_view key, std::string* out) {
+  if (m.sha1 == nullptr) {
+    PyObject* hashlib = PyImport_ImportModule("hashlib");
+    PyObject* base64 = PyImport_ImportModule("base64");
+    if (hashlib != nullptr && base64 != nullptr) {
+      m.sha1 = PyObject_GetAttrString(hashlib, "sha1");
+      m.b64encode = PyObject_GetAttrString(base64, "b64encode");
+    }
+    Py_XDECREF(hashlib);
+    Py_XDECREF(base64);
+    if (m.sha1 == nullptr || m.b64encode == nullptr) {
+      Py_CLEAR(m.sha1);
+      Py_CLEAR(m.b64encode);
+      return false;
+    }
+  }
+  std::string input(key);
+  input += "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  PyObject* data = PyBytes_FromStringAndSize(input.data(), static_cast<Py_ssize_t>(input.size()));
+  PyObject* h = data != nullptr ? PyObject_CallOneArg(m.sha1, data) : nullptr;
+  PyObject* digest = h != nullptr ? PyObject_CallMethod(h, "digest", nullptr) : nullptr;
+  PyObject* b64 = digest != nullptr ? PyObject_CallOneArg(m.b64encode, digest) : nullptr;
+  const bool ok = b64 != nullptr && PyBytes_Check(b64);
+  if (ok) out->assign(PyBytes_AS_STRING(b64), static_cast<std::size_t>(PyBytes_GET_SIZE(b64)));
+  Py_XDECREF(data);
+  Py_XDECREF(h);
+  Py_XDECREF(digest);
+  Py_XDECREF(b64);
+  return ok;
+}
+
+PyObject* ws_send_accept(Exchange* ex, PyObject* message) {
+  Connection* c = ex->conn;
+  PyObject* subprotocol = nullptr;
+  if (!opt_str(message, m.subprotocol, &subprotocol)) return nullptr;
+  PyObject* headers = PyDict_GetItemWithError(message, m.headers);
+  if (headers == nullptr && PyErr_Occurred()) return nullptr;
+  std::string accept;
+  if (!ws_accept_key(c->head().header("sec-websocket-key"), &accept)) return nullptr;
+  std::string head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Accept: ";
+  head += accept;
+  head += "\r\n";
+  const ServerConfig& cfg = c->server()->config();
+  head += cfg.defaults.header_block;
+  if (cfg.defaults.date_header) {
+    head += "date: ";
+    head += c->server()->date().now();
+    head += "\r\n";
+  }
+  if (headers != nullptr && headers != Py_None) {
+    PyObject* seq = PySequence_Fast(headers, "websocket.accept headers must be an iterable of [name, value] pairs");
+    if (seq == nullptr) return nullptr;
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      PyObject* pair = PySequence_Fast_GET_ITEM(seq, i);
+      PyObject* p = PySequence_Fast(pair, "header must be a [name, value] pair");
+      if (p == nullptr || PySequence_Fast_GET_SIZE(p) != 2) {
+        Py_XDECREF(p);
+        Py_DECREF(seq);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "header must be a [name, value] pair");
+        return nullptr;
+      }
+      std::string_view name, value;
+      const bool ok =
+          get_bytes(PySequence_Fast_GET_ITEM(p, 0), &name) && get_bytes(PySequence_Fast_GET_ITEM(p, 1), &value);
+      if (ok && (!is_valid_header_name(name) || !is_valid_header_value(value))) {
+        Py_DECREF(p);
+        Py_DECREF(seq);
+        return runtime_error("Invalid HTTP header in websocket.accept", nullptr);
+      }
+      if (ok) {
+        for (char ch : name) head += static_cast<char>(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+        head += ": ";
+        head += value;
+        head += "\r\n";
+      }
+      Py_DECREF(p);
+      if (!ok) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_TypeError, "websocket.accept header names and values must be bytes");
+        return nullptr;
+      }
+    }
+    Py_DECREF(seq);
+  }
+  if (subprotocol != nullptr) {
+    Py_ssize_t len = 0;
+    const char* sp = PyUnicode_AsUTF8AndSize(subprotocol, &len);
+    if (sp == nullptr) return nullptr;
+    const std::string_view spv(sp, static_cast<std::size_t>(len));
+    if (!spv.empty()) {
+      if (!is_valid_header_value(spv)) return runtime_error("Invalid subprotocol in websocket.accept", nullptr);
+      head += "Sec-WebSocket-Protocol: ";
+      head += spv;
+      head += "\r\n";
+    }
+  }
+  head += "\r\n";
+  ex->ws->handshake_done = ex->ws->accepted = true;
+  ex->response_started = true;
+  ex->status = 101;
+  ex->handler->log_access(*c, 101);
+  c->out().append(head);
+  c->ws_accept();
+  ex->handler->wake();
+  return ready_none();
+}
+
+// websocket.close before accept: HTTP 403, as uvicorn.
+PyObject* ws_reject(Exchange* ex) {
+  Connection* c = ex->conn;
+  WsState* w = ex->ws;
+  w->handshake_done = w->close_sent = true;
+  ex->response_started = true;
+  ex->status = 403;
+  write_error_response(c->out(), 403, "", c->server()->config().defaults, c->server()->date());
+  ws_set_disconnect(ex, ws::kCloseAbnormal, "", 0, false);
+  ex->handler->log_access(*c, 403);
+  Py_INCREF(reinterpret_cast<PyObject*>(ex));
+  ex->response_complete = true;
+  detach(ex);
+  c->finish_response();
+  Py_DECREF(reinterpret_cast<PyObject*>(ex));
+  ex->handler->wake();
+  return ready_none();
+}
+
+PyObject* ws_send_data(Exchange* ex, PyObject* message) {
+  PyObject* bytes = PyDict_GetItemWithError(message, m.bytes);
+  if (bytes == nullptr && PyErr_Occurred()) return nullptr;
+  Connection* c = ex->conn;
+  if (bytes != nullptr && bytes != Py_None) {
+    std::string_view data;
+    if (get_bytes(bytes, &data)) {
+      c->ws_send(false, data.data(), data.size());
+    } else {
+      Py_buffer view{};
+      if (PyObject_GetBuffer(bytes, &view, PyBUF_SIMPLE) < 0) return nullptr;
+      c->ws_send(false, static_cast<const char*>(view.buf), static_cast<std::size_t>(view.len));
+      PyBuffer_Release(&view);
+    }
+  } else {
+    PyObject* text = nullptr;
+    if (!opt_str(message, m.text, &text)) return nullptr;
+    if (text == nullptr) return ready_none();  // as uvicorn: nothing to send
+    Py_ssize_t len = 0;
+    const char* p = PyUnicode_AsUTF8AndSize(text, &len);
+    if (p == nullptr) return nullptr;
+    c->ws_send(true, p, static_cast<std::size_t>(len));
+  }
+  ex->handler->wake();
+  if (ex->conn != nullptr && !ex->conn->closing() && ex->conn->want_drain()) {
+    PyObject* fut = new_future(ex->handler);
+    if (fut == nullptr) return nullptr;
+    Py_XSETREF(ex->drain_waiter, Py_NewRef(fut));
+    return fut;
+  }
+  return ready_none();
+}
+
+PyObject* ws_send_close(Exchange* ex, PyObject* message) {
+  PyObject* code_obj = PyDict_GetItemWithError(message, m.code);
+  if (code_obj == nullptr && PyErr_Occurred()) return nullptr;
+  long code = ws::kCloseNormal;
+  if (code_obj != nullptr && code_obj != Py_None) {
+    code = PyLong_AsLong(code_obj);
+    if (code == -1 && PyErr_Occurred()) return nullptr;
+  }
+  PyObject* reason = nullptr;
+  if (!opt_str(message, m.reason, &reason)) return nullptr;
+  Py_ssize_t len = 0;
+  const char* r = "";
+  if (reason != nullptr) {
+    r = PyUnicode_AsUTF8AndSize(reason, &len);
+    if (r == nullptr) return nullptr;
+  }
+  if (!ws::valid_close_code(static_cast<int>(code)) || code > 4999)
+    return runtime_error("Invalid WebSocket close code", nullptr);
+  if (len > static_cast<Py_ssize_t>(ws::kMaxControlPayload - 2))
+    return runtime_error("WebSocket close reason too long", nullptr);
+  ex->ws->close_sent = true;
+  ws_set_disconnect(ex, static_cast<int>(code), r, len, true);
+  ex->conn->ws_close(static_cast<int>(code), std::string_view(r, static_cast<std::size_t>(len)));
+  ex->handler->wake();
+  return ready_none();
+}
+
+PyObject* ws_send_call(Exchange* ex, PyObject* message, PyObject* type) {
+  WsState* w = ex->ws;
+  if (ex->disconnected) return client_disconnected();
+  if (!w->handshake_done) {
+    if (ex->conn == nullptr) return client_disconnected();
+    if (type_is(type, m.ws_accept)) return ws_send_accept(ex, message);
+    if (type_is(type, m.ws_close)) return ws_reject(ex);
+    return runtime_error("Expected ASGI message 'websocket.accept', 'websocket.close' or "
+                         "'websocket.http.response.start' but got '%S'.", type);
+  }
+  if (!w->close_sent && w->accepted) {
+    if (ex->conn == nullptr || !ex->conn->ws_open()) return client_disconnected();
+    if (type_is(type, m.ws_send)) return ws_send_data(ex, message);
+    if (type_is(type, m.ws_close)) return ws_send_close(ex, message);
+    return runtime_error("Expected ASGI message 'websocket.send' or 'websocket.close', but got '%S'.", type);
+  }
+  if (!w->close_sent) return client_disconnected();  // handshake answered with a 500
+  return runtime_error("Unexpected ASGI message '%S', after sending 'websocket.close'.", type);
+}
+
 PyObject* send_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
   Exchange* ex = reinterpret_cast<Exchange*>(self);
   if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != nullptr) {
@@ -416,6 +761,7 @@ PyObject* send_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObje
     if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "type");
     return nullptr;
   }
+  if (ex->ws != nullptr) return ws_send_call(ex, message, type);
   if (ex->disconnected) return ready_none();  // as uvicorn: sending after a disconnect is a no-op
   const bool is_start = type == m.http_response_start ||
                         (PyUnicode_Check(type) && PyUnicode_Compare(type, m.http_response_start) == 0);
@@ -476,8 +822,41 @@ void app_finished(Exchange* ex) {
   if (ex->drain_waiter != nullptr) Py_CLEAR(ex->drain_waiter);
 }
 
+// The WebSocket app finished (exc set: it raised). As uvicorn: no handshake answer yet -> 500; an open session is
+// closed without a close frame; a close handshake in progress completes (or times out).
+void ws_app_finished(Exchange* ex, PyObject* exc, PyObject* result) {
+  WsState* w = ex->ws;
+  if (exc != nullptr) {
+    const int is_cd = PyObject_IsInstance(exc, m.client_disconnected);
+    if (is_cd < 0) PyErr_Clear();
+    if (is_cd != 1) ex->handler->log_error("Exception in ASGI application\n", exc);
+  } else if (!w->handshake_done && ex->conn != nullptr && !ex->disconnected) {
+    ex->handler->log_error("ASGI callable returned without completing handshake.", nullptr);
+  } else if (result != Py_None) {
+    PyObject* r = PyObject_Repr(result);
+    ex->handler->log_error(std::string("ASGI callable should return None, but returned '") +
+                               (r != nullptr ? PyUnicode_AsUTF8(r) : "?") + "'.",
+                           nullptr);
+    Py_XDECREF(r);
+    PyErr_Clear();
+  }
+  if (!w->handshake_done) {
+    w->handshake_done = true;
+    ws_set_disconnect(ex, ws::kCloseAbnormal, "", 0, false);
+    if (ex->conn != nullptr) answer_500(ex);
+  } else if (ex->conn != nullptr) {
+    ex->conn->ws_app_done();
+  }
+  app_finished(ex);
+  ex->handler->wake();
+}
+
 PyObject* exchange_app_failed(PyObject* self, PyObject* exc) {
   Exchange* ex = reinterpret_cast<Exchange*>(self);
+  if (ex->ws != nullptr) {
+    ws_app_finished(ex, exc, nullptr);
+    Py_RETURN_NONE;
+  }
   ex->handler->log_error("Exception in ASGI application" + request_line(ex->conn) + "\n", exc);
   if (!ex->response_started) answer_500(ex);
   else if (!ex->response_complete) close_connection(ex);
@@ -488,6 +867,10 @@ PyObject* exchange_app_failed(PyObject* self, PyObject* exc) {
 
 PyObject* exchange_app_returned(PyObject* self, PyObject* result) {
   Exchange* ex = reinterpret_cast<Exchange*>(self);
+  if (ex->ws != nullptr) {
+    ws_app_finished(ex, nullptr, result);
+    Py_RETURN_NONE;
+  }
   if (result != Py_None) {
     PyObject* r = PyObject_Repr(result);
     ex->handler->log_error(std::string("ASGI callable should return None, but returned '") +
@@ -688,6 +1071,7 @@ void exchange_dealloc(PyObject* self) {
     clear_chunks(ex);
     delete ex->chunks;
   }
+  delete ex->ws;
   PyObject_GC_Del(self);
 }
 
@@ -718,6 +1102,7 @@ Exchange* exchange_new(PyAppHandler* h, Connection* c) {
   ex->status = 0;
   ex->body_complete = ex->disconnected = ex->response_started = ex->response_complete = false;
   ex->body_paused = ex->app_done = ex->final_delivered = false;
+  ex->ws = nullptr;
   PyObject_GC_Track(reinterpret_cast<PyObject*>(ex));
   return ex;
 }
@@ -866,14 +1251,22 @@ void PyAppHandler::log_access(Connection& c, int status) {
   Py_XDECREF(r);
 }
 
-void PyAppHandler::on_request(Connection& c, const RequestHead& head) {
+void PyAppHandler::on_request(Connection& c, const RequestHead& head) { dispatch(c, head, false); }
+
+void PyAppHandler::on_websocket(Connection& c, const RequestHead& head) { dispatch(c, head, true); }
+
+void PyAppHandler::dispatch(Connection& c, const RequestHead& head, bool websocket) {
   gil();
   Exchange* ex = exchange_new(this, &c);
-  Receive* rc = ex != nullptr ? receive_new(ex) : nullptr;
+  if (ex != nullptr && websocket) ex->ws = new (std::nothrow) WsState();
+  Receive* rc = ex != nullptr && (!websocket || ex->ws != nullptr) ? receive_new(ex) : nullptr;
+  if (websocket && rc == nullptr && !PyErr_Occurred()) PyErr_NoMemory();
   bool forwarded = false;
   StageStats& stages = c.server()->stages();
   const std::uint64_t t0 = stages.enabled ? monotonic_ns() : 0;
-  PyObject* scope = rc != nullptr ? build_scope(*this, c, head, &forwarded) : nullptr;
+  PyObject* scope = rc == nullptr ? nullptr
+                    : websocket   ? build_ws_scope(*this, c, head, &forwarded)
+                                  : build_scope(*this, c, head, &forwarded);
   const std::uint64_t t1 = stages.enabled ? monotonic_ns() : 0;
   if (stages.enabled) stages.add(kStageScope, t1 - t0);
   PyObject* coro = nullptr;
@@ -906,6 +1299,10 @@ void PyAppHandler::on_request(Connection& c, const RequestHead& head) {
     Py_XDECREF(tb);
     if (ex != nullptr) {
       c.exchange = Py_NewRef(reinterpret_cast<PyObject*>(ex));
+      if (ex->ws != nullptr) {
+        ex->ws->handshake_done = true;
+        ws_set_disconnect(ex, ws::kCloseAbnormal, "", 0, false);
+      }
       answer_500(ex);
       Py_DECREF(reinterpret_cast<PyObject*>(ex));
     } else {
@@ -970,7 +1367,10 @@ void PyAppHandler::on_disconnect(Connection& c) {
   ex->disconnected = true;
   detach(ex);
   clear_chunks(ex);
-  if (ex->receive_waiter != nullptr) {
+  if (ex->ws != nullptr) {
+    // As uvicorn: a stream lost without a close frame is 1005 once accepted, 1006 before.
+    ws_set_disconnect(ex, ex->ws->accepted ? ws::kCloseNoStatus : ws::kCloseAbnormal, "", 0, false);
+  } else if (ex->receive_waiter != nullptr) {
     PyObject* msg = disconnect_message();
     resolve(&ex->receive_waiter, msg != nullptr ? msg : Py_None);
     Py_XDECREF(msg);
@@ -1000,5 +1400,46 @@ void PyAppHandler::on_bad_request(Connection& c, int status, const char* reason)
 }
 
 void PyAppHandler::orphan() { orphaned_ = true; }
+
+bool PyAppHandler::on_ws_message(Connection& c, bool text, const char* data, std::size_t len) {
+  auto* ex = static_cast<Exchange*>(c.exchange);
+  if (ex == nullptr || ex->ws == nullptr) return false;
+  gil();
+  WsState* w = ex->ws;
+  PyObject* payload = text ? PyUnicode_DecodeUTF8(data, static_cast<Py_ssize_t>(len), nullptr)
+                           : PyBytes_FromStringAndSize(data, static_cast<Py_ssize_t>(len));
+  PyObject* msg = payload != nullptr ? PyDict_New() : nullptr;
+  if (msg == nullptr || PyDict_SetItem(msg, m.type, m.ws_receive) < 0 ||
+      PyDict_SetItem(msg, text ? m.text : m.bytes, payload) < 0) {
+    PyErr_WriteUnraisable(nullptr);
+    Py_XDECREF(payload);
+    Py_XDECREF(msg);
+    return false;
+  }
+  Py_DECREF(payload);
+  if (ex->receive_waiter != nullptr && w->queue.empty()) {
+    resolve(&ex->receive_waiter, msg);
+    Py_DECREF(msg);
+    return false;
+  }
+  w->queue.emplace_back(msg, len);
+  w->queued_bytes += len;
+  if (w->queue.size() >= kWsMaxQueued || w->queued_bytes >= c.server()->config().body_high_water) {
+    w->paused = true;
+    return true;
+  }
+  return false;
+}
+
+void PyAppHandler::on_ws_close(Connection& c, int code, std::string_view reason) {
+  auto* ex = static_cast<Exchange*>(c.exchange);
+  if (ex == nullptr || ex->ws == nullptr) return;
+  gil();
+  // uvicorn: the peer's close or a protocol failure carry a reason; a shutdown (1012) does not.
+  const bool with_reason = !(code == ws::kCloseServiceRestart && reason.empty() && c.server()->shutting_down());
+  ws_set_disconnect(ex, code, reason.data(), static_cast<Py_ssize_t>(reason.size()), with_reason);
+}
+
+PyObject* client_disconnected_type() { return m.client_disconnected; }
 
 }  // namespace fa

@@ -36,6 +36,9 @@ class PyAppHandler final : public AppHandler {
   void on_closed(Connection& c) override;
   void on_callback_end() override;
   void on_bad_request(Connection& c, int status, const char* reason) override;
+  void on_websocket(Connection& c, const RequestHead& head) override;
+  bool on_ws_message(Connection& c, bool text, const char* data, std::size_t len) override;
+  void on_ws_close(Connection& c, int code, std::string_view reason) override;
   void on_over_limit(Connection& c) override {
     (void)c;
     log_error("Exceeded concurrency limit.", nullptr);
@@ -64,6 +67,7 @@ class PyAppHandler final : public AppHandler {
   // When the Python Server object dies with connections still open, the handler deletes itself and the server
   // once the last handle is closed.
   void orphan();
+  void dispatch(Connection& c, const RequestHead& head, bool websocket);
 
   PyObject* loop_;
   PyObject* app_;
@@ -93,6 +97,10 @@ bool asgi_types_ready();
 // Build the HTTP scope for the request now parsed on `c`. New reference or nullptr with an error set.
 // *forwarded is set when the request has an x-forwarded-for or x-forwarded-proto header.
 PyObject* build_scope(PyAppHandler& h, Connection& c, const RequestHead& head, bool* forwarded);
+// The ASGI websocket scope (uvicorn's key order). New reference or nullptr with an error set.
+PyObject* build_ws_scope(PyAppHandler& h, Connection& c, const RequestHead& head, bool* forwarded);
+// fasterapi_asgi._core.ClientDisconnected (borrowed).
+PyObject* client_disconnected_type();
 bool scope_init();
 
 }  // namespace fa

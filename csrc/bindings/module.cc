@@ -31,7 +31,8 @@ class PyServer {
   PyServer(py::object loop, py::object app, py::object error_log, py::object access_log, std::string root_path,
            bool server_header, bool date_header, std::vector<std::pair<py::bytes, py::bytes>> default_headers,
            double timeout_keep_alive, py::object state, py::object limit_concurrency,
-           py::object max_header_bytes, std::string asgi_version, bool stats) {
+           py::object max_header_bytes, std::string asgi_version, bool stats, bool websocket,
+           std::size_t ws_max_size) {
     bind_libuv();
     py::module_ uvloop_loop = py::module_::import("uvloop.loop");
     py::object loop_type = py::module_::import("uvloop").attr("Loop");
@@ -55,6 +56,9 @@ class PyServer {
     if (!limit_concurrency.is_none()) cfg.limit_concurrency = limit_concurrency.cast<std::size_t>();
     if (!max_header_bytes.is_none()) cfg.limits.max_header_bytes = max_header_bytes.cast<std::size_t>();
     cfg.defaults.date_header = date_header;
+    cfg.websocket = websocket;
+    if (ws_max_size == 0) throw py::value_error("ws_max_size must be positive");
+    cfg.ws_max_message = ws_max_size;
     bool has_server = false;
     std::string custom;
     for (auto& [n, v] : default_headers) {
@@ -236,6 +240,8 @@ PYBIND11_MODULE(_core, mod) {
   mod.attr("LLHTTP_VERSION") = FA_LLHTTP_VERSION;
 #endif
   mod.attr("NATIVE_ABI_VERSION") = FA_NATIVE_ABI_VERSION;
+  // Raised by a WebSocket send() after the client went away (an OSError, as uvicorn's ClientDisconnected).
+  mod.attr("ClientDisconnected") = py::reinterpret_borrow<py::object>(fa::client_disconnected_type());
   mod.def("libuv_bind", [](const std::string& path) {
     std::string error;
     if (!fa::uv_api_bind(path.c_str(), &error)) throw std::runtime_error(error);
@@ -245,13 +251,14 @@ PYBIND11_MODULE(_core, mod) {
   py::class_<PyServer>(mod, "Server")
       .def(py::init<py::object, py::object, py::object, py::object, std::string, bool, bool,
                     std::vector<std::pair<py::bytes, py::bytes>>, double, py::object, py::object, py::object,
-                    std::string, bool>(),
+                    std::string, bool, bool, std::size_t>(),
            py::arg("loop"), py::arg("app"), py::kw_only(), py::arg("error_log"), py::arg("access_log") = py::none(),
            py::arg("root_path") = "", py::arg("server_header") = true, py::arg("date_header") = true,
            py::arg("default_headers") = std::vector<std::pair<py::bytes, py::bytes>>{},
            py::arg("timeout_keep_alive") = 5.0, py::arg("state") = py::none(),
            py::arg("limit_concurrency") = py::none(), py::arg("h11_max_incomplete_event_size") = py::none(),
-           py::arg("asgi_version") = "3.0", py::arg("stats") = false)
+           py::arg("asgi_version") = "3.0", py::arg("stats") = false, py::arg("websocket") = true,
+           py::arg("ws_max_size") = static_cast<std::size_t>(16 * 1024 * 1024))
       .def("listen", &PyServer::listen, py::arg("sock"), py::arg("backlog") = 2048)
       .def("stop_accepting", &PyServer::stop_accepting)
       .def("shutdown", &PyServer::shutdown)

@@ -273,3 +273,100 @@ fail:
 }
 
 }  // namespace fa
+
+namespace fa {
+
+namespace {
+
+struct WsKeys {
+  PyObject *websocket, *ws_scheme, *subprotocols, *spec_24, *version, *spec_version;
+};
+WsKeys wk{};
+
+bool ws_keys_init() {
+  if (wk.websocket != nullptr) return true;
+  wk.websocket = PyUnicode_InternFromString("websocket");
+  wk.ws_scheme = PyUnicode_InternFromString("ws");
+  wk.subprotocols = PyUnicode_InternFromString("subprotocols");
+  wk.spec_24 = PyUnicode_InternFromString("2.4");
+  wk.version = PyUnicode_InternFromString("version");
+  wk.spec_version = PyUnicode_InternFromString("spec_version");
+  return !PyErr_Occurred();
+}
+
+// Each Sec-WebSocket-Protocol value split on commas, every token stripped (uvicorn keeps empty ones too).
+PyObject* subprotocol_list(const RequestHead& head) {
+  PyObject* list = PyList_New(0);
+  if (list == nullptr) return nullptr;
+  auto is_space = [](char ch) {
+    return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n' || ch == '\v' || ch == '\f';
+  };
+  for (const auto& hdr : head.headers) {
+    if (head.str(hdr.first) != "sec-websocket-protocol") continue;
+    const std::string_view value = head.str(hdr.second);
+    std::size_t start = 0;
+    while (start <= value.size()) {
+      std::size_t end = value.find(',', start);
+      if (end == std::string_view::npos) end = value.size();
+      std::string_view tok = value.substr(start, end - start);
+      while (!tok.empty() && is_space(tok.front())) tok.remove_prefix(1);
+      while (!tok.empty() && is_space(tok.back())) tok.remove_suffix(1);
+      PyObject* s = PyUnicode_DecodeLatin1(tok.data(), static_cast<Py_ssize_t>(tok.size()), nullptr);
+      if (s == nullptr || PyList_Append(list, s) < 0) {
+        Py_XDECREF(s);
+        Py_DECREF(list);
+        return nullptr;
+      }
+      Py_DECREF(s);
+      start = end + 1;
+    }
+  }
+  return list;
+}
+
+}  // namespace
+
+PyObject* build_ws_scope(PyAppHandler& h, Connection& c, const RequestHead& head, bool* forwarded) {
+  if (!ws_keys_init()) return nullptr;
+  PyObject* http = build_scope(h, c, head, forwarded);
+  if (http == nullptr) return nullptr;
+  PyObject* scope = PyDict_New();
+  PyObject* asgi = PyDict_New();
+  PyObject* subprotocols = subprotocol_list(head);
+  bool ok = scope != nullptr && asgi != nullptr && subprotocols != nullptr;
+  if (ok) {
+    PyObject* http_asgi = PyDict_GetItem(http, k.asgi);
+    PyObject* version =
+        http_asgi != nullptr && PyDict_Check(http_asgi) ? PyDict_GetItem(http_asgi, wk.version) : nullptr;
+    ok = PyDict_SetItem(asgi, wk.version, version != nullptr ? version : k.v11) == 0 &&
+         PyDict_SetItem(asgi, wk.spec_version, wk.spec_24) == 0;
+  }
+  // uvicorn's order: type, asgi, http_version, scheme, server, client, root_path, path, raw_path, query_string,
+  // headers, subprotocols, state.
+  auto copy = [&](PyObject* key) {
+    if (!ok) return;
+    PyObject* v = PyDict_GetItem(http, key);
+    ok = PyDict_SetItem(scope, key, v != nullptr ? v : Py_None) == 0;
+  };
+  if (ok) ok = PyDict_SetItem(scope, k.type, wk.websocket) == 0 && PyDict_SetItem(scope, k.asgi, asgi) == 0 &&
+               PyDict_SetItem(scope, k.http_version, k.v11) == 0 && PyDict_SetItem(scope, k.scheme, wk.ws_scheme) == 0;
+  copy(k.server);
+  copy(k.client);
+  copy(k.root_path);
+  copy(k.path);
+  copy(k.raw_path);
+  copy(k.query_string);
+  copy(k.headers);
+  if (ok) ok = PyDict_SetItem(scope, wk.subprotocols, subprotocols) == 0;
+  if (ok && PyDict_GetItem(http, k.state) != nullptr) copy(k.state);
+  Py_DECREF(http);
+  Py_XDECREF(asgi);
+  Py_XDECREF(subprotocols);
+  if (!ok) {
+    Py_XDECREF(scope);
+    return nullptr;
+  }
+  return scope;
+}
+
+}  // namespace fa

@@ -114,7 +114,8 @@ void Connection::on_read_data(ssize_t nread, const uv_buf_t* buf) {
       c->process(buf->base, static_cast<std::size_t>(nread));
     }
     c->in_read_ = false;
-    if (!c->out_.empty() && !c->closing_) c->flush();
+    // Also with nothing to write: a close decided during this read (close_when_flushed) happens here.
+    if ((!c->out_.empty() || c->close_after_flush_) && !c->closing_) c->flush();
   }
 }
 
@@ -123,7 +124,11 @@ void Connection::handle_eof() {
   close();
 }
 
-void Connection::process(const char* data, std::size_t len) {
+void Connection::process(char* data, std::size_t len) {
+  if (ws_ != nullptr) {
+    ws_process(data, len);
+    return;
+  }
   // Runs the parser at least once even for zero bytes: after a pause inside on_body, llhttp may still owe the
   // on_message_complete callback for a body that was already fully consumed.
   if (!closing_) {
@@ -137,8 +142,20 @@ void Connection::process(const char* data, std::size_t len) {
         if (in_.size() > server_->config().body_high_water) stop_reading();
         return;
       case ParseResult::kUpgrade:
-        // Protocol upgrades (WebSocket) are not supported: the request was answered as plain HTTP; the bytes after
-        // it belong to another protocol, so the connection closes after the response.
+        if (ws_ != nullptr) {
+          ws_process(data + r.consumed, len - r.consumed);  // the handler accepted synchronously
+          return;
+        }
+        if (ws_state_ != kWsNone) {
+          // A WebSocket handshake waiting for the app's accept: what follows is frames, kept (bounded, like a
+          // paused body) until the session starts. Reading goes on so that a client leaving is noticed.
+          paused_ = true;
+          in_.append(data + r.consumed, len - r.consumed);
+          if (in_.size() > server_->config().body_high_water) stop_reading();
+          return;
+        }
+        // Other protocol upgrades are not supported: the request was answered as plain HTTP; the bytes after it
+        // belong to another protocol, so the connection closes after the response.
         close_after_response_ = true;
         stop_reading();
         if (!in_flight_) close_when_flushed();
@@ -154,7 +171,7 @@ void Connection::resume() {
   if (closing_) return;
   if (paused_) {
     paused_ = false;
-    parser_.resume();
+    if (ws_ == nullptr) parser_.resume();
     std::string pending;
     pending.swap(in_);
     process(pending.data(), pending.size());
@@ -164,7 +181,7 @@ void Connection::resume() {
       in_.swap(pending);
     }
   }
-  if (!paused_ && !closing_ && !close_after_response_) start_reading();
+  if (!paused_ && !closing_ && (ws_ != nullptr ? !close_after_flush_ : !close_after_response_)) start_reading();
   if (!in_read_ && !out_.empty() && !closing_) flush();
 }
 
@@ -202,6 +219,7 @@ int Connection::on_request_head(RequestHead& head) {
     close_when_flushed();
     return kPause;
   }
+  if (head.upgrade && server_->config().websocket && ws::is_websocket_upgrade(head)) return start_websocket(head);
   StageStats& stages = server_->stages();
   std::uint64_t t = 0;
   if (stages.enabled) {
@@ -256,11 +274,12 @@ int Connection::on_request_body(const char* data, std::size_t len) {
     native_body_.append(data, len);
     return kContinue;
   }
-  if (!in_flight_) return kContinue;  // the app already answered; the rest of the body is read and dropped
+  if (!in_flight_ || ws_state_ != kWsNone) return kContinue;  // the app already answered: read and dropped
   return server_->handler()->on_body(*this, data, len) ? kPause : kContinue;
 }
 
 int Connection::on_request_complete() {
+  if (ws_state_ != kWsNone) return kContinue;  // llhttp stops with HPE_PAUSED_UPGRADE right after
   if (native_ != nullptr) {
     answer_native();
     native_ = nullptr;
@@ -489,6 +508,141 @@ void Connection::on_timer(uv_timer_t* t) {
   c->server_->handler()->on_callback_end();
 }
 
+void Connection::on_ws_close_timer(uv_timer_t* t) {
+  Connection* c = static_cast<Connection*>(t->data);
+  c->timer_armed_ = false;
+  if (c->closing_) return;
+  c->close();
+  c->server_->handler()->on_callback_end();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// WebSocket
+// ---------------------------------------------------------------------------------------------------------------
+
+int Connection::start_websocket(const RequestHead& head) {
+  const char* reason = "";
+  const int status = ws::check_handshake(head, &reason);
+  if (status != 0) {
+    // As the websockets library (uvicorn's default) answers an invalid handshake.
+    std::string body = "Failed to open a WebSocket connection: ";
+    body += reason;
+    body += ".\n";
+    const std::size_t start = out_.size();
+    write_error_response(out_, status, body, server_->config().defaults, server_->date());
+    if (status == 405) out_.insert(out_.find("\r\n\r\n", start) + 2, "allow: GET\r\n");
+    close_after_response_ = true;
+    close_when_flushed();
+    return kPause;
+  }
+  ws_state_ = kWsHandshake;
+  in_flight_ = true;
+  server_->active_requests_++;
+  server_->handler()->on_websocket(*this, head);
+  return kContinue;
+}
+
+bool Connection::ws_accept() {
+  if (closing_ || ws_state_ != kWsHandshake) return false;
+  try {
+    ws_ = std::make_unique<ws::FrameParser>(this, server_->config().ws_max_message);
+  } catch (...) {
+    close();
+    return false;
+  }
+  ws_state_ = kWsOpen;
+  flush();
+  if (closing_) return false;
+  resume();  // frames that arrived with the handshake, then reading
+  return !closing_;
+}
+
+void Connection::ws_send(bool text, const char* data, std::size_t len) {
+  if (closing_ || ws_state_ != kWsOpen) return;
+  char h[10];
+  out_.append(h, ws::frame_header(h, text ? ws::kText : ws::kBinary, len));
+  if (len >= 16 * 1024) {
+    flush(data, len);  // large payloads by reference, copied only if the socket cannot take them now
+  } else {
+    out_.append(data, len);
+    flush();
+  }
+}
+
+void Connection::ws_close(int code, std::string_view reason) {
+  if (closing_ || ws_state_ != kWsOpen) return;
+  ws_state_ = kWsClosing;
+  ws::append_close(out_, code, reason);
+  flush();
+  if (closing_) return;
+  uv.uv_timer_start(&timer_, &Connection::on_ws_close_timer, server_->config().ws_close_timeout_ms, 0);
+  timer_armed_ = true;
+  resume();  // read on (discarding messages) until the peer's close frame
+}
+
+void Connection::ws_app_done() {
+  if (closing_) return;
+  if (ws_state_ == kWsOpen || ws_state_ == kWsDone) {
+    // As uvicorn: an app that returns without closing the session just closes the stream.
+    ws_state_ = kWsDone;
+    close_when_flushed();
+  }
+  // kWsClosing: the close handshake completes (peer's reply) or times out.
+}
+
+void Connection::ws_process(char* data, std::size_t len) {
+  if (ws_state_ == kWsDone) return;
+  const ws::FrameResult r = ws_->execute(data, len);
+  switch (r.kind) {
+    case ws::FrameResult::kOk:
+    case ws::FrameResult::kClosed:
+      return;
+    case ws::FrameResult::kPaused:
+      paused_ = true;
+      in_.append(data + r.consumed, len - r.consumed);
+      if (in_.size() > server_->config().body_high_water) stop_reading();
+      return;
+    case ws::FrameResult::kError:
+      ws_fail(r.close_code, r.reason);
+      return;
+  }
+}
+
+void Connection::ws_fail(int code, const char* reason) {
+  const bool was_open = ws_state_ == kWsOpen;
+  ws_state_ = kWsDone;
+  if (was_open) {
+    ws::append_close(out_, code, reason);
+    server_->handler()->on_ws_close(*this, code, reason);
+  }
+  close_when_flushed();
+}
+
+int Connection::on_ws_message(bool text, const char* data, std::size_t len) {
+  if (ws_state_ != kWsOpen) return kMsgContinue;  // after our close frame: discarded
+  return server_->handler()->on_ws_message(*this, text, data, len) ? kMsgPause : kMsgContinue;
+}
+
+void Connection::on_ws_ping(const char* data, std::size_t len) {
+  if (ws_state_ != kWsOpen) return;
+  ws::append_frame(out_, ws::kPong, data, len);
+  if (!in_read_) flush();
+}
+
+void Connection::on_ws_pong(const char*, std::size_t) {}
+
+void Connection::on_ws_close(int code, std::string_view reason) {
+  if (ws_state_ == kWsOpen) {
+    // The peer starts the closing handshake: echo its close frame, tell the app, close the stream.
+    ws_state_ = kWsDone;
+    ws::append_close(out_, code, reason);
+    server_->handler()->on_ws_close(*this, code, reason);
+  } else {
+    ws_state_ = kWsDone;  // the reply to our close frame
+  }
+  close_when_flushed();
+}
+
 void Connection::close_when_flushed() {
   close_after_flush_ = true;
   stop_reading();
@@ -497,6 +651,26 @@ void Connection::close_when_flushed() {
 
 void Connection::close_when_idle() {
   if (closing_) return;
+  switch (ws_state_) {
+    case kWsNone:
+      break;
+    case kWsHandshake:
+      // As uvicorn: a handshake the app has not answered yet gets a 500.
+      if (!response_.started())
+        write_error_response(out_, 500, "Internal Server Error", server_->config().defaults, server_->date());
+      close_when_flushed();
+      return;
+    case kWsOpen:
+      ws_state_ = kWsDone;
+      ws::append_close(out_, ws::kCloseServiceRestart, "");
+      server_->handler()->on_ws_close(*this, ws::kCloseServiceRestart, "");
+      close_when_flushed();
+      return;
+    case kWsClosing:
+    case kWsDone:
+      close_when_flushed();
+      return;
+  }
   close_after_response_ = true;
   if (!in_flight_ && !parser_.message_in_progress()) {
     close_when_flushed();

@@ -8,10 +8,13 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <string_view>
 
 #include "http/parser.h"
 #include "http/response.h"
+#include "http/websocket.h"
 
 namespace fa {
 
@@ -44,9 +47,22 @@ class AppHandler {
   virtual void on_native_response(Connection& c, int status) = 0;
   // A request could not be parsed; `status` is being sent. For logging.
   virtual void on_bad_request(Connection& c, int status, const char* reason) = 0;
+
+  // ---- WebSocket (only with ServerConfig::websocket; otherwise upgrade requests are answered as plain HTTP) ----
+  // A valid opening handshake arrived. Like on_request: the handler keeps its state in c.exchange and answers either
+  // by writing the 101 head to c.out() and calling c.ws_accept(), or with an HTTP response and c.finish_response().
+  virtual void on_websocket(Connection& c, const RequestHead& head) { on_request(c, head); }
+  // A complete message (text is valid UTF-8). Return true to pause reading until c.resume().
+  virtual bool on_ws_message(Connection& c, bool text, const char* data, std::size_t len) {
+    (void)c, (void)text, (void)data, (void)len;
+    return false;
+  }
+  // The session is ending with `code`: the peer's close frame (echoed), a protocol error the server failed the
+  // connection with (1002, 1007, 1009), or a graceful shutdown (1012). on_disconnect follows when the stream closes.
+  virtual void on_ws_close(Connection& c, int code, std::string_view reason) { (void)c, (void)code, (void)reason; }
 };
 
-class Connection final : public ParserListener {
+class Connection final : public ParserListener, public ws::FrameListener {
  public:
   Connection(Server* server, bool tcp);
   Connection(const Connection&) = delete;
@@ -70,8 +86,20 @@ class Connection final : public ParserListener {
   // Write "HTTP/1.1 100 Continue" if the request asked for it and it was not sent yet.
   void send_continue();
   void close();
-  // Graceful stop: close now if idle, else after the response in flight.
+  // Graceful stop: close now if idle, else after the response in flight; an open WebSocket gets a 1012 close.
   void close_when_idle();
+
+  // ---- WebSocket session (after AppHandler::on_websocket) ----
+  // The 101 head is in out(): send it and start reading frames. Returns false if the connection is gone.
+  bool ws_accept();
+  // One unfragmented text or binary message.
+  void ws_send(bool text, const char* data, std::size_t len);
+  // Send a close frame and wait (10 s at most) for the peer's reply, then close. Further messages are discarded.
+  void ws_close(int code, std::string_view reason);
+  // The app is done: close the stream now (after flushing) unless a close handshake is in progress.
+  void ws_app_done();
+  bool ws_open() const { return ws_state_ == kWsOpen; }
+  bool is_websocket() const { return ws_state_ != kWsNone; }
 
   bool closing() const { return closing_; }
   bool in_flight() const { return in_flight_; }
@@ -107,10 +135,19 @@ class Connection final : public ParserListener {
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
   static void on_write(uv_write_t* req, int status);
   static void on_timer(uv_timer_t* t);
+  static void on_ws_close_timer(uv_timer_t* t);
   static void on_handle_closed(uv_handle_t* h);
 
   void on_read_data(ssize_t nread, const uv_buf_t* buf);
-  void process(const char* data, std::size_t len);
+  void process(char* data, std::size_t len);
+  int start_websocket(const RequestHead& head);
+  void ws_process(char* data, std::size_t len);
+  void ws_fail(int code, const char* reason);
+  // ws::FrameListener
+  int on_ws_message(bool text, const char* data, std::size_t len) override;
+  void on_ws_ping(const char* data, std::size_t len) override;
+  void on_ws_pong(const char* data, std::size_t len) override;
+  void on_ws_close(int code, std::string_view reason) override;
   void handle_eof();
   void start_reading();
   void stop_reading();
@@ -134,6 +171,9 @@ class Connection final : public ParserListener {
   std::string native_body_;
   std::string native_allow_;
   const NativeRoute* native_ = nullptr;
+  enum WsState : std::uint8_t { kWsNone, kWsHandshake, kWsOpen, kWsClosing, kWsDone };
+  WsState ws_state_ = kWsNone;
+  std::unique_ptr<ws::FrameParser> ws_;  // created on accept
   static constexpr std::size_t kNativeMaxBody = 1 << 20;
   std::string peer_host_, local_host_;
   int peer_port_ = 0, local_port_ = 0;

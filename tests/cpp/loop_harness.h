@@ -105,6 +105,25 @@ class TestApp final : public fa::AppHandler {
     last_bad_status = status;
   }
 
+  // WebSocket (with ServerConfig::websocket): accepted at once (a 101 without a real accept key: the tests' client
+  // does not check it); every message is echoed; the text "close" makes the server close with 4000 "bye".
+  int ws_sessions = 0, ws_messages = 0;
+  std::vector<int> ws_close_codes;
+  void on_websocket(fa::Connection& c, const fa::RequestHead&) override {
+    ++ws_sessions;
+    heads.fetch_add(1);
+    c.exchange = nullptr;
+    c.out().append("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+    if (!c.ws_accept()) errors.push_back("ws_accept failed");
+  }
+  bool on_ws_message(fa::Connection& c, bool text, const char* data, std::size_t len) override {
+    ++ws_messages;
+    if (text && std::string_view(data, len) == "close") c.ws_close(4000, "bye");
+    else c.ws_send(text, data, len);
+    return false;
+  }
+  void on_ws_close(fa::Connection&, int code, std::string_view) override { ws_close_codes.push_back(code); }
+
   void respond(fa::Connection& c, const Pending& p) {
     const std::string body = "app " + p.method + " " + p.path + " body=" + p.body;
     const bool chunked = p.path.rfind("/chunked", 0) == 0;
