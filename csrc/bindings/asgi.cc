@@ -435,7 +435,9 @@ PyObject* send_body(Exchange* ex, PyObject* message) {
     ex->handler->wake();
     return ready_none();
   }
-  c->flush();
+  // NOTE: corked to the end of the loop turn: a 16-chunk 64 KB StreamingResponse leaves in one write instead of
+  // sixteen (uvloop corks its own transports the same way).
+  c->cork();
   ex->handler->wake();
   if (ex->conn != nullptr && !ex->conn->closing() && ex->conn->want_drain()) {
     PyObject* fut = new_future(ex->handler);
@@ -798,11 +800,13 @@ void answer_500(Exchange* ex) {
   }
 }
 
+// The app failed mid-response: what it already sent still goes out (as with uvicorn's transport), then the
+// connection closes, so the client sees a truncated response, never a desynchronised stream.
 void close_connection(Exchange* ex) {
   Connection* c = ex->conn;
   if (c == nullptr) return;
   detach(ex);
-  c->close();
+  c->close_after_output();
 }
 
 std::string request_line(Connection* c) {

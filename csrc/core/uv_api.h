@@ -46,6 +46,9 @@
   X(uv_timer_init)         \
   X(uv_timer_start)        \
   X(uv_timer_stop)         \
+  X(uv_prepare_init)       \
+  X(uv_prepare_start)      \
+  X(uv_prepare_stop)       \
   X(uv_check_init)         \
   X(uv_check_start)        \
   X(uv_check_stop)         \

@@ -408,6 +408,20 @@ void Connection::flush(const char* extra, std::size_t extra_len) {
   if (close_after_flush_ && pending_writes_ == 0) close();
 }
 
+void Connection::cork() {
+  if (closing_) return;
+  // Cork only while nothing is in flight and little is buffered: the backpressure check (want_drain) looks at
+  // libuv's write queue, whose drain is what wakes a waiting send().
+  if (pending_writes_ > 0 || out_.size() >= kCorkMaxBytes) {
+    if (!in_read_) flush();
+    return;
+  }
+  if (!corked_ && !in_read_) {
+    corked_ = true;
+    server_->cork(this);
+  }
+}
+
 void Connection::on_write(uv_write_t* req, int status) {
   auto* w = reinterpret_cast<WriteReq*>(req);
   Connection* c = static_cast<Connection*>(req->data);
@@ -680,6 +694,10 @@ void Connection::close_when_idle() {
 void Connection::close() {
   if (closing_) return;
   closing_ = true;
+  if (corked_) {
+    corked_ = false;
+    server_->uncork(this);
+  }
   stop_reading();
   if (in_flight_) {
     in_flight_ = false;

@@ -76,6 +76,9 @@ class Connection final : public ParserListener, public ws::FrameListener {
   std::string& out() { return out_; }
   // Send `out()` followed by `extra` (referenced only during this call; copied if the socket cannot take it now).
   void flush(const char* extra = nullptr, std::size_t extra_len = 0);
+  // Send `out()` at the end of this loop turn (coalescing the chunks of a streamed response into one write), or now
+  // when a write is already pending or enough is buffered.
+  void cork();
   // The current response is complete: count it, then close (keep-alive off) or go on with the next request.
   void finish_response();
   // Body consumed / response done: restart parsing buffered input and reading.
@@ -86,6 +89,8 @@ class Connection final : public ParserListener, public ws::FrameListener {
   // Write "HTTP/1.1 100 Continue" if the request asked for it and it was not sent yet.
   void send_continue();
   void close();
+  // Send what is buffered (corked output included), then close; reading stops now.
+  void close_after_output() { close_when_flushed(); }
   // Graceful stop: close now if idle, else after the response in flight; an open WebSocket gets a 1012 close.
   void close_when_idle();
 
@@ -175,6 +180,7 @@ class Connection final : public ParserListener, public ws::FrameListener {
   WsState ws_state_ = kWsNone;
   std::unique_ptr<ws::FrameParser> ws_;  // created on accept
   static constexpr std::size_t kNativeMaxBody = 1 << 20;
+  static constexpr std::size_t kCorkMaxBytes = 16 * 1024;
   std::string peer_host_, local_host_;
   int peer_port_ = 0, local_port_ = 0;
   std::uint64_t request_start_ns_ = 0;
@@ -193,6 +199,7 @@ class Connection final : public ParserListener, public ws::FrameListener {
   bool close_after_flush_ = false;
   bool continue_pending_ = false;
   bool drain_wanted_ = false;
+  bool corked_ = false;  // registered with Server::cork()
   bool idle_ = false;         // no request in progress since the last response
   bool timer_armed_ = false;  // the keep-alive timer is running
   std::uint64_t idle_since_ms_ = 0;

@@ -31,7 +31,62 @@ Server::Server(uv_loop_t* loop, AppHandler* handler, ServerConfig config)
     : loop_(loop), handler_(handler), config_(std::move(config)),
       read_buf_(static_cast<char*>(std::malloc(kReadBufferSize))) {}
 
-Server::~Server() { std::free(read_buf_); }
+Server::~Server() {
+  close_cork_handle();
+  std::free(read_buf_);
+}
+
+void Server::cork(Connection* c) {
+  if (cork_handle_ == nullptr) {
+    cork_handle_ = new uv_prepare_t();
+    uv.uv_prepare_init(loop_, cork_handle_);
+    cork_handle_->data = this;
+    live_handles_add(1);
+  }
+  corked_.push_back(c);
+  if (!cork_active_) {
+    uv.uv_prepare_start(cork_handle_, &Server::on_prepare);
+    cork_active_ = true;
+  }
+}
+
+void Server::uncork(Connection* c) {
+  for (Connection*& p : corked_)
+    if (p == c) p = nullptr;
+  for (Connection*& p : flushing_)
+    if (p == c) p = nullptr;
+}
+
+void Server::on_prepare(uv_prepare_t* p) {
+  auto* self = static_cast<Server*>(p->data);
+  self->flushing_.swap(self->corked_);  // both keep their capacity: no allocation per turn
+  for (std::size_t i = 0; i < self->flushing_.size(); ++i) {
+    Connection* c = self->flushing_[i];
+    if (c == nullptr) continue;
+    c->corked_ = false;
+    if (!c->closing()) c->flush();
+  }
+  self->flushing_.clear();
+  if (self->corked_.empty()) {
+    uv.uv_prepare_stop(self->cork_handle_);
+    self->cork_active_ = false;
+  }
+  self->handler_->on_callback_end();
+}
+
+void Server::close_cork_handle() {
+  if (cork_handle_ == nullptr) return;
+  uv.uv_prepare_stop(cork_handle_);
+  cork_active_ = false;
+  cork_handle_->data = nullptr;
+  uv.uv_close(reinterpret_cast<uv_handle_t*>(cork_handle_), [](uv_handle_t* h) {
+    live_handles_add(-1);
+    delete reinterpret_cast<uv_prepare_t*>(h);
+  });
+  cork_handle_ = nullptr;
+  corked_.clear();
+  flushing_.clear();
+}
 
 std::string Server::listen_fd(int fd, int backlog) {
   sockaddr_storage ss{};
@@ -101,6 +156,7 @@ void Server::close_all() {
   shutting_down_ = true;
   stop_accepting();
   for (Connection* c = connections_; c != nullptr; c = c->next) c->close();
+  close_cork_handle();
 }
 
 void Server::link(Connection* c) {

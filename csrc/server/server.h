@@ -89,6 +89,12 @@ class Server {
   std::size_t connection_count() const { return connection_count_; }
   std::size_t active_requests() const { return active_requests_; }
 
+  // Write corking: `c` has output to send at the end of this loop turn (flushed by a uv_prepare callback, after the
+  // turn's Task steps and before the next poll, so a streamed response's chunks leave in one write).
+  void cork(Connection* c);
+  // `c` is closing: forget it if it is corked.
+  void uncork(Connection* c);
+
   // Shared read buffer: reads are processed synchronously, leftovers are copied into the connection.
   char* read_buffer() { return read_buf_; }
   static constexpr std::size_t kReadBufferSize = 256 * 1024;
@@ -106,6 +112,8 @@ class Server {
     bool tcp;
   };
   static void on_connection(uv_stream_t* listener, int status);
+  static void on_prepare(uv_prepare_t* p);
+  void close_cork_handle();
   static void on_listener_closed(uv_handle_t* h);
   void link(Connection* c);
   void unlink(Connection* c);
@@ -118,6 +126,10 @@ class Server {
   DateCache date_;
   Router router_;
   std::vector<Listener*> listeners_;
+  uv_prepare_t* cork_handle_ = nullptr;  // heap-owned; freed by its own close callback
+  bool cork_active_ = false;
+  std::vector<Connection*> corked_;
+  std::vector<Connection*> flushing_;
   Connection* connections_ = nullptr;
   std::size_t connection_count_ = 0;
   std::size_t active_requests_ = 0;
