@@ -22,6 +22,7 @@ class ClientDisconnected(OSError):
 
 LIBUV_HEADER_VERSION: int  # UV_VERSION_HEX of the uv.h the extension was compiled against
 LLHTTP_VERSION: str
+NATIVE_ABI_VERSION: int  # FA_NATIVE_ABI_VERSION of csrc/include/fasterapi_asgi/native.h
 
 def libuv_bind(uvloop_loop_so_path: str) -> int:
     """Resolve the libuv API from uvloop's already-loaded extension module.
@@ -94,5 +95,12 @@ class Server:
     def match_native(self, method: str, path: str) -> str | None:
         """The native route pattern answering ``method path``, "405", or None (falls through to the app)."""
     def metrics_text(self) -> str: ...
+    # --loop asyncio: the private libuv loop, driven by fasterapi_asgi._embed
+    @property
+    def embedded(self) -> bool: ...
+    def _backend_fd(self) -> int: ...
+    def _backend_timeout(self) -> int: ...
+    def _run_once(self) -> None: ...
+    def _set_wakeup(self, fn: Callable[[], None] | None) -> None: ...
     def stats(self) -> dict[str, int]:
         """Counters: requests, connections_total, bytes_in, bytes_out, ..."""
