@@ -391,6 +391,18 @@ PyObject* send_start(Exchange* ex, PyObject* message) {
 
 constexpr std::size_t kZeroCopyThreshold = 16 * 1024;
 
+// What send() returns after queueing output: a Future resolved when the write queue drains below the low-water
+// mark (backpressure), or an already-completed awaitable.
+PyObject* drain_or_ready(Exchange* ex) {
+  if (ex->conn != nullptr && !ex->conn->closing() && ex->conn->want_drain()) {
+    PyObject* fut = new_future(ex->handler);
+    if (fut == nullptr) return nullptr;
+    Py_XSETREF(ex->drain_waiter, Py_NewRef(fut));
+    return fut;
+  }
+  return ready_none();
+}
+
 PyObject* send_body(Exchange* ex, PyObject* message) {
   PyObject* body = PyDict_GetItemWithError(message, m.body);
   if (body == nullptr && PyErr_Occurred()) return nullptr;
@@ -439,13 +451,7 @@ PyObject* send_body(Exchange* ex, PyObject* message) {
   // sixteen (uvloop corks its own transports the same way).
   c->cork();
   ex->handler->wake();
-  if (ex->conn != nullptr && !ex->conn->closing() && ex->conn->want_drain()) {
-    PyObject* fut = new_future(ex->handler);
-    if (fut == nullptr) return nullptr;
-    Py_XSETREF(ex->drain_waiter, Py_NewRef(fut));
-    return fut;
-  }
-  return ready_none();
+  return drain_or_ready(ex);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -691,13 +697,7 @@ PyObject* ws_send_data(Exchange* ex, PyObject* message) {
     c->ws_send(true, p, static_cast<std::size_t>(len));
   }
   ex->handler->wake();
-  if (ex->conn != nullptr && !ex->conn->closing() && ex->conn->want_drain()) {
-    PyObject* fut = new_future(ex->handler);
-    if (fut == nullptr) return nullptr;
-    Py_XSETREF(ex->drain_waiter, Py_NewRef(fut));
-    return fut;
-  }
-  return ready_none();
+  return drain_or_ready(ex);
 }
 
 PyObject* ws_send_close(Exchange* ex, PyObject* message) {
