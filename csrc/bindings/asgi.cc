@@ -588,13 +588,7 @@ PyObject* ws_send_accept(Exchange* ex, PyObject* message) {
                      "Sec-WebSocket-Accept: ";
   head += accept;
   head += "\r\n";
-  const ServerConfig& cfg = c->server()->config();
-  head += cfg.defaults.header_block;
-  if (cfg.defaults.date_header) {
-    head += "date: ";
-    head += c->server()->date().now();
-    head += "\r\n";
-  }
+  append_default_headers(head, c->server()->config().defaults, c->server()->date());
   if (headers != nullptr && headers != Py_None) {
     PyObject* seq = PySequence_Fast(headers, "websocket.accept headers must be an iterable of [name, value] pairs");
     if (seq == nullptr) return nullptr;
@@ -823,7 +817,18 @@ std::string request_line(Connection* c) {
 void app_finished(Exchange* ex) {
   ex->app_done = true;
   Py_CLEAR(ex->task);
-  if (ex->drain_waiter != nullptr) Py_CLEAR(ex->drain_waiter);
+  Py_CLEAR(ex->drain_waiter);
+}
+
+// As uvicorn: an ASGI callable must return None; anything else is logged (the caller then closes).
+void log_non_none_result(Exchange* ex, PyObject* result) {
+  PyObject* r = PyObject_Repr(result);
+  const char* text = r != nullptr ? PyUnicode_AsUTF8(r) : nullptr;
+  ex->handler->log_error(std::string("ASGI callable should return None, but returned '") + (text != nullptr ? text : "?") +
+                             "'.",
+                         nullptr);
+  Py_XDECREF(r);
+  PyErr_Clear();
 }
 
 // The WebSocket app finished (exc set: it raised). As uvicorn: no handshake answer yet -> 500; an open session is
@@ -837,12 +842,7 @@ void ws_app_finished(Exchange* ex, PyObject* exc, PyObject* result) {
   } else if (!w->handshake_done && ex->conn != nullptr && !ex->disconnected) {
     ex->handler->log_error("ASGI callable returned without completing handshake.", nullptr);
   } else if (result != Py_None) {
-    PyObject* r = PyObject_Repr(result);
-    ex->handler->log_error(std::string("ASGI callable should return None, but returned '") +
-                               (r != nullptr ? PyUnicode_AsUTF8(r) : "?") + "'.",
-                           nullptr);
-    Py_XDECREF(r);
-    PyErr_Clear();
+    log_non_none_result(ex, result);
   }
   if (!w->handshake_done) {
     w->handshake_done = true;
@@ -855,33 +855,27 @@ void ws_app_finished(Exchange* ex, PyObject* exc, PyObject* result) {
   ex->handler->wake();
 }
 
-PyObject* exchange_app_failed(PyObject* self, PyObject* exc) {
-  Exchange* ex = reinterpret_cast<Exchange*>(self);
+// The app's coroutine raised `exc` (called by the Runner, with the GIL).
+void app_failed(Exchange* ex, PyObject* exc) {
   if (ex->ws != nullptr) {
     ws_app_finished(ex, exc, nullptr);
-    Py_RETURN_NONE;
+    return;
   }
   ex->handler->log_error("Exception in ASGI application" + request_line(ex->conn) + "\n", exc);
   if (!ex->response_started) answer_500(ex);
   else if (!ex->response_complete) close_connection(ex);
   app_finished(ex);
   ex->handler->wake();
-  Py_RETURN_NONE;
 }
 
-PyObject* exchange_app_returned(PyObject* self, PyObject* result) {
-  Exchange* ex = reinterpret_cast<Exchange*>(self);
+// The app's coroutine returned `result` (called by the Runner, with the GIL).
+void app_returned(Exchange* ex, PyObject* result) {
   if (ex->ws != nullptr) {
     ws_app_finished(ex, nullptr, result);
-    Py_RETURN_NONE;
+    return;
   }
   if (result != Py_None) {
-    PyObject* r = PyObject_Repr(result);
-    ex->handler->log_error(std::string("ASGI callable should return None, but returned '") +
-                               (r != nullptr ? PyUnicode_AsUTF8(r) : "?") + "'.",
-                           nullptr);
-    Py_XDECREF(r);
-    PyErr_Clear();
+    log_non_none_result(ex, result);
     close_connection(ex);
   } else if (!ex->response_started && !ex->disconnected && ex->conn != nullptr) {
     ex->handler->log_error("ASGI callable returned without starting response." + request_line(ex->conn), nullptr);
@@ -892,7 +886,6 @@ PyObject* exchange_app_returned(PyObject* self, PyObject* result) {
   }
   app_finished(ex);
   ex->handler->wake();
-  Py_RETURN_NONE;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -900,8 +893,8 @@ PyObject* exchange_app_returned(PyObject* self, PyObject* result) {
 // finishes, reports how (return value or exception) to the Exchange, exactly like
 //     async def run(app, scope, receive, send):
 //         try: result = await app(scope, receive, send)
-//         except BaseException as exc: send._app_failed(exc)
-//         else: send._app_returned(result)
+//         except BaseException as exc: <log; 500 or close>       (app_failed)
+//         else: <check the response was completed>              (app_returned)
 // but without a Python frame per step. NOTE: measured with benchmarks/apps/raw_asgi.py (wrk -c64, pinned cores):
 // 87.9k -> see docs/benchmarks.md for the before/after of this change.
 // ---------------------------------------------------------------------------------------------------------------
@@ -912,28 +905,23 @@ struct Runner {
 };
 PyTypeObject RunnerType = {PyVarObject_HEAD_INIT(nullptr, 0)};
 
-PyObject* exchange_app_failed(PyObject* self, PyObject* exc);
-PyObject* exchange_app_returned(PyObject* self, PyObject* result);
 
 // The app's coroutine ended (value on return, or an exception set). Reports it; returns true when reported.
 void runner_finish(Runner* r, PyObject* value) {
   Exchange* ex = r->ex;
   r->ex = nullptr;
-  PyObject* res;
   if (value != nullptr) {
-    res = exchange_app_returned(reinterpret_cast<PyObject*>(ex), value);
+    app_returned(ex, value);
   } else {
     PyObject *t, *v, *tb;
     PyErr_Fetch(&t, &v, &tb);
     PyErr_NormalizeException(&t, &v, &tb);
     if (tb != nullptr && v != nullptr) PyException_SetTraceback(v, tb);
-    res = exchange_app_failed(reinterpret_cast<PyObject*>(ex), v != nullptr ? v : Py_None);
+    app_failed(ex, v != nullptr ? v : Py_None);
     Py_XDECREF(t);
     Py_XDECREF(v);
     Py_XDECREF(tb);
   }
-  Py_XDECREF(res);
-  if (res == nullptr) PyErr_WriteUnraisable(reinterpret_cast<PyObject*>(ex));
   Py_DECREF(reinterpret_cast<PyObject*>(ex));
   Py_CLEAR(r->coro);
 }
@@ -1049,9 +1037,6 @@ PyObject* runner_new(PyObject* coro, Exchange* ex) {
   return reinterpret_cast<PyObject*>(r);
 }
 
-PyMethodDef exchange_methods[] = {{"_app_failed", exchange_app_failed, METH_O, nullptr},
-                                  {"_app_returned", exchange_app_returned, METH_O, nullptr},
-                                  {nullptr, nullptr, 0, nullptr}};
 
 int exchange_traverse(PyObject* self, visitproc visit, void* arg) {
   Exchange* ex = reinterpret_cast<Exchange*>(self);
@@ -1140,7 +1125,6 @@ bool asgi_types_ready() {
   ExchangeType.tp_call = PyVectorcall_Call;
   ExchangeType.tp_traverse = exchange_traverse;
   ExchangeType.tp_clear = exchange_clear;
-  ExchangeType.tp_methods = exchange_methods;
 
   ReceiveType.tp_name = "fasterapi_asgi._core.Receive";
   ReceiveType.tp_basicsize = sizeof(Receive);

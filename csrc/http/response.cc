@@ -177,12 +177,7 @@ const char* ResponseState::write_head(std::string& out, int status, const std::s
   no_body_ = head_request_ || status < 200 || status == 204 || status == 304;
   const std::size_t mark = out.size();
   out.append(line);
-  out.append(defaults.header_block);
-  if (defaults.date_header) {
-    out.append("date: ");
-    out.append(date.now());
-    out.append("\r\n");
-  }
+  append_default_headers(out, defaults, date);
   for (std::size_t i = 0; i < count; ++i) {
     const std::string_view name = names[i], value = values[i];
     if (ascii_iequals(name, "content-length")) {
@@ -258,16 +253,20 @@ const char* ResponseState::frame_body(std::string& out, std::size_t len, bool mo
   return nullptr;
 }
 
-void write_error_response(std::string& out, int status, std::string_view body, const ResponseDefaults& defaults,
-                          DateCache& date) {
-  char scratch[64];
-  out.append(status_line(status, scratch));
+void append_default_headers(std::string& out, const ResponseDefaults& defaults, DateCache& date) {
   out.append(defaults.header_block);
   if (defaults.date_header) {
     out.append("date: ");
     out.append(date.now());
     out.append("\r\n");
   }
+}
+
+void write_error_response(std::string& out, int status, std::string_view body, const ResponseDefaults& defaults,
+                          DateCache& date) {
+  char scratch[64];
+  out.append(status_line(status, scratch));
+  append_default_headers(out, defaults, date);
   char len[48];
   const int n = std::snprintf(len, sizeof len, "content-length: %zu\r\n", body.size());
   out.append("content-type: text/plain; charset=utf-8\r\n");

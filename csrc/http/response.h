@@ -76,6 +76,9 @@ class ResponseState {
   std::uint64_t sent_ = 0;
 };
 
+// The header lines every response carries: the pre-formatted default block (server, --header) and `date`.
+void append_default_headers(std::string& out, const ResponseDefaults& defaults, DateCache& date);
+
 // A complete, minimal error response ("400 Bad Request" with a short text body, connection: close).
 void write_error_response(std::string& out, int status, std::string_view body, const ResponseDefaults& defaults,
                           DateCache& date);

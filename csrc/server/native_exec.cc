@@ -52,12 +52,7 @@ void write_head(Connection& c, int status, std::string_view headers, std::size_t
   std::string_view line = status_line(status, scratch);
   if (line.empty()) line = status_line(500, scratch);
   out.append(line);
-  out.append(server.config().defaults.header_block);
-  if (server.config().defaults.date_header) {
-    out.append("date: ");
-    out.append(server.date().now());
-    out.append("\r\n");
-  }
+  append_default_headers(out, server.config().defaults, server.date());
   out.append(headers);
   if (emit_length) {
     out.append("content-length: ");
