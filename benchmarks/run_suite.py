@@ -1,4 +1,4 @@
-"""The project's benchmark suite: every scenario of BENCHMARKING.md, against every peer.
+"""The project's benchmark suite: every scenario of docs/benchmarks.md ("The suite"), against every peer.
 
     python benchmarks/run_suite.py                      # full run (about 25 minutes on 2 cores)
     python benchmarks/run_suite.py --write-docs         # ... and update docs/benchmarks.md + chart
@@ -12,7 +12,7 @@ bench.md and the raw wrk/server logs, plus suite.json and suite.md). Scenarios t
 something missing (native routes, nginx) are reported "not available", not failed. Exit code:
 0 when every available scenario ran, 1 when one failed to run, 2 on a usage error.
 
-Optional micro-level sections (BENCHMARKING.md, "Micro-level"): ``--micro`` builds and runs the C++
+Optional micro-level sections (docs/benchmarks.md, "Micro-benchmarks"): ``--micro`` builds and runs the C++
 parse + route benchmark (benchmarks/micro, ``build/bench``), ``--callgrind`` runs
 benchmarks/callgrind.py (instructions per raw ASGI request under valgrind). Their results go to
 ``micro/`` and ``callgrind/`` in ``--out``, to suite.md, and with --write-docs to their own block of
@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/run_suite.py " + shlex.join(argv),
         "machine": {
             "platform": platform.platform(),
-            "cpu": runner._cpu_model(),
+            "cpu": runner.cpu_model(),
             "cpus": os.cpu_count(),
             "pinning": f"server CPU {pinning.server_cpu}, load CPU {pinning.load_cpu}"
             if pinning.server_cpu is not None

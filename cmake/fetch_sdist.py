@@ -35,8 +35,10 @@ def main(argv: list[str]) -> int:
             "pip",
             "download",
             "--quiet",
+            # Only this package as source; its build requirements (pip reads the sdist's metadata with
+            # them) may be wheels: forcing those to source too compiled Cython, minutes per build.
             "--no-binary",
-            ":all:",
+            name,
             "--no-deps",
             "--no-build-isolation",
             f"{name}=={version}",

@@ -246,8 +246,14 @@ class Server:
             logger.info("Waiting for connections to close. (CTRL+C to force quit)")
         while core.connections and not self.force_exit:
             if deadline is not None and time.monotonic() >= deadline:
+                # uvicorn cancels the request tasks here. The core does not hand its request tasks to
+                # Python: core.close() below closes the connections instead, so every in-flight
+                # request sees http.disconnect and its further sends are dropped; no task is cancelled.
                 logger.error(
-                    "Cancel %s running task(s), timeout graceful shutdown exceeded", core.active_requests
+                    "Closing %d connection(s) with %d request(s) in progress: "
+                    "timeout graceful shutdown exceeded",
+                    core.connections,
+                    core.active_requests,
                 )
                 break
             await asyncio.sleep(_TICK)

@@ -93,7 +93,7 @@ def _tool_version(argv: Sequence[str]) -> str:
     return text[0].split(" Copyright")[0].strip() if text else "unknown"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -119,7 +119,7 @@ def environment(config: BenchConfig, pinning: servers.Pinning) -> dict[str, obje
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "load_generator": gen,
         "pinning": pin,
