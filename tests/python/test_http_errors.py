@@ -144,6 +144,17 @@ def test_app_raises_before_start_500(server: ServerProcess) -> None:
     assert_still_serving(server)
 
 
+def test_head_app_raises_before_start_500_without_body(server: ServerProcess) -> None:
+    """No body for HEAD, ever: not even on the server's own 500 (uvicorn sends none)."""
+    with RawClient(server.port) as c:
+        c.send(request("HEAD", "/raise-before"))
+        r = c.read_response("HEAD")
+        assert r.status == 500
+        assert c.wait_closed(3)
+        assert c.buf == b"", f"bytes after the head of a HEAD response: {bytes(c.buf)!r}"
+    assert_still_serving(server)
+
+
 def test_app_raises_after_start_closes(server: ServerProcess) -> None:
     with RawClient(server.port) as c:
         c.send(request("GET", "/raise-after") + request("GET", "/"))

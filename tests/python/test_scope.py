@@ -115,6 +115,16 @@ def test_state_is_shallow_copied_per_request(kind: str, start_server: StartServe
         assert state == {"started": True, "counter": 0, "shared_list": [0, 1]}
 
 
+def test_scope_asgi_dict_is_per_request(server: ServerProcess) -> None:
+    """An app that writes to scope["asgi"] changes only its own request's scope (as uvicorn: a new dict)."""
+    with httpx.Client(base_url=server.url) as client:
+        first = client.get("/asgi-mutate").json()
+        assert "mutated" not in first, first
+        second = client.get("/asgi-mutate").json()
+        assert "mutated" not in second, f"scope['asgi'] written by an earlier request: {second}"
+        assert second["version"] == "3.0"
+
+
 def test_lifespan_off(kind: str, start_server: StartServer) -> None:
     srv = start_server(kind, "raw_app:app", "--lifespan", "off")
     with httpx.Client(base_url=srv.url) as client:

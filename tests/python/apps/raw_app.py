@@ -243,6 +243,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901
         state["leak"] = True
         state.setdefault("shared_list", []).append(len(state["shared_list"]))
         await _json(send, _jsonable(dict(state)))
+    elif route == "/asgi-mutate":
+        # Reports scope["asgi"] as this request received it, then writes to it.
+        seen = dict(scope["asgi"])
+        scope["asgi"]["mutated"] = True
+        await _json(send, seen)
     elif route == "/slow":
         delay = float(q.get("delay", "1"))
         marker(f"APP-SLOW-START {q.get('id', '')}")
