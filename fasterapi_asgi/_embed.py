@@ -13,22 +13,27 @@ from typing import Any
 
 
 class Embedded:
+    """Drives the core's private loop from ``loop``. ``core`` is a non-owning reference to the native server:
+    ``detach()`` (called by the server before it is destroyed) guarantees that nothing reaches it afterwards,
+    including a tick already scheduled with ``call_soon``."""
+
     def __init__(self, loop: asyncio.AbstractEventLoop, core: Any) -> None:
         self._loop = loop
-        self._core = core
+        self._core: Any = core
         self._timer: asyncio.TimerHandle | None = None
-        self._scheduled = False
+        self._soon: asyncio.Handle | None = None
         self._fd = core._backend_fd()
         loop.add_reader(self._fd, self._tick)
         core._set_wakeup(self._wake)
 
     def _wake(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._tick)
+        if self._soon is None and self._core is not None:
+            self._soon = self._loop.call_soon(self._tick)
 
     def _tick(self) -> None:
-        self._scheduled = False
+        self._soon = None
+        if self._core is None:
+            return
         self._core._run_once()
         if self._timer is not None:
             self._timer.cancel()
@@ -38,7 +43,13 @@ class Embedded:
             self._timer = self._loop.call_later(timeout / 1000.0, self._tick)
 
     def detach(self) -> None:
+        if self._core is None:
+            return
         self._core._set_wakeup(None)
+        self._core = None
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

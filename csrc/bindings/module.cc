@@ -1,5 +1,5 @@
 // fasterapi_asgi._core: the Server object and module functions (cold path, pybind11). The hot-path Python types
-// live in asgi.cc.
+// are plain C-API types: awaitables.cc, exchange.cc, runner.cc.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -8,9 +8,13 @@
 #include <cstdlib>
 #include <string>
 
-#include "bindings/asgi.h"
+#include "bindings/app_handler.h"
+#include "bindings/awaitables.h"
+#include "bindings/exchange.h"
+#include "bindings/py_names.h"
+#include "bindings/runner.h"
 #include "core/uv_api.h"
-#include "server/native_exec.h"
+#include "server/metrics.h"
 #include "server/server.h"
 
 namespace py = pybind11;
@@ -43,7 +47,7 @@ class PyServer {
       if (uvl == nullptr) throw py::error_already_set();
     } else {
       own_loop_ = static_cast<uv_loop_t*>(std::malloc(sizeof(uv_loop_t)));
-      const int rc = uv.uv_loop_init(own_loop_);
+      const int rc = own_loop_ != nullptr ? uv.uv_loop_init(own_loop_) : UV_ENOMEM;
       if (rc != 0) {
         std::free(own_loop_);
         own_loop_ = nullptr;
@@ -57,31 +61,55 @@ class PyServer {
     if (!max_header_bytes.is_none()) cfg.limits.max_header_bytes = max_header_bytes.cast<std::size_t>();
     cfg.defaults.date_header = date_header;
     cfg.websocket = websocket;
-    if (ws_max_size == 0) throw py::value_error("ws_max_size must be positive");
+    if (ws_max_size == 0) {
+      free_own_loop();
+      throw py::value_error("ws_max_size must be positive");
+    }
     cfg.ws_max_message = ws_max_size;
     bool has_server = false;
     std::string custom;
     for (auto& [n, v] : default_headers) {
       const std::string name = n, value = v;
-      if (!is_valid_header_name(name) || !is_valid_header_value(value))
+      if (header_error(name, value) != nullptr) {
+        free_own_loop();
         throw py::value_error("invalid default header: " + name);
+      }
       if (ascii_iequals(name, "server")) has_server = true;
       custom += name + ": " + value + "\r\n";
     }
     if (server_header && !has_server) cfg.defaults.header_block = "server: fasterapi-asgi\r\n";
     cfg.defaults.header_block += custom;
     py::object root = py::str(root_path);
-    if (asgi_version != "3.0" && asgi_version != "2.0") throw py::value_error("asgi_version must be '3.0' or '2.0'");
-    handler_ = new PyAppHandler(loop.ptr(), app.ptr(), error_log.ptr(), access_log.ptr(), state.ptr(),
-                                root.ptr(), asgi_version.c_str());
+    if (asgi_version != "3.0" && asgi_version != "2.0") {
+      free_own_loop();
+      throw py::value_error("asgi_version must be '3.0' or '2.0'");
+    }
+    handler_ = PyAppHandler::create(loop.ptr(), app.ptr(), error_log.ptr(), access_log.ptr(), state.ptr(), root.ptr(),
+                                    asgi_version.c_str());
+    if (handler_ == nullptr) {
+      free_own_loop();
+      throw py::error_already_set();
+    }
     server_ = new Server(uvl, handler_, std::move(cfg));
-    handler_->attach(server_);
     server_->stages().enabled = stats;
     if (own_loop_ != nullptr) {
-      embed_ = py::module_::import("fasterapi_asgi._embed").attr("Embedded")(loop, py::cast(this, py::return_value_policy::reference));
+      try {
+        embed_ = py::module_::import("fasterapi_asgi._embed")
+                     .attr("Embedded")(loop, py::cast(this, py::return_value_policy::reference));
+      } catch (...) {
+        delete server_;
+        server_ = nullptr;
+        handler_->release();
+        handler_ = nullptr;
+        free_own_loop();
+        throw;
+      }
     }
   }
 
+  // Ownership: the handler is counted (this object holds one reference, every request's Exchange one), so a
+  // request Task that outlives this object still finds it. The core server is deleted here when no connection is
+  // left, else handed to the handler, which deletes it once the last connection has closed.
   ~PyServer() {
     if (server_ == nullptr) return;
     server_->close_all();
@@ -91,15 +119,13 @@ class PyServer {
       for (int i = 0; i < 100 && server_->connection_count() > 0; ++i) run_once();
       run_once();
     }
-    if (server_->connection_count() == 0) {
-      delete server_;
-      delete handler_;
-    } else {
-      handler_->orphan();
-    }
-    if (own_loop_ != nullptr) {
-      if (uv.uv_loop_close(own_loop_) == 0) std::free(own_loop_);  // else: leaked rather than freed while in use
-    }
+    handler_->set_wakeup(nullptr);
+    if (server_->connection_count() == 0) delete server_;
+    else handler_->adopt_orphan(server_);
+    server_ = nullptr;
+    handler_->release();
+    handler_ = nullptr;
+    if (own_loop_ != nullptr && uv.uv_loop_close(own_loop_) == 0) free_own_loop();  // else leaked, not freed in use
   }
 
   void listen(py::object sock, int backlog) {
@@ -151,7 +177,7 @@ class PyServer {
     r.status = status;
     r.body = body;
     for (const auto& [n, v] : headers) {
-      if (!is_valid_header_name(n) || !is_valid_header_value(v)) throw py::value_error("invalid header: " + n);
+      if (header_error(n, v) != nullptr) throw py::value_error("invalid header: " + n);
       r.headers += n + ": " + v + "\r\n";
     }
     const bool no_body = status < 200 || status == 204 || status == 304;
@@ -198,7 +224,7 @@ class PyServer {
       default: return py::none();
     }
   }
-  std::string metrics_text() { return render_metrics(*server_); }
+  std::string metrics_text() const { return render_metrics(*server_); }
 
   // ---- asyncio embedding (private loop) ----
   int backend_fd() const { return own_loop_ != nullptr ? uv.uv_backend_fd(own_loop_) : -1; }
@@ -217,10 +243,17 @@ class PyServer {
 
  private:
   void add(const std::string& method, const std::string& pattern, NativeRoute r) {
-    const std::string err = server_->router().add(method, pattern, std::move(r));
+    const std::string err = server_->add_route(method, pattern, std::move(r));
     if (!err.empty()) throw py::value_error(err);
   }
   void wake() { handler_->wake(); }
+  // Constructor failure paths: the private loop has no handle yet.
+  void free_own_loop() {
+    if (own_loop_ == nullptr) return;
+    uv.uv_loop_close(own_loop_);
+    std::free(own_loop_);
+    own_loop_ = nullptr;
+  }
 
   PyAppHandler* handler_ = nullptr;
   Server* server_ = nullptr;
@@ -234,20 +267,23 @@ class PyServer {
 PYBIND11_MODULE(_core, mod) {
   using fa::PyServer;
   mod.doc() = "fasterapi-asgi native core (private; use the fasterapi_asgi package)";
-  if (!fa::asgi_types_ready()) throw py::error_already_set();
+  if (!fa::py_names_init() || !fa::awaitables_init() || !fa::exchange_types_init() || !fa::runner_type_init())
+    throw py::error_already_set();
   mod.attr("LIBUV_HEADER_VERSION") = UV_VERSION_HEX;
 #ifdef FA_LLHTTP_VERSION
   mod.attr("LLHTTP_VERSION") = FA_LLHTTP_VERSION;
 #endif
   mod.attr("NATIVE_ABI_VERSION") = FA_NATIVE_ABI_VERSION;
   // Raised by a WebSocket send() after the client went away (an OSError, as uvicorn's ClientDisconnected).
-  mod.attr("ClientDisconnected") = py::reinterpret_borrow<py::object>(fa::client_disconnected_type());
+  mod.attr("ClientDisconnected") = py::reinterpret_borrow<py::object>(fa::names.client_disconnected);
   mod.def("libuv_bind", [](const std::string& path) {
     std::string error;
     if (!fa::uv_api_bind(path.c_str(), &error)) throw std::runtime_error(error);
     return fa::uv.uv_version();
   });
   mod.def("live_handles", &fa::live_handles);
+  mod.def("live_app_handlers", &fa::PyAppHandler::live_count,
+          "App handlers alive (a request Task keeps its server's alive after the Server object is gone).");
   py::class_<PyServer>(mod, "Server")
       .def(py::init<py::object, py::object, py::object, py::object, std::string, bool, bool,
                     std::vector<std::pair<py::bytes, py::bytes>>, double, py::object, py::object, py::object,

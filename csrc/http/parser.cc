@@ -14,19 +14,10 @@ bool known_transfer_coding(std::string_view token) { return ascii_iequals(token,
 
 // True when every comma-separated coding in a Transfer-Encoding value is one the server knows.
 bool transfer_codings_known(std::string_view value) {
-  std::size_t start = 0;
-  while (start <= value.size()) {
-    std::size_t end = value.find(',', start);
-    if (end == std::string_view::npos) end = value.size();
-    std::string_view token = value.substr(start, end - start);
-    while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
-    while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
-    const auto semi = token.find(';');
-    if (semi != std::string_view::npos) token = token.substr(0, semi);
-    if (!token.empty() && !known_transfer_coding(token)) return false;
-    start = end + 1;
-  }
-  return true;
+  return !for_each_list_item(value, [](std::string_view coding) {
+    coding = trim_ows(coding.substr(0, coding.find(';')));
+    return !coding.empty() && !known_transfer_coding(coding);
+  });
 }
 
 }  // namespace

@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/slice.h"
+#include "core/strings.h"
 
 namespace fa {
 

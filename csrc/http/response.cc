@@ -2,7 +2,7 @@
 
 #include <cstdio>
 
-#include "core/slice.h"
+#include "core/strings.h"
 
 namespace fa {
 
@@ -33,20 +33,6 @@ bool parse_content_length(std::string_view v, std::uint64_t* out) {
   return true;
 }
 
-bool contains_token(std::string_view value, std::string_view token) {
-  std::size_t start = 0;
-  while (start <= value.size()) {
-    std::size_t end = value.find(',', start);
-    if (end == std::string_view::npos) end = value.size();
-    std::string_view t = value.substr(start, end - start);
-    while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
-    while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
-    if (ascii_iequals(t, token)) return true;
-    start = end + 1;
-  }
-  return false;
-}
-
 // "<len in hex>\r\n", the chunk-size line.
 void append_hex_line(std::string& out, std::size_t len) {
   char buf[20];
@@ -73,6 +59,22 @@ bool is_valid_header_value(std::string_view value) {
   for (unsigned char c : value)
     if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
   return true;
+}
+
+const char* header_error(std::string_view name, std::string_view value) {
+  if (!is_valid_header_name(name)) return "Invalid HTTP header name.";
+  if (!is_valid_header_value(value)) return "Invalid HTTP header value.";
+  return nullptr;
+}
+
+void append_decimal(std::string& out, std::uint64_t n) {
+  char digits[24];
+  char* p = digits + sizeof digits;
+  do {
+    *--p = static_cast<char>('0' + n % 10);
+    n /= 10;
+  } while (n != 0);
+  out.append(p, static_cast<std::size_t>(digits + sizeof digits - p));
 }
 
 std::string_view reason_phrase(int status) {
@@ -169,12 +171,10 @@ const char* ResponseState::write_head(std::string& out, int status, const std::s
   char scratch[64];
   const std::string_view line = status_line(status, scratch);
   if (line.empty()) return "Invalid HTTP status code in response.";
-  for (std::size_t i = 0; i < count; ++i) {
-    if (!is_valid_header_name(names[i])) return "Invalid HTTP header name.";
-    if (!is_valid_header_value(values[i])) return "Invalid HTTP header value.";
-  }
-  status_ = status;
-  no_body_ = head_request_ || status < 200 || status == 204 || status == 304;
+  for (std::size_t i = 0; i < count; ++i)
+    if (const char* err = header_error(names[i], values[i])) return err;
+  bool saw_length = false, saw_chunked = false, app_close = false;
+  std::uint64_t length = 0;
   const std::size_t mark = out.size();
   out.append(line);
   append_default_headers(out, defaults, date);
@@ -182,29 +182,33 @@ const char* ResponseState::write_head(std::string& out, int status, const std::s
     const std::string_view name = names[i], value = values[i];
     if (ascii_iequals(name, "content-length")) {
       std::uint64_t n = 0;
-      if (!parse_content_length(value, &n) || (saw_length_ && n != content_length_)) {
+      if (!parse_content_length(value, &n) || (saw_length && n != length)) {
         out.resize(mark);
         return "Invalid Content-Length header in response.";
       }
-      saw_length_ = true;
-      content_length_ = n;
+      saw_length = true;
+      length = n;
     } else if (ascii_iequals(name, "transfer-encoding")) {
-      if (contains_token(value, "chunked")) saw_chunked_ = true;
+      if (list_has_token(value, "chunked")) saw_chunked = true;
     } else if (ascii_iequals(name, "connection")) {
-      if (contains_token(value, "close")) app_connection_close_ = true;
+      if (list_has_token(value, "close")) app_close = true;
     }
     out.append(name);
     out.append(": ");
     out.append(value);
     out.append("\r\n");
   }
-  if (app_connection_close_) keep_alive_ = false;
+  // Committed only now: a refused head leaves no trace in the state.
+  status_ = status;
+  no_body_ = head_request_ || status < 200 || status == 204 || status == 304;
+  content_length_ = length;
+  if (app_close) keep_alive_ = false;
   if (no_body_) {
     framing_ = kNone;
-  } else if (saw_chunked_) {
+  } else if (saw_chunked) {
     // The app asked for chunked itself: it keeps the header it wrote; the server does the chunk framing.
     framing_ = kChunked;
-  } else if (saw_length_) {
+  } else if (saw_length) {
     framing_ = kLength;
   } else if (http10_) {
     framing_ = kUntilClose;
@@ -213,7 +217,7 @@ const char* ResponseState::write_head(std::string& out, int status, const std::s
     framing_ = kChunked;
     out.append("transfer-encoding: chunked\r\n");
   }
-  if (!keep_alive_ && !app_connection_close_) {
+  if (!keep_alive_ && !app_close) {
     out.append("connection: close\r\n");
   } else if (keep_alive_ && http10_) {
     out.append("connection: keep-alive\r\n");
@@ -262,17 +266,18 @@ void append_default_headers(std::string& out, const ResponseDefaults& defaults, 
   }
 }
 
-void write_error_response(std::string& out, int status, std::string_view body, const ResponseDefaults& defaults,
-                          DateCache& date) {
+void write_error_response(std::string& out, int status, std::string_view body, std::string_view extra_headers,
+                          bool head_request, const ResponseDefaults& defaults, DateCache& date) {
   char scratch[64];
-  out.append(status_line(status, scratch));
+  std::string_view line = status_line(status, scratch);
+  if (line.empty()) line = status_line(500, scratch);
+  out.append(line);
   append_default_headers(out, defaults, date);
-  char len[48];
-  const int n = std::snprintf(len, sizeof len, "content-length: %zu\r\n", body.size());
-  out.append("content-type: text/plain; charset=utf-8\r\n");
-  out.append(len, static_cast<std::size_t>(n));
-  out.append("connection: close\r\n\r\n");
-  out.append(body);
+  out.append(extra_headers);
+  out.append("content-type: text/plain; charset=utf-8\r\ncontent-length: ");
+  append_decimal(out, body.size());
+  out.append("\r\nconnection: close\r\n\r\n");
+  if (!head_request) out.append(body);
 }
 
 }  // namespace fa

@@ -25,19 +25,6 @@ const NativeRoute* Router::Methods::find(std::string_view method) const {
   return nullptr;
 }
 
-std::string Router::Methods::allow() const {
-  std::string out;
-  bool has_get = false, has_head = false;
-  for (const auto& [m, r] : by_method) {
-    if (!out.empty()) out += ", ";
-    out += m;
-    has_get |= m == "GET";
-    has_head |= m == "HEAD";
-  }
-  if (has_get && !has_head) out += ", HEAD";
-  return out;
-}
-
 std::string Router::add(std::string_view method, std::string_view pattern, NativeRoute route) {
   if (!valid_method(method)) return "invalid method: " + std::string(method);
   if (pattern.empty() || pattern.front() != '/') return "a route path must start with '/': " + std::string(pattern);
@@ -96,6 +83,7 @@ std::string Router::add(std::string_view method, std::string_view pattern, Nativ
   for (const auto& [m, r] : methods->by_method)
     if (m == method) return "duplicate native route: " + std::string(method) + " " + std::string(pattern);
   // Stored only once accepted: routes() feeds the metrics, a rejected registration must leave no trace.
+  route.id = storage_.size();
   storage_.push_back(std::make_unique<NativeRoute>(std::move(route)));
   methods->by_method.emplace_back(std::string(method), storage_.back().get());
   return {};
@@ -190,8 +178,8 @@ void Router::Methods::allow_of(const Methods* const* sets, std::size_t n, std::s
   if (has_get && !has_head) out->append(", HEAD");
 }
 
-std::vector<NativeRoute*> Router::routes() {
-  std::vector<NativeRoute*> out;
+std::vector<const NativeRoute*> Router::routes() const {
+  std::vector<const NativeRoute*> out;
   for (auto& r : storage_) out.push_back(r.get());
   return out;
 }

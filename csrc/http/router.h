@@ -25,12 +25,8 @@ struct NativeRoute {
   void* user_data = nullptr;
   std::string pattern;  // as registered, for metrics labels
   std::string method;   // as registered, for metrics labels
-  std::uint64_t hits = 0;
-  std::uint64_t latency_buckets[12] = {};  // counts per bucket of kLatencyBoundsUs (last: +Inf)
-  double latency_sum_us = 0;
+  std::size_t id = 0;   // registration index (0, 1, ...): where the server keeps this route's statistics
 };
-
-constexpr double kLatencyBoundsUs[11] = {5, 10, 25, 50, 100, 250, 500, 1000, 5000, 25000, 100000};
 
 struct RouteParams {
   static constexpr int kMax = 8;
@@ -50,7 +46,8 @@ class Router {
               std::string* allow) const;
 
   bool empty() const { return static_.empty() && dynamic_.empty(); }
-  std::vector<NativeRoute*> routes();
+  // Every registered route, in registration order (route->id is its index).
+  std::vector<const NativeRoute*> routes() const;
 
  private:
   struct Segment {
@@ -60,7 +57,6 @@ class Router {
   struct Methods {
     std::vector<std::pair<std::string, NativeRoute*>> by_method;
     const NativeRoute* find(std::string_view method) const;
-    std::string allow() const;
     static void allow_of(const Methods* const* sets, std::size_t n, std::string* out);
   };
   struct Dynamic {

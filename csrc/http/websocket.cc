@@ -133,23 +133,6 @@ std::string client_frame(std::uint8_t opcode, std::string_view payload, bool fin
 
 namespace {
 
-std::string_view trim(std::string_view v) {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-  return v;
-}
-
-bool has_token(std::string_view list, std::string_view token) {
-  std::size_t start = 0;
-  while (start <= list.size()) {
-    std::size_t end = list.find(',', start);
-    if (end == std::string_view::npos) end = list.size();
-    if (ascii_iequals(trim(list.substr(start, end - start)), token)) return true;
-    start = end + 1;
-  }
-  return false;
-}
-
 bool is_b64(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
 }
@@ -161,8 +144,8 @@ bool is_websocket_upgrade(const RequestHead& head) {
   bool websocket = false, connection_upgrade = false;
   for (const auto& h : head.headers) {
     const std::string_view name = head.str(h.first);
-    if (name == "upgrade") websocket = ascii_iequals(trim(head.str(h.second)), "websocket");
-    else if (name == "connection" && has_token(head.str(h.second), "upgrade")) connection_upgrade = true;
+    if (name == "upgrade") websocket = ascii_iequals(trim_ows(head.str(h.second)), "websocket");
+    else if (name == "connection" && list_has_token(head.str(h.second), "upgrade")) connection_upgrade = true;
   }
   return websocket && connection_upgrade;
 }
@@ -177,10 +160,10 @@ int check_handshake(const RequestHead& head, const char** reason) {
   for (const auto& h : head.headers) {
     const std::string_view name = head.str(h.first);
     if (name == "sec-websocket-key") {
-      key = trim(head.str(h.second));
+      key = trim_ows(head.str(h.second));
       ++keys;
     } else if (name == "sec-websocket-version") {
-      version = trim(head.str(h.second));
+      version = trim_ows(head.str(h.second));
       ++versions;
     }
   }

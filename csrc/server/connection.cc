@@ -7,7 +7,7 @@
 #include <new>
 
 #include "core/uv_api.h"
-#include "server/native_exec.h"
+#include "server/native_handlers.h"
 #include "server/server.h"
 
 namespace fa {
@@ -87,7 +87,7 @@ void Connection::on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
 void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   Connection* c = from_handle(s);
   if (nread == 0) return;  // EAGAIN
-  AppHandler* handler = c->server_->handler();
+  CallbackScope scope(c->server_->handler());
   // No exception may unwind into libuv (C): the only ones possible here are allocation failures.
   try {
     c->on_read_data(nread, buf);
@@ -95,7 +95,6 @@ void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     c->in_read_ = false;
     c->close();
   }
-  handler->on_callback_end();
 }
 
 void Connection::on_read_data(ssize_t nread, const uv_buf_t* buf) {
@@ -132,7 +131,9 @@ void Connection::process(char* data, std::size_t len) {
   // Runs the parser at least once even for zero bytes: after a pause inside on_body, llhttp may still owe the
   // on_message_complete callback for a body that was already fully consumed.
   if (!closing_) {
+    parsing_ = true;
     const ParseResult r = parser_.execute(data, len);
+    parsing_ = false;
     switch (r.kind) {
       case ParseResult::kOk:
         return;
@@ -161,7 +162,7 @@ void Connection::process(char* data, std::size_t len) {
         if (!in_flight_) close_when_flushed();
         return;
       case ParseResult::kError:
-        answer_error(r.status, r.reason);
+        reject_request(r.status, r.reason);
         return;
     }
   }
@@ -198,6 +199,8 @@ void Connection::stop_reading() {
 
 void Connection::on_request_begin() {
   idle_ = false;  // the keep-alive timer, if it fires now, finds the connection busy and stays disarmed
+  // Until the head is complete, an error answer knows nothing of this request (not even whether it is a HEAD).
+  response_.reset(false, false, false);
   request_start_ns_ = monotonic_ns();
   request_write_ns_ = 0;
 }
@@ -209,11 +212,12 @@ int Connection::on_request_head(RequestHead& head) {
   bool keep_alive = head.keep_alive && !server_->shutting_down() && !close_after_response_;
   response_.reset(head.method == HTTP_HEAD, keep_alive, http10);
   native_ = nullptr;
+  native_405_ = false;
   // --limit-concurrency, with uvicorn's rule: a request arriving while the open connections (this one included) or
   // the requests in progress reach the limit is answered 503 and its connection closed.
   const std::size_t limit = server_->config().limit_concurrency;
   if (limit > 0 && (server_->connection_count() >= limit || server_->active_requests() >= limit)) {
-    write_error_response(out_, 503, "Service Unavailable", server_->config().defaults, server_->date());
+    answer_error(503, "Service Unavailable");
     server_->handler()->on_over_limit(*this);
     close_after_response_ = true;
     close_when_flushed();
@@ -227,30 +231,17 @@ int Connection::on_request_head(RequestHead& head) {
     const std::uint64_t begin = read_start_ns_ > request_start_ns_ ? read_start_ns_ : request_start_ns_;
     stages.add(kStageReadParse, t - begin);
   }
-  Router& router = server_->router();
+  const Router& router = server_->router();
   if (!router.empty()) {
-    const NativeRoute* route = nullptr;
     const std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(head.method));
-    const Router::Match m = router.match(method, head.path_view(), &route, nullptr, &native_allow_);
-    if (stages.enabled) {
-      const std::uint64_t now = monotonic_ns();
-      stages.add(kStageRoute, now - t);
-    }
-    // A client that sent `Expect: 100-continue` waits for it before sending the body (RFC 9110 10.1.1).
-    if (m != Router::Match::kNone && head.expect_continue && head.has_body)
-      out_.append("HTTP/1.1 100 Continue\r\n\r\n");
-    if (m == Router::Match::kFound) {
-      native_ = route;
-      native_body_.clear();
-      in_flight_ = true;
-      server_->active_requests_++;
-      return kContinue;
-    }
-    if (m == Router::Match::kMethodNotAllowed) {
-      static NativeRoute not_allowed;
-      not_allowed.kind = NativeRoute::kStatic;
-      not_allowed.status = 405;
-      native_ = &not_allowed;
+    // The one match: the parameters found here are the ones the native handler gets.
+    const Router::Match m = router.match(method, head.path_view(), &native_, &native_params_, &native_allow_);
+    if (stages.enabled) stages.add(kStageRoute, monotonic_ns() - t);
+    if (m != Router::Match::kNone) {
+      native_405_ = m == Router::Match::kMethodNotAllowed;
+      if (native_405_) native_ = nullptr;
+      // A client that sent `Expect: 100-continue` waits for it before sending the body (RFC 9110 10.1.1).
+      if (head.expect_continue && head.has_body) out_.append("HTTP/1.1 100 Continue\r\n\r\n");
       native_body_.clear();
       in_flight_ = true;
       server_->active_requests_++;
@@ -266,9 +257,9 @@ int Connection::on_request_head(RequestHead& head) {
 }
 
 int Connection::on_request_body(const char* data, std::size_t len) {
-  if (native_ != nullptr) {
+  if (native_ != nullptr || native_405_) {
     if (native_body_.size() + len > kNativeMaxBody) {
-      answer_error(413, "request body too large for a native route");
+      reject_request(413, "request body too large for a native route");
       return kPause;
     }
     native_body_.append(data, len);
@@ -280,9 +271,10 @@ int Connection::on_request_body(const char* data, std::size_t len) {
 
 int Connection::on_request_complete() {
   if (ws_state_ != kWsNone) return kContinue;  // llhttp stops with HPE_PAUSED_UPGRADE right after
-  if (native_ != nullptr) {
+  if (native_ != nullptr || native_405_) {
     answer_native();
     native_ = nullptr;
+    native_405_ = false;
     return closing_ || close_after_flush_ ? kPause : kContinue;
   }
   if (in_flight_) {
@@ -296,13 +288,15 @@ int Connection::on_request_complete() {
 void Connection::answer_native() {
   StageStats& stages = server_->stages();
   const std::uint64_t t = stages.enabled ? monotonic_ns() : 0;
-  const int status = execute_native_route(*this, *native_, native_allow_, native_body_);
+  const int status = native_405_ ? answer_method_not_allowed(*this, native_allow_)
+                                 : run_native_route(*this, *native_, native_params_, native_body_);
   if (stages.enabled) stages.add(kStageNative, monotonic_ns() - t);
   server_->handler()->on_native_response(*this, status);
   in_flight_ = false;
   server_->active_requests_--;
   server_->counters().requests++;
   server_->counters().native_requests++;
+  if (status >= 500) server_->counters().responses_5xx++;
   if (!response_.keep_alive()) {
     close_after_response_ = true;
     close_when_flushed();
@@ -311,7 +305,7 @@ void Connection::answer_native() {
   }
 }
 
-void Connection::answer_error(int status, const char* reason) {
+void Connection::reject_request(int status, const char* reason) {
   server_->counters().bad_requests++;
   server_->handler()->on_bad_request(*this, status, reason);
   stop_reading();
@@ -321,7 +315,7 @@ void Connection::answer_error(int status, const char* reason) {
     const bool started = response_.started();
     in_flight_ = false;
     server_->active_requests_--;
-    if (native_ == nullptr) server_->handler()->on_disconnect(*this);
+    if (native_ == nullptr && !native_405_) server_->handler()->on_disconnect(*this);
     if (started) {
       close();
       return;
@@ -335,9 +329,65 @@ void Connection::answer_error(int status, const char* reason) {
     case 501: body = "Unsupported transfer encoding."; break;
     default: break;
   }
-  write_error_response(out_, status, body, server_->config().defaults, server_->date());
+  answer_error(status, body);
   close_after_response_ = true;
   close_when_flushed();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The response
+// ---------------------------------------------------------------------------------------------------------------
+
+const char* Connection::start_response(int status, const std::string_view* names, const std::string_view* values,
+                                       std::size_t count) {
+  return response_.write_head(out_, status, names, values, count, server_->config().defaults, server_->date());
+}
+
+const char* Connection::write_body(const char* data, std::size_t len, bool more) {
+  bool emit = false;
+  std::string_view suffix;
+  if (const char* err = response_.frame_body(out_, len, more, &emit, &suffix)) {
+    // As uvicorn: the head already "went out"; the stream is unusable now. It closes when the app's failure
+    // (the error raised in its send) reaches the server.
+    response_.set_keep_alive(false);
+    flush();
+    return err;
+  }
+  if (emit && len >= kZeroCopyThreshold && suffix.empty()) {
+    flush(data, len);
+  } else {
+    if (emit) out_.append(data, len);
+    out_.append(suffix);
+  }
+  // NOTE: a streamed chunk is corked to the end of the loop turn: a 16-chunk 64 KB StreamingResponse leaves in one
+  // write instead of sixteen (uvloop corks its own transports the same way); the last one leaves with
+  // finish_response().
+  if (more) cork();
+  return nullptr;
+}
+
+void Connection::answer_error(int status, std::string_view body, std::string_view extra_headers) {
+  write_error_response(out_, status, body, extra_headers, response_.head_request(), server_->config().defaults,
+                       server_->date());
+  response_.set_answered(status);
+}
+
+void Connection::write_response(int status, std::string_view headers, std::string_view body, bool with_length) {
+  char scratch[64];
+  std::string_view line = status_line(status, scratch);
+  if (line.empty()) line = status_line(500, scratch);
+  out_.append(line);
+  append_default_headers(out_, server_->config().defaults, server_->date());
+  out_.append(headers);
+  if (with_length) {
+    out_.append("content-length: ");
+    append_decimal(out_, body.size());
+    out_.append("\r\n");
+  }
+  if (!response_.keep_alive()) out_.append("connection: close\r\n");
+  else if (response_.http10()) out_.append("connection: keep-alive\r\n");
+  out_.append("\r\n");
+  if (!response_.head_request()) out_.append(body);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -429,9 +479,9 @@ void Connection::on_write(uv_write_t* req, int status) {
   if (status == 0) c->server_->counters().bytes_out += w->len;
   std::free(w);
   if (c->closing_) return;
+  CallbackScope scope(c->server_->handler());
   if (status < 0) {
     c->close();
-    c->server_->handler()->on_callback_end();
     return;
   }
   if (c->drain_wanted_ && c->write_queue_bytes() <= c->server_->config().write_low_water) {
@@ -439,7 +489,6 @@ void Connection::on_write(uv_write_t* req, int status) {
     c->server_->handler()->on_drain(*c);
   }
   if (c->close_after_flush_ && c->pending_writes_ == 0 && c->out_.empty()) c->close();
-  c->server_->handler()->on_callback_end();
 }
 
 std::size_t Connection::write_queue_bytes() const {
@@ -487,7 +536,9 @@ void Connection::finish_response() {
   if (!in_read_) flush();
   if (closing_) return;
   if (!parser_.message_in_progress()) arm_keep_alive();
-  if (paused_ || !reading_) resume();
+  // Inside the parser (an app that answered synchronously, e.g. under an eager task factory) parsing simply goes
+  // on when the callback returns; resuming here would re-enter llhttp.
+  if (!parsing_ && (paused_ || !reading_)) resume();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -518,16 +569,16 @@ void Connection::on_timer(uv_timer_t* t) {
     c->timer_armed_ = true;
     return;
   }
+  CallbackScope scope(c->server_->handler());
   c->close();
-  c->server_->handler()->on_callback_end();
 }
 
 void Connection::on_ws_close_timer(uv_timer_t* t) {
   Connection* c = static_cast<Connection*>(t->data);
   c->timer_armed_ = false;
   if (c->closing_) return;
+  CallbackScope scope(c->server_->handler());
   c->close();
-  c->server_->handler()->on_callback_end();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -542,9 +593,7 @@ int Connection::start_websocket(const RequestHead& head) {
     std::string body = "Failed to open a WebSocket connection: ";
     body += reason;
     body += ".\n";
-    const std::size_t start = out_.size();
-    write_error_response(out_, status, body, server_->config().defaults, server_->date());
-    if (status == 405) out_.insert(out_.find("\r\n\r\n", start) + 2, "allow: GET\r\n");
+    answer_error(status, body, status == 405 ? "allow: GET\r\n" : "");
     close_after_response_ = true;
     close_when_flushed();
     return kPause;
@@ -556,19 +605,35 @@ int Connection::start_websocket(const RequestHead& head) {
   return kContinue;
 }
 
-bool Connection::ws_accept() {
-  if (closing_ || ws_state_ != kWsHandshake) return false;
-  try {
-    ws_ = std::make_unique<ws::FrameParser>(this, server_->config().ws_max_message);
-  } catch (...) {
-    close();
-    return false;
+const char* Connection::ws_accept(std::string_view accept_key, const std::string_view* names,
+                                  const std::string_view* values, std::size_t count, std::string_view subprotocol) {
+  if (closing_ || ws_state_ != kWsHandshake) return "the WebSocket handshake is no longer open";
+  for (std::size_t i = 0; i < count; ++i)
+    if (const char* err = header_error(names[i], values[i])) return err;
+  if (!is_valid_header_value(subprotocol)) return "Invalid subprotocol in websocket.accept";
+  ws_ = std::make_unique<ws::FrameParser>(this, server_->config().ws_max_message);
+  out_.append("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              "Sec-WebSocket-Accept: ");
+  out_.append(accept_key);
+  out_.append("\r\n");
+  append_default_headers(out_, server_->config().defaults, server_->date());
+  for (std::size_t i = 0; i < count; ++i) {
+    for (char ch : names[i]) out_.push_back(ascii_lower(ch));
+    out_.append(": ");
+    out_.append(values[i]);
+    out_.append("\r\n");
   }
+  if (!subprotocol.empty()) {
+    out_.append("Sec-WebSocket-Protocol: ");
+    out_.append(subprotocol);
+    out_.append("\r\n");
+  }
+  out_.append("\r\n");
+  response_.set_answered(101);
   ws_state_ = kWsOpen;
   flush();
-  if (closing_) return false;
-  resume();  // frames that arrived with the handshake, then reading
-  return !closing_;
+  if (!closing_) resume();  // frames that arrived with the handshake, then reading
+  return nullptr;
 }
 
 void Connection::ws_send(bool text, const char* data, std::size_t len) {
@@ -670,8 +735,7 @@ void Connection::close_when_idle() {
       break;
     case kWsHandshake:
       // As uvicorn: a handshake the app has not answered yet gets a 500.
-      if (!response_.started())
-        write_error_response(out_, 500, "Internal Server Error", server_->config().defaults, server_->date());
+      if (!response_.started()) answer_error(500, "Internal Server Error");
       close_when_flushed();
       return;
     case kWsOpen:
@@ -702,7 +766,7 @@ void Connection::close() {
   if (in_flight_) {
     in_flight_ = false;
     server_->active_requests_--;
-    if (native_ == nullptr) server_->handler()->on_disconnect(*this);
+    if (native_ == nullptr && !native_405_) server_->handler()->on_disconnect(*this);
   }
   uv.uv_timer_stop(&timer_);
   uv.uv_close(&io_.handle, &Connection::on_handle_closed);
@@ -714,10 +778,12 @@ void Connection::on_handle_closed(uv_handle_t* h) {
   live_handles_add(-1);
   if (--c->open_handles_ > 0) return;
   Server* server = c->server_;
+  // The handler outlives the server; the server may be deleted by on_callback_end() once this was its last
+  // connection, which is why the scope holds the handler, not the server.
+  CallbackScope scope(server->handler());
   server->unlink(c);
   server->handler()->on_closed(*c);
   delete c;
-  server->handler()->on_callback_end();
 }
 
 }  // namespace fa

@@ -1,4 +1,7 @@
-// Connection: one accepted stream (TCP or Unix) with its parser, keep-alive timer and corked output.
+// Connection: one accepted stream (TCP or Unix) with its parser, keep-alive timer and corked output. It owns the
+// wire format of what it sends: the bindings and native handlers say "start a response with this status and these
+// headers", "write this body", "answer with this error"; the connection applies its server's defaults (server
+// header, --header values, date), validation and framing.
 //
 // Lifecycle (libuv rules): created on accept; close() closes both handles; the object is deleted in the second close
 // callback, never earlier. Every method runs on the loop thread. Callbacks into the AppHandler may run without the GIL;
@@ -14,53 +17,14 @@
 
 #include "http/parser.h"
 #include "http/response.h"
+#include "http/router.h"
 #include "http/websocket.h"
+#include "server/app_handler.h"
 
 namespace fa {
 
 class Server;
-class Connection;
 struct NativeRoute;
-
-// What the bindings implement to hand requests to the ASGI app. All calls happen inside libuv callbacks or inside
-// calls the handler itself made into the connection.
-class AppHandler {
- public:
-  virtual ~AppHandler() = default;
-  // A request head arrived that no native route answers. The handler keeps per-request state in c.exchange and must
-  // eventually call c.finish_response() (or c.close()).
-  virtual void on_request(Connection& c, const RequestHead& head) = 0;
-  // Body bytes of the current request. Return true to pause reading until the handler calls c.resume().
-  virtual bool on_body(Connection& c, const char* data, std::size_t len) = 0;
-  virtual void on_body_complete(Connection& c) = 0;
-  // The client went away (or the connection is being closed) while a request was in flight.
-  virtual void on_disconnect(Connection& c) = 0;
-  // The write queue drained below the low-water mark after c.want_drain() was called.
-  virtual void on_drain(Connection& c) = 0;
-  // The connection's handles are closed; drop anything kept in c.exchange. Called exactly once, before deletion.
-  virtual void on_closed(Connection& c) = 0;
-  // End of one libuv callback that may have called into the handler (a place to release a batched GIL).
-  virtual void on_callback_end() {}
-  // A request was refused with 503 because of --limit-concurrency (for logging).
-  virtual void on_over_limit(Connection& c) = 0;
-  // A native route answered the current request with `status` (for the access log; must be cheap when off).
-  virtual void on_native_response(Connection& c, int status) = 0;
-  // A request could not be parsed; `status` is being sent. For logging.
-  virtual void on_bad_request(Connection& c, int status, const char* reason) = 0;
-
-  // ---- WebSocket (only with ServerConfig::websocket; otherwise upgrade requests are answered as plain HTTP) ----
-  // A valid opening handshake arrived. Like on_request: the handler keeps its state in c.exchange and answers either
-  // by writing the 101 head to c.out() and calling c.ws_accept(), or with an HTTP response and c.finish_response().
-  virtual void on_websocket(Connection& c, const RequestHead& head) { on_request(c, head); }
-  // A complete message (text is valid UTF-8). Return true to pause reading until c.resume().
-  virtual bool on_ws_message(Connection& c, bool text, const char* data, std::size_t len) {
-    (void)c, (void)text, (void)data, (void)len;
-    return false;
-  }
-  // The session is ending with `code`: the peer's close frame (echoed), a protocol error the server failed the
-  // connection with (1002, 1007, 1009), or a graceful shutdown (1012). on_disconnect follows when the stream closes.
-  virtual void on_ws_close(Connection& c, int code, std::string_view reason) { (void)c, (void)code, (void)reason; }
-};
 
 class Connection final : public ParserListener, public ws::FrameListener {
  public:
@@ -71,8 +35,31 @@ class Connection final : public ParserListener, public ws::FrameListener {
   // Initialise handles and accept from `listener`. On failure the connection closes itself; returns false.
   bool accept_from(uv_stream_t* listener);
 
-  // ---- used by the AppHandler (loop thread) ----
-  // Serialised response bytes go here; flush() sends them (corked: one write per flush).
+  // ---- the response to the current request (used by the AppHandler and the native handlers) ----
+  // Start the response: status line, the server's default headers, `count` headers (validated: nothing invalid
+  // reaches the wire) and framing (Content-Length enforced, else chunked, else close-delimited for HTTP/1.0; no
+  // body for HEAD, 1xx, 204, 304). The head is held until the first body bytes so that both leave in one write.
+  // Returns nullptr, or an error message with nothing written and the response not started.
+  const char* start_response(int status, const std::string_view* names, const std::string_view* values,
+                             std::size_t count);
+  // Body bytes of the started response; `data` is referenced only during the call. more=false completes the
+  // response (the caller then calls finish_response()); a streamed chunk is corked to the end of the loop turn.
+  // Returns nullptr, or an error (e.g. longer than Content-Length): the connection is then no longer kept alive.
+  const char* write_body(const char* data, std::size_t len, bool more);
+  // Answer the current request with the server's own complete response (text/plain `body`, none for HEAD;
+  // `extra_headers` pre-formatted and trusted; connection: close). The caller then calls finish_response().
+  void answer_error(int status, std::string_view body, std::string_view extra_headers = {});
+  // A complete response whose headers are pre-formatted and already validated (native routes): status line,
+  // default headers, `headers`, content-length when `with_length`, connection, body (left out for HEAD).
+  void write_response(int status, std::string_view headers, std::string_view body, bool with_length);
+  bool response_started() const { return response_.started(); }
+  bool response_complete() const { return response_.complete(); }
+  int response_status() const { return response_.status(); }
+  // Bytes of output not yet accepted by the socket (buffered here or queued in libuv): what backpressure reads.
+  std::size_t write_queue_bytes() const;
+
+  // ---- flow ----
+  // Serialised bytes waiting for the next flush (also used by tests and the WebSocket writer).
   std::string& out() { return out_; }
   // Send `out()` followed by `extra` (referenced only during this call; copied if the socket cannot take it now).
   void flush(const char* extra = nullptr, std::size_t extra_len = 0);
@@ -85,7 +72,6 @@ class Connection final : public ParserListener, public ws::FrameListener {
   void resume();
   // Ask for on_drain() once queued writes fall below the low-water mark. Returns false when already below it.
   bool want_drain();
-  std::size_t write_queue_bytes() const;
   // Write "HTTP/1.1 100 Continue" if the request asked for it and it was not sent yet.
   void send_continue();
   void close();
@@ -95,8 +81,11 @@ class Connection final : public ParserListener, public ws::FrameListener {
   void close_when_idle();
 
   // ---- WebSocket session (after AppHandler::on_websocket) ----
-  // The 101 head is in out(): send it and start reading frames. Returns false if the connection is gone.
-  bool ws_accept();
+  // Accept the handshake: the 101 head with `accept_key` (Sec-WebSocket-Accept), the default headers, the app's
+  // `count` headers (validated) and `subprotocol` (if not empty), then start reading frames. Returns nullptr, or an
+  // error message with nothing written (the handshake is still open).
+  const char* ws_accept(std::string_view accept_key, const std::string_view* names, const std::string_view* values,
+                        std::size_t count, std::string_view subprotocol);
   // One unfragmented text or binary message.
   void ws_send(bool text, const char* data, std::size_t len);
   // Send a close frame and wait (10 s at most) for the peer's reply, then close. Further messages are discarded.
@@ -109,7 +98,6 @@ class Connection final : public ParserListener, public ws::FrameListener {
   bool closing() const { return closing_; }
   bool in_flight() const { return in_flight_; }
   Server* server() const { return server_; }
-  ResponseState& response() { return response_; }
   const RequestHead& head() const { return parser_.head(); }
   // "host:port" of the peer, or "" for Unix sockets; the parsed parts are in peer_host()/peer_port().
   const std::string& peer_host() const { return peer_host_; }
@@ -157,9 +145,11 @@ class Connection final : public ParserListener, public ws::FrameListener {
   void start_reading();
   void stop_reading();
   void arm_keep_alive();
-  void answer_error(int status, const char* reason);
+  // A request that cannot be parsed or served: count and log it, answer `status`, close.
+  void reject_request(int status, const char* reason);
   void answer_native();
   void close_when_flushed();
+  bool start_websocket_session();
 
   union {
     uv_tcp_t tcp;
@@ -173,14 +163,20 @@ class Connection final : public ParserListener, public ws::FrameListener {
   ResponseState response_;
   std::string out_;
   std::string in_;  // bytes read but not parsed yet (parser paused: pipelining / body backpressure)
+  // The native route matched for the current request (its parameters are views into the request head, valid
+  // until the next request begins), or the 405 answer; the body is collected for native handlers.
+  const NativeRoute* native_ = nullptr;
+  bool native_405_ = false;
+  RouteParams native_params_;
   std::string native_body_;
   std::string native_allow_;
-  const NativeRoute* native_ = nullptr;
   enum WsState : std::uint8_t { kWsNone, kWsHandshake, kWsOpen, kWsClosing, kWsDone };
   WsState ws_state_ = kWsNone;
   std::unique_ptr<ws::FrameParser> ws_;  // created on accept
   static constexpr std::size_t kNativeMaxBody = 1 << 20;
   static constexpr std::size_t kCorkMaxBytes = 16 * 1024;
+  // Body chunks from this size on go to the socket by reference instead of being copied into out_.
+  static constexpr std::size_t kZeroCopyThreshold = 16 * 1024;
   std::string peer_host_, local_host_;
   int peer_port_ = 0, local_port_ = 0;
   std::uint64_t request_start_ns_ = 0;
@@ -204,6 +200,7 @@ class Connection final : public ParserListener, public ws::FrameListener {
   bool timer_armed_ = false;  // the keep-alive timer is running
   std::uint64_t idle_since_ms_ = 0;
   bool in_read_ = false;
+  bool parsing_ = false;  // inside parser_.execute()
 };
 
 }  // namespace fa

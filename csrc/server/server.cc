@@ -59,6 +59,7 @@ void Server::uncork(Connection* c) {
 
 void Server::on_prepare(uv_prepare_t* p) {
   auto* self = static_cast<Server*>(p->data);
+  CallbackScope scope(self->handler_);
   self->flushing_.swap(self->corked_);  // both keep their capacity: no allocation per turn
   for (std::size_t i = 0; i < self->flushing_.size(); ++i) {
     Connection* c = self->flushing_[i];
@@ -71,7 +72,6 @@ void Server::on_prepare(uv_prepare_t* p) {
     uv.uv_prepare_stop(self->cork_handle_);
     self->cork_active_ = false;
   }
-  self->handler_->on_callback_end();
 }
 
 void Server::close_cork_handle() {
@@ -122,6 +122,7 @@ void Server::on_connection(uv_stream_t* listener, int status) {
   auto* l = static_cast<Listener*>(listener->data);
   Server* self = l->server;
   if (status < 0) return;
+  CallbackScope scope(self->handler_);
   Connection* c = nullptr;
   try {
     c = new Connection(self, l->tcp);
@@ -129,7 +130,6 @@ void Server::on_connection(uv_stream_t* listener, int status) {
     return;  // out of memory: leave the connection in the backlog
   }
   c->accept_from(listener);
-  self->handler_->on_callback_end();
 }
 
 void Server::on_listener_closed(uv_handle_t* h) {
@@ -157,6 +157,12 @@ void Server::close_all() {
   stop_accepting();
   for (Connection* c = connections_; c != nullptr; c = c->next) c->close();
   close_cork_handle();
+}
+
+std::string Server::add_route(std::string_view method, std::string_view pattern, NativeRoute route) {
+  std::string err = router_.add(method, pattern, std::move(route));
+  if (err.empty()) route_stats_.resize(router_.routes().size());
+  return err;
 }
 
 void Server::link(Connection* c) {

@@ -12,6 +12,7 @@
 #include "http/parser.h"
 #include "http/response.h"
 #include "http/router.h"
+#include "server/metrics.h"
 
 namespace fa {
 
@@ -82,9 +83,15 @@ class Server {
   AppHandler* handler() const { return handler_; }
   const ServerConfig& config() const { return config_; }
   ServerCounters& counters() { return counters_; }
+  const ServerCounters& counters() const { return counters_; }
   StageStats& stages() { return stages_; }
   DateCache& date() { return date_; }
-  Router& router() { return router_; }
+  const Router& router() const { return router_; }
+  // Register a native route (see Router::add). Returns "" or an error.
+  std::string add_route(std::string_view method, std::string_view pattern, NativeRoute route);
+  // Statistics of the native route with this id (NativeRoute::id), owned by the server.
+  RouteStats& route_stats(std::size_t id) { return route_stats_[id]; }
+  const RouteStats& route_stats(std::size_t id) const { return route_stats_[id]; }
   bool shutting_down() const { return shutting_down_; }
   std::size_t connection_count() const { return connection_count_; }
   std::size_t active_requests() const { return active_requests_; }
@@ -125,6 +132,7 @@ class Server {
   StageStats stages_;
   DateCache date_;
   Router router_;
+  std::vector<RouteStats> route_stats_;  // by NativeRoute::id
   std::vector<Listener*> listeners_;
   uv_prepare_t* cork_handle_ = nullptr;  // heap-owned; freed by its own close callback
   bool cork_active_ = false;

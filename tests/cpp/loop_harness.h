@@ -105,7 +105,7 @@ class TestApp final : public fa::AppHandler {
     last_bad_status = status;
   }
 
-  // WebSocket (with ServerConfig::websocket): accepted at once (a 101 without a real accept key: the tests' client
+  // WebSocket (with ServerConfig::websocket): accepted at once (a 101 with a dummy accept key: the tests' client
   // does not check it); every message is echoed; the text "close" makes the server close with 4000 "bye".
   int ws_sessions = 0, ws_messages = 0;
   std::vector<int> ws_close_codes;
@@ -113,8 +113,7 @@ class TestApp final : public fa::AppHandler {
     ++ws_sessions;
     heads.fetch_add(1);
     c.exchange = nullptr;
-    c.out().append("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
-    if (!c.ws_accept()) errors.push_back("ws_accept failed");
+    if (const char* err = c.ws_accept("not-checked", nullptr, nullptr, 0, "")) errors.push_back(err);
   }
   bool on_ws_message(fa::Connection& c, bool text, const char* data, std::size_t len) override {
     ++ws_messages;
@@ -130,25 +129,14 @@ class TestApp final : public fa::AppHandler {
     const std::string length = std::to_string(body.size());
     const std::string_view names[] = {"content-type", "content-length"};
     const std::string_view values[] = {"text/plain", length};
-    const char* err = c.response().write_head(c.out(), 200, names, values, chunked ? 1 : 2,
-                                              c.server()->config().defaults, c.server()->date());
+    const char* err = c.start_response(200, names, values, chunked ? 1 : 2);
     if (err != nullptr) errors.push_back(err);
-    bool emit = false;
-    std::string_view suffix;
     if (chunked) {
       const std::size_t half = body.size() / 2;
-      if ((err = c.response().frame_body(c.out(), half, true, &emit, &suffix)) != nullptr) errors.push_back(err);
-      if (emit) c.out().append(body, 0, half);
-      c.out().append(suffix);
-      if ((err = c.response().frame_body(c.out(), body.size() - half, false, &emit, &suffix)) != nullptr)
-        errors.push_back(err);
-      if (emit) c.out().append(body, half);
-      c.out().append(suffix);
+      if ((err = c.write_body(body.data(), half, true)) != nullptr) errors.push_back(err);
+      if ((err = c.write_body(body.data() + half, body.size() - half, false)) != nullptr) errors.push_back(err);
     } else {
-      if ((err = c.response().frame_body(c.out(), body.size(), false, &emit, &suffix)) != nullptr)
-        errors.push_back(err);
-      if (emit) c.out().append(body);
-      c.out().append(suffix);
+      if ((err = c.write_body(body.data(), body.size(), false)) != nullptr) errors.push_back(err);
     }
     c.finish_response();
   }

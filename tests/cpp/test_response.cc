@@ -364,7 +364,7 @@ TEST_CASE("response: write_error_response", "[response]") {
   fa::DateCache date;
   SECTION("without defaults") {
     std::string out = "before|";
-    fa::write_error_response(out, 400, "Invalid HTTP request received.", no_defaults(), date);
+    fa::write_error_response(out, 400, "Invalid HTTP request received.", "", false, no_defaults(), date);
     CHECK(out ==
           "before|HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 30\r\n"
           "connection: close\r\n\r\nInvalid HTTP request received.");
@@ -373,7 +373,7 @@ TEST_CASE("response: write_error_response", "[response]") {
     fa::ResponseDefaults d;
     d.header_block = "server: x\r\n";
     std::string out;
-    fa::write_error_response(out, 431, "Request header fields too large.", d, date);
+    fa::write_error_response(out, 431, "Request header fields too large.", "", false, d, date);
     const std::string prefix = "HTTP/1.1 431 Request Header Fields Too Large\r\nserver: x\r\ndate: ";
     REQUIRE(out.compare(0, prefix.size(), prefix) == 0);
     CHECK(is_imf_fixdate(out.substr(prefix.size(), 29)));
@@ -381,4 +381,55 @@ TEST_CASE("response: write_error_response", "[response]") {
           "\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 32\r\nconnection: close\r\n\r\n"
           "Request header fields too large.");
   }
+}
+
+TEST_CASE("response: write_error_response for HEAD and with extra headers", "[response]") {
+  fa::DateCache date;
+  SECTION("HEAD: the head as for GET, no body ever") {
+    std::string out;
+    fa::write_error_response(out, 500, "Internal Server Error", "", true, no_defaults(), date);
+    CHECK(out ==
+          "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\n"
+          "connection: close\r\n\r\n");
+  }
+  SECTION("extra headers go before the framing headers") {
+    std::string out;
+    fa::write_error_response(out, 405, "x", "allow: GET\r\n", false, no_defaults(), date);
+    CHECK(out ==
+          "HTTP/1.1 405 Method Not Allowed\r\nallow: GET\r\ncontent-type: text/plain; charset=utf-8\r\n"
+          "content-length: 1\r\nconnection: close\r\n\r\nx");
+  }
+  SECTION("an unknown status falls back to 500") {
+    std::string out;
+    fa::write_error_response(out, 42, "", "", false, no_defaults(), date);
+    CHECK(out.rfind("HTTP/1.1 500 Internal Server Error\r\n", 0) == 0);
+  }
+}
+
+TEST_CASE("response: a refused head leaves no state behind", "[response]") {
+  fa::DateCache date;
+  fa::ResponseDefaults d = no_defaults();
+  fa::ResponseState rs;
+  rs.reset(false, true, false);
+  std::string out = "kept|";
+  const std::string_view names[] = {"content-length", "content-length"};
+  const std::string_view values[] = {"5", "6"};
+  CHECK(rs.write_head(out, 200, names, values, 2, d, date) != nullptr);
+  CHECK(out == "kept|");
+  CHECK_FALSE(rs.started());
+  // The server's own answer (what the bindings send after the app's failed start) goes out whole.
+  const std::string_view n2[] = {"content-length"};
+  const std::string_view v2[] = {"21"};
+  REQUIRE(rs.write_head(out, 500, n2, v2, 1, d, date) == nullptr);
+  bool emit = false;
+  std::string_view suffix;
+  REQUIRE(rs.frame_body(out, 21, false, &emit, &suffix) == nullptr);
+  CHECK(emit);
+  CHECK(out == "kept|HTTP/1.1 500 Internal Server Error\r\ncontent-length: 21\r\n\r\n");
+}
+
+TEST_CASE("response: header_error is the one check for outside headers", "[response]") {
+  CHECK(fa::header_error("x-ok", "fine") == nullptr);
+  CHECK(fa::header_error("bad name", "v") != nullptr);
+  CHECK(fa::header_error("x", "a\r\nb") != nullptr);
 }

@@ -68,16 +68,16 @@ void check_clean_teardown(LoopHarness& h, int loop_close_rc) {
 TEST_CASE("loop: keep-alive and pipelined requests, native and app, byte for byte", "[loop]") {
   LoopHarness h;
   REQUIRE(h.bind_error == "");
-  fa::Router& router = h.server->router();
-  REQUIRE(router.add("GET", "/native", static_text("ok")) == "");
+  fa::Server& router = *h.server;  // add_route: the server keeps the route statistics
+  REQUIRE(router.add_route("GET", "/native", static_text("ok")) == "");
   fa::NativeRoute user;
   user.kind = fa::NativeRoute::kUser;
   user.fn = &user_handler;
-  REQUIRE(router.add("POST", "/users/{id:int}", user) == "");
+  REQUIRE(router.add_route("POST", "/users/{id:int}", user) == "");
   fa::NativeRoute thrower;
   thrower.kind = fa::NativeRoute::kUser;
   thrower.fn = &throwing_handler;
-  REQUIRE(router.add("GET", "/throw", thrower) == "");
+  REQUIRE(router.add_route("GET", "/throw", thrower) == "");
   REQUIRE(h.listen() == "");
 
   constexpr int kSequential = 25;
@@ -191,7 +191,7 @@ TEST_CASE("loop: keep-alive and pipelined requests, native and app, byte for byt
 TEST_CASE("loop: a malformed request gets its error status and the connection closes", "[loop]") {
   LoopHarness h;
   REQUIRE(h.bind_error == "");
-  REQUIRE(h.server->router().add("GET", "/native", static_text("ok")) == "");
+  REQUIRE(h.server->add_route("GET", "/native", static_text("ok")) == "");
   REQUIRE(h.listen() == "");
   struct Probe {
     std::string request;
@@ -243,7 +243,7 @@ TEST_CASE("loop: closing rules (Connection: close, HTTP/1.0, keep-alive timeout,
   config.keep_alive_ms = 100;
   LoopHarness h(config);
   REQUIRE(h.bind_error == "");
-  REQUIRE(h.server->router().add("GET", "/native", static_text("ok")) == "");
+  REQUIRE(h.server->add_route("GET", "/native", static_text("ok")) == "");
   REQUIRE(h.listen() == "");
   std::vector<std::string> errors;
   HttpResponse close_native, close_app, http10, http10_ka, http10_ka_next, cont_final, idle;
@@ -326,7 +326,7 @@ TEST_CASE("loop: closing rules (Connection: close, HTTP/1.0, keep-alive timeout,
 TEST_CASE("loop: closing the server with connections open and a response pending leaves nothing behind", "[loop]") {
   LoopHarness h;
   REQUIRE(h.bind_error == "");
-  REQUIRE(h.server->router().add("GET", "/native", static_text("ok")) == "");
+  REQUIRE(h.server->add_route("GET", "/native", static_text("ok")) == "");
   REQUIRE(h.listen() == "");
   int fd = -1, idle_fd = -1;
   std::string error;

@@ -1,0 +1,254 @@
+#include "bindings/app_handler.h"
+
+#include <llhttp.h>
+
+#include <new>
+
+#include "bindings/exchange.h"
+#include "bindings/http_cycle.h"
+#include "bindings/runner.h"
+#include "bindings/scope.h"
+#include "bindings/websocket_cycle.h"
+#include "http/websocket.h"
+#include "server/connection.h"
+#include "server/server.h"
+
+namespace fa {
+
+namespace {
+std::size_t g_live_handlers = 0;  // changed with the GIL held only
+}
+
+PyAppHandler* PyAppHandler::create(PyObject* loop, PyObject* app, PyObject* error_log, PyObject* access_log,
+                                   PyObject* state, PyObject* root_path, const char* asgi_version) {
+  auto* h = new (std::nothrow) PyAppHandler();
+  if (h == nullptr) {
+    PyErr_NoMemory();
+    return nullptr;
+  }
+  ++g_live_handlers;
+  h->loop_ = Py_NewRef(loop);
+  h->app_ = Py_NewRef(app);
+  h->error_log_ = Py_NewRef(error_log);
+  h->access_log_ = access_log == Py_None ? nullptr : Py_NewRef(access_log);
+  h->state_ = state == Py_None ? nullptr : Py_NewRef(state);
+  h->root_path_ = Py_NewRef(root_path);
+  h->create_task_ = PyObject_GetAttrString(loop, "create_task");
+  h->create_future_ = h->create_task_ != nullptr ? PyObject_GetAttrString(loop, "create_future") : nullptr;
+  h->root_path_bytes_ = h->create_future_ != nullptr ? PyUnicode_AsUTF8String(root_path) : nullptr;
+  h->scope_template_ = h->root_path_bytes_ != nullptr ? make_scope_template(root_path, asgi_version) : nullptr;
+  if (h->scope_template_ == nullptr) {
+    h->release();
+    return nullptr;
+  }
+  return h;
+}
+
+PyAppHandler::~PyAppHandler() {
+  --g_live_handlers;
+  Py_XDECREF(loop_);
+  Py_XDECREF(app_);
+  Py_XDECREF(create_task_);
+  Py_XDECREF(create_future_);
+  Py_XDECREF(error_log_);
+  Py_XDECREF(access_log_);
+  Py_XDECREF(state_);
+  Py_XDECREF(root_path_);
+  Py_XDECREF(root_path_bytes_);
+  Py_XDECREF(scope_template_);
+  Py_XDECREF(wakeup_);
+  Py_XDECREF(proxy_fix_);
+}
+
+std::size_t PyAppHandler::live_count() { return g_live_handlers; }
+
+void PyAppHandler::release() {
+  if (--refs_ == 0) delete this;
+}
+
+void PyAppHandler::adopt_orphan(Server* server) {
+  orphan_ = server;
+  retain();  // the orphaned server still calls into this handler until its last connection has closed
+}
+
+void PyAppHandler::on_callback_end() {
+  if (orphan_ != nullptr && orphan_->connection_count() == 0) {
+    // The Python server object is gone and the last connection just closed: nothing can reach the core server any
+    // more. Deleting it and dropping its reference may delete this handler too, so this is the last use of it.
+    delete orphan_;
+    orphan_ = nullptr;
+    gil();
+    const bool held = gil_held_;
+    const PyGILState_STATE state = gil_state_;
+    gil_held_ = false;
+    release();
+    if (held) PyGILState_Release(state);
+    return;
+  }
+  if (gil_held_) {
+    gil_held_ = false;
+    PyGILState_Release(gil_state_);
+  }
+}
+
+void PyAppHandler::wake() {
+  if (wakeup_ == nullptr || wake_pending_) return;
+  wake_pending_ = true;
+  PyObject* r = PyObject_CallNoArgs(wakeup_);
+  if (r == nullptr) PyErr_WriteUnraisable(wakeup_);
+  Py_XDECREF(r);
+}
+
+void PyAppHandler::log_error(const std::string& message, PyObject* exc) {
+  gil();
+  PyObject *saved_type, *saved_value, *saved_tb;
+  PyErr_Fetch(&saved_type, &saved_value, &saved_tb);
+  PyObject* r = PyObject_CallFunction(error_log_, "s#O", message.data(), static_cast<Py_ssize_t>(message.size()),
+                                      exc != nullptr ? exc : Py_None);
+  if (r == nullptr) PyErr_WriteUnraisable(error_log_);
+  Py_XDECREF(r);
+  PyErr_Restore(saved_type, saved_value, saved_tb);
+}
+
+void PyAppHandler::log_access(Connection& c, int status) {
+  if (access_log_ == nullptr) return;
+  const RequestHead& h = c.head();
+  std::string client = c.is_tcp() ? c.peer_host() + ":" + std::to_string(c.peer_port()) : std::string("-");
+  const std::string_view url = h.url_view();
+  PyObject* r = PyObject_CallFunction(access_log_, "s#ss#si", client.data(), static_cast<Py_ssize_t>(client.size()),
+                                      llhttp_method_name(static_cast<llhttp_method_t>(h.method)), url.data(),
+                                      static_cast<Py_ssize_t>(url.size()), h.http_minor == 0 ? "1.0" : "1.1", status);
+  if (r == nullptr) PyErr_WriteUnraisable(access_log_);
+  Py_XDECREF(r);
+}
+
+void PyAppHandler::on_over_limit(Connection&) { log_error("Exceeded concurrency limit.", nullptr); }
+
+void PyAppHandler::on_native_response(Connection& c, int status) {
+  if (access_log_ == nullptr) return;
+  gil();
+  log_access(c, status);
+}
+
+void PyAppHandler::dispatch(Connection& c, const RequestHead& head, bool websocket) {
+  gil();
+  Exchange* ex = nullptr;
+  PyObject* receive = nullptr;
+  PyObject* task = nullptr;
+  if (exchange_create(this, &c, websocket, &ex, &receive)) {
+    // The connection's reference, taken before the app runs: with an eager task factory (Python 3.12+) the app's
+    // first step runs inside create_task and may complete the response before create_task returns.
+    c.exchange = Py_NewRef(reinterpret_cast<PyObject*>(ex));
+    StageStats& stages = c.server()->stages();
+    const std::uint64_t t0 = stages.enabled ? monotonic_ns() : 0;
+    bool forwarded = false;
+    PyObject* scope = websocket ? build_ws_scope(*this, c, head, &forwarded) : build_scope(*this, c, head, &forwarded);
+    const std::uint64_t t1 = stages.enabled ? monotonic_ns() : 0;
+    if (stages.enabled) stages.add(kStageScope, t1 - t0);
+    if (scope != nullptr && proxy_fix_ != nullptr && forwarded) {
+      PyObject* r = PyObject_CallOneArg(proxy_fix_, scope);
+      if (r == nullptr) Py_CLEAR(scope);
+      Py_XDECREF(r);
+    }
+    PyObject* runner = nullptr;
+    if (scope != nullptr) {
+      PyObject* args[3] = {scope, receive, reinterpret_cast<PyObject*>(ex)};
+      PyObject* app_coro = PyObject_Vectorcall(app_, args, 3, nullptr);
+      if (app_coro != nullptr) {
+        runner = runner_new(app_coro, ex);
+        Py_DECREF(app_coro);
+      }
+    }
+    if (runner != nullptr) task = PyObject_CallOneArg(create_task_, runner);
+    Py_XDECREF(runner);
+    Py_XDECREF(scope);
+    if (stages.enabled) stages.add(kStageDispatch, monotonic_ns() - t1);
+  }
+  Py_XDECREF(receive);
+  if (task != nullptr) {
+    // Kept until the app is done, so the Task is not collected while it runs; an app that already finished
+    // (eagerly, inside create_task) needs nothing kept.
+    if (ex->app_done) Py_DECREF(task);
+    else ex->task = task;
+    Py_DECREF(reinterpret_cast<PyObject*>(ex));
+    return;
+  }
+  PyObject *t, *v, *tb;
+  PyErr_Fetch(&t, &v, &tb);
+  PyErr_NormalizeException(&t, &v, &tb);
+  log_error("Exception while starting the ASGI application" + request_line(&c), v);
+  Py_XDECREF(t);
+  Py_XDECREF(v);
+  Py_XDECREF(tb);
+  if (ex == nullptr) {
+    c.close();
+    return;
+  }
+  try {
+    if (ex->ws != nullptr) ws_answer_500(ex);
+    else http_answer_500(ex);
+  } catch (...) {
+    c.close();
+  }
+  detach(ex);
+  Py_DECREF(reinterpret_cast<PyObject*>(ex));
+}
+
+bool PyAppHandler::on_body(Connection& c, const char* data, std::size_t len) {
+  auto* ex = static_cast<Exchange*>(c.exchange);
+  if (ex == nullptr) return false;
+  gil();
+  return http_body_arrived(ex, data, len);
+}
+
+void PyAppHandler::on_body_complete(Connection& c) {
+  auto* ex = static_cast<Exchange*>(c.exchange);
+  if (ex == nullptr) return;
+  gil();
+  http_body_complete(ex);
+}
+
+void PyAppHandler::on_disconnect(Connection& c) {
+  auto* ex = static_cast<Exchange*>(c.exchange);
+  if (ex == nullptr) return;
+  gil();
+  exchange_disconnected(ex);
+}
+
+void PyAppHandler::on_drain(Connection& c) {
+  auto* ex = static_cast<Exchange*>(c.exchange);
+  if (ex == nullptr || ex->drain_waiter == nullptr) return;
+  gil();
+  resolve(&ex->drain_waiter, Py_None);
+}
+
+void PyAppHandler::on_closed(Connection& c) {
+  if (c.exchange == nullptr && c.app_data == nullptr) return;
+  gil();
+  if (c.exchange != nullptr) on_disconnect(c);
+  release_conn_cache(c);
+}
+
+void PyAppHandler::on_bad_request(Connection& c, int status, const char* reason) {
+  std::string msg = "Invalid HTTP request received (" + std::to_string(status) + ": " + reason + ")";
+  if (c.head().url.len > 0 && c.head().url.len < 512) msg += request_line(&c);
+  log_error(msg, nullptr);
+}
+
+bool PyAppHandler::on_ws_message(Connection& c, bool text, const char* data, std::size_t len) {
+  auto* ex = static_cast<Exchange*>(c.exchange);
+  if (ex == nullptr || ex->ws == nullptr) return false;
+  gil();
+  return ws_message_arrived(ex, text, data, len);
+}
+
+void PyAppHandler::on_ws_close(Connection& c, int code, std::string_view reason) {
+  auto* ex = static_cast<Exchange*>(c.exchange);
+  if (ex == nullptr || ex->ws == nullptr) return;
+  gil();
+  // uvicorn: the peer's close or a protocol failure carry a reason; a shutdown (1012) does not.
+  const bool with_reason = !(code == ws::kCloseServiceRestart && reason.empty() && c.server()->shutting_down());
+  ws_session_closing(ex, code, reason, with_reason);
+}
+
+}  // namespace fa

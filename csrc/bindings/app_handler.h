@@ -1,0 +1,102 @@
+// PyAppHandler: the AppHandler that hands requests to the ASGI app. It builds the scope, creates the request's
+// Exchange (send) and Receive, starts the app as a Task running a Runner, and routes core events (body bytes,
+// disconnects, drains, WebSocket messages) to the Exchange of the connection.
+//
+// Lifetime: counted (retain/release). Holders: the PyServer object, every Exchange, and an orphaned core Server
+// (one whose PyServer is gone while connections are still closing), so a request Task that outlives the server
+// still finds the handler when it completes. release() deletes it at zero; call it with the GIL held.
+//
+// GIL: core callbacks may arrive without it (uvloop runs uv_run with it released). Every entry point calls gil()
+// first, which takes it at most once per libuv callback; on_callback_end() (run by the core's CallbackScope at
+// the end of every callback) gives it back. Calls from Python (send/receive) already hold it. No Python exception
+// propagates into the core: errors are logged through error_log or PyErr_WriteUnraisable.
+#pragma once
+
+#include <Python.h>
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include "server/app_handler.h"
+
+namespace fa {
+
+class Server;
+
+class PyAppHandler final : public AppHandler {
+ public:
+  // A handler with one reference (the caller's), or nullptr with a Python error set (e.g. a loop without
+  // create_task). `access_log` and `state` may be None.
+  static PyAppHandler* create(PyObject* loop, PyObject* app, PyObject* error_log, PyObject* access_log,
+                              PyObject* state, PyObject* root_path, const char* asgi_version);
+  PyAppHandler(const PyAppHandler&) = delete;
+  PyAppHandler& operator=(const PyAppHandler&) = delete;
+
+  void retain() { ++refs_; }
+  void release();
+  // Take over `server`, whose Python owner is gone but whose connections are still closing: it is deleted (and
+  // this handler released) at the end of the libuv callback in which its last connection closed.
+  void adopt_orphan(Server* server);
+  // Handlers alive in the process (tests assert it returns to zero).
+  static std::size_t live_count();
+
+  // AppHandler
+  void on_request(Connection& c, const RequestHead& head) override { dispatch(c, head, false); }
+  void on_websocket(Connection& c, const RequestHead& head) override { dispatch(c, head, true); }
+  bool on_body(Connection& c, const char* data, std::size_t len) override;
+  void on_body_complete(Connection& c) override;
+  void on_disconnect(Connection& c) override;
+  void on_drain(Connection& c) override;
+  void on_closed(Connection& c) override;
+  void on_callback_end() override;
+  void on_bad_request(Connection& c, int status, const char* reason) override;
+  bool on_ws_message(Connection& c, bool text, const char* data, std::size_t len) override;
+  void on_ws_close(Connection& c, int code, std::string_view reason) override;
+  void on_over_limit(Connection& c) override;
+  void on_native_response(Connection& c, int status) override;
+
+  // Take the GIL for the rest of this libuv callback (no-op when held).
+  void gil() {
+    if (!gil_held_ && !PyGILState_Check()) {
+      gil_state_ = PyGILState_Ensure();
+      gil_held_ = true;
+    }
+  }
+  // Log through the Python error_log callable; never raises (a failing logger is reported as unraisable).
+  void log_error(const std::string& message, PyObject* exc);
+  void log_access(Connection& c, int status);
+  // Asyncio embedding: `fn` is called (at most once per tick) after Python-side calls that start libuv work.
+  void set_wakeup(PyObject* fn) { Py_XSETREF(wakeup_, Py_XNewRef(fn)); }
+  void wake();
+  void tick_done() { wake_pending_ = false; }
+  // Called as fn(scope) for requests carrying x-forwarded-for/-proto, when proxy headers are enabled (None: off).
+  void set_proxy_fix(PyObject* fn) { Py_XSETREF(proxy_fix_, fn == Py_None ? nullptr : Py_XNewRef(fn)); }
+
+  // Read by the scope builder and the exchanges (owned references).
+  PyObject* create_future_ = nullptr;
+  PyObject* state_ = nullptr;            // lifespan state, or nullptr
+  PyObject* root_path_ = nullptr;        // str
+  PyObject* root_path_bytes_ = nullptr;  // bytes
+  PyObject* scope_template_ = nullptr;
+
+ private:
+  PyAppHandler() = default;
+  ~PyAppHandler() override;
+  void dispatch(Connection& c, const RequestHead& head, bool websocket);
+
+  PyObject* loop_ = nullptr;
+  PyObject* app_ = nullptr;
+  PyObject* create_task_ = nullptr;
+  PyObject* error_log_ = nullptr;
+  PyObject* access_log_ = nullptr;
+  PyObject* wakeup_ = nullptr;
+  PyObject* proxy_fix_ = nullptr;
+  Server* orphan_ = nullptr;
+  std::size_t refs_ = 1;
+  PyGILState_STATE gil_state_{};
+  bool gil_held_ = false;
+  bool wake_pending_ = false;
+};
+
+}  // namespace fa

@@ -1,0 +1,329 @@
+#include "bindings/exchange.h"
+
+#include <llhttp.h>
+
+#include <new>
+
+#include "bindings/app_handler.h"
+#include "bindings/awaitables.h"
+#include "bindings/http_cycle.h"
+#include "bindings/py_names.h"
+#include "bindings/websocket_cycle.h"
+#include "server/connection.h"
+
+namespace fa {
+
+namespace {
+
+struct Receive {
+  PyObject_HEAD
+  vectorcallfunc vectorcall;
+  Exchange* ex;
+};
+
+PyTypeObject ExchangeType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+PyTypeObject ReceiveType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
+// No C++ exception may unwind through the CPython frames that called us: an allocation failure in the core
+// (std::bad_alloc from a std::string) becomes MemoryError, anything else a RuntimeError.
+template <class Fn>
+PyObject* guarded(Fn&& fn) {
+  try {
+    return fn();
+  } catch (const std::bad_alloc&) {
+    return PyErr_NoMemory();
+  } catch (const std::exception& e) {
+    PyErr_Format(PyExc_RuntimeError, "fasterapi-asgi internal error: %s", e.what());
+    return nullptr;
+  } catch (...) {
+    PyErr_SetString(PyExc_RuntimeError, "fasterapi-asgi internal error");
+    return nullptr;
+  }
+}
+
+PyObject* receive_call(PyObject* self, PyObject* const*, size_t nargsf, PyObject* kwnames) {
+  if (PyVectorcall_NARGS(nargsf) != 0 || kwnames != nullptr) {
+    PyErr_SetString(PyExc_TypeError, "receive() takes no arguments");
+    return nullptr;
+  }
+  Exchange* ex = reinterpret_cast<Receive*>(self)->ex;
+  return guarded([ex] { return ex->ws != nullptr ? ws_receive(ex) : http_receive(ex); });
+}
+
+PyObject* send_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+  Exchange* ex = reinterpret_cast<Exchange*>(self);
+  if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != nullptr) {
+    PyErr_SetString(PyExc_TypeError, "send() takes exactly one argument (the message)");
+    return nullptr;
+  }
+  PyObject* message = args[0];
+  if (!PyDict_Check(message)) {
+    PyErr_SetString(PyExc_TypeError, "ASGI message must be a dict");
+    return nullptr;
+  }
+  PyObject* type = PyDict_GetItemWithError(message, names.type);
+  if (type == nullptr) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "type");
+    return nullptr;
+  }
+  return guarded([&] { return ex->ws != nullptr ? ws_send(ex, message, type) : http_send(ex, message, type); });
+}
+
+int exchange_traverse(PyObject* self, visitproc visit, void* arg) {
+  Exchange* ex = reinterpret_cast<Exchange*>(self);
+  Py_VISIT(ex->receive_waiter);
+  Py_VISIT(ex->drain_waiter);
+  Py_VISIT(ex->task);
+  return 0;
+}
+int exchange_clear(PyObject* self) {
+  Exchange* ex = reinterpret_cast<Exchange*>(self);
+  Py_CLEAR(ex->receive_waiter);
+  Py_CLEAR(ex->drain_waiter);
+  Py_CLEAR(ex->task);
+  return 0;
+}
+void exchange_dealloc(PyObject* self) {
+  Exchange* ex = reinterpret_cast<Exchange*>(self);
+  PyObject_GC_UnTrack(self);
+  exchange_clear(self);
+  if (ex->chunks != nullptr) {
+    clear_chunks(ex);
+    delete ex->chunks;
+  }
+  delete ex->ws;
+  PyAppHandler* handler = ex->handler;
+  PyObject_GC_Del(self);
+  if (handler != nullptr) handler->release();  // may delete the handler: last
+}
+
+int receive_traverse(PyObject* self, visitproc visit, void* arg) {
+  Py_VISIT(reinterpret_cast<PyObject*>(reinterpret_cast<Receive*>(self)->ex));
+  return 0;
+}
+int receive_clear(PyObject* self) {
+  Receive* r = reinterpret_cast<Receive*>(self);
+  Py_CLEAR(r->ex);
+  return 0;
+}
+void receive_dealloc(PyObject* self) {
+  PyObject_GC_UnTrack(self);
+  receive_clear(self);
+  PyObject_GC_Del(self);
+}
+
+PyObject* disconnect_message() {
+  PyObject* d = PyDict_New();
+  if (d != nullptr && PyDict_SetItem(d, names.type, names.http_disconnect) < 0) Py_CLEAR(d);
+  return d;
+}
+
+}  // namespace
+
+bool exchange_types_init() {
+  ExchangeType.tp_name = "fasterapi_asgi._core.Send";
+  ExchangeType.tp_basicsize = sizeof(Exchange);
+  ExchangeType.tp_dealloc = exchange_dealloc;
+  ExchangeType.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL;
+  ExchangeType.tp_vectorcall_offset = offsetof(Exchange, vectorcall);
+  ExchangeType.tp_call = PyVectorcall_Call;
+  ExchangeType.tp_traverse = exchange_traverse;
+  ExchangeType.tp_clear = exchange_clear;
+
+  ReceiveType.tp_name = "fasterapi_asgi._core.Receive";
+  ReceiveType.tp_basicsize = sizeof(Receive);
+  ReceiveType.tp_dealloc = receive_dealloc;
+  ReceiveType.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL;
+  ReceiveType.tp_vectorcall_offset = offsetof(Receive, vectorcall);
+  ReceiveType.tp_call = PyVectorcall_Call;
+  ReceiveType.tp_traverse = receive_traverse;
+  ReceiveType.tp_clear = receive_clear;
+  return PyType_Ready(&ExchangeType) == 0 && PyType_Ready(&ReceiveType) == 0;
+}
+
+bool exchange_create(PyAppHandler* handler, Connection* c, bool websocket, Exchange** out_ex, PyObject** out_receive) {
+  auto* chunks = new (std::nothrow) std::vector<PyObject*>();
+  WsState* ws = websocket ? new (std::nothrow) WsState() : nullptr;
+  if (chunks == nullptr || (websocket && ws == nullptr)) {
+    delete chunks;
+    delete ws;
+    PyErr_NoMemory();
+    return false;
+  }
+  Exchange* ex = PyObject_GC_New(Exchange, &ExchangeType);
+  if (ex == nullptr) {
+    delete chunks;
+    delete ws;
+    return false;
+  }
+  ex->vectorcall = send_call;
+  ex->handler = handler;
+  handler->retain();
+  ex->conn = c;
+  ex->chunks = chunks;
+  ex->receive_waiter = ex->drain_waiter = ex->task = nullptr;
+  ex->buffered = 0;
+  ex->status = 0;
+  ex->body_complete = ex->disconnected = ex->response_started = ex->response_complete = false;
+  ex->body_paused = ex->app_done = ex->final_delivered = false;
+  ex->ws = ws;
+  PyObject_GC_Track(reinterpret_cast<PyObject*>(ex));
+  Receive* r = PyObject_GC_New(Receive, &ReceiveType);
+  if (r == nullptr) {
+    ex->conn = nullptr;
+    Py_DECREF(reinterpret_cast<PyObject*>(ex));
+    return false;
+  }
+  r->vectorcall = receive_call;
+  r->ex = reinterpret_cast<Exchange*>(Py_NewRef(reinterpret_cast<PyObject*>(ex)));
+  PyObject_GC_Track(reinterpret_cast<PyObject*>(r));
+  *out_ex = ex;
+  *out_receive = reinterpret_cast<PyObject*>(r);
+  return true;
+}
+
+PyObject* new_future(Exchange* ex) { return PyObject_CallNoArgs(ex->handler->create_future_); }
+
+void resolve(PyObject** waiter, PyObject* value) {
+  PyObject* fut = *waiter;
+  if (fut == nullptr) return;
+  *waiter = nullptr;
+  // A waiter the app cancelled (receive() under a timeout, anyio cancel scopes) is done already: skip it.
+  PyObject* done = PyObject_CallMethod(fut, "done", nullptr);
+  if (done != nullptr && done == Py_False) {
+    PyObject* r = PyObject_CallMethod(fut, "set_result", "O", value);
+    if (r == nullptr) PyErr_WriteUnraisable(fut);
+    Py_XDECREF(r);
+  } else if (done == nullptr) {
+    PyErr_WriteUnraisable(fut);
+  }
+  Py_XDECREF(done);
+  Py_DECREF(fut);
+}
+
+void clear_chunks(Exchange* ex) {
+  if (ex->chunks == nullptr) return;
+  for (PyObject* o : *ex->chunks) Py_DECREF(o);
+  ex->chunks->clear();
+  ex->buffered = 0;
+}
+
+void detach(Exchange* ex) {
+  Connection* c = ex->conn;
+  if (c == nullptr) return;
+  ex->conn = nullptr;
+  if (c->exchange == ex) {
+    c->exchange = nullptr;
+    Py_DECREF(reinterpret_cast<PyObject*>(ex));  // the connection's reference; the caller still holds one
+  }
+}
+
+void complete_response(Exchange* ex) {
+  ex->response_complete = true;
+  Connection* c = ex->conn;
+  Py_INCREF(reinterpret_cast<PyObject*>(ex));
+  if (c != nullptr) {
+    ex->handler->log_access(*c, ex->status);
+    detach(ex);
+    c->finish_response();
+  }
+  clear_chunks(ex);
+  if (ex->receive_waiter != nullptr) {
+    PyObject* msg = ex->ws != nullptr && ex->ws->disconnect != nullptr ? PyDict_Copy(ex->ws->disconnect)
+                                                                      : disconnect_message();
+    resolve(&ex->receive_waiter, msg != nullptr ? msg : Py_None);
+    Py_XDECREF(msg);
+  }
+  Py_DECREF(reinterpret_cast<PyObject*>(ex));
+}
+
+PyObject* drain_or_ready(Exchange* ex) {
+  if (ex->conn != nullptr && !ex->conn->closing() && ex->conn->want_drain()) {
+    PyObject* fut = new_future(ex);
+    if (fut == nullptr) return nullptr;
+    Py_XSETREF(ex->drain_waiter, Py_NewRef(fut));
+    return fut;
+  }
+  return ready_none();
+}
+
+void exchange_disconnected(Exchange* ex) {
+  Py_INCREF(reinterpret_cast<PyObject*>(ex));
+  ex->disconnected = true;
+  detach(ex);
+  clear_chunks(ex);
+  if (ex->ws != nullptr) {
+    ws_stream_lost(ex);
+  } else if (ex->receive_waiter != nullptr) {
+    PyObject* msg = disconnect_message();
+    resolve(&ex->receive_waiter, msg != nullptr ? msg : Py_None);
+    Py_XDECREF(msg);
+  }
+  resolve(&ex->drain_waiter, Py_None);
+  Py_DECREF(reinterpret_cast<PyObject*>(ex));
+}
+
+PyObject* runtime_error(const char* fmt, PyObject* arg) {
+  if (arg != nullptr) PyErr_Format(PyExc_RuntimeError, fmt, arg);
+  else PyErr_SetString(PyExc_RuntimeError, fmt);
+  return nullptr;
+}
+
+bool get_bytes(PyObject* o, std::string_view* out) {
+  if (PyBytes_Check(o)) {
+    *out = std::string_view(PyBytes_AS_STRING(o), static_cast<std::size_t>(PyBytes_GET_SIZE(o)));
+    return true;
+  }
+  if (PyByteArray_Check(o)) {
+    *out = std::string_view(PyByteArray_AS_STRING(o), static_cast<std::size_t>(PyByteArray_GET_SIZE(o)));
+    return true;
+  }
+  return false;
+}
+
+bool type_is(PyObject* type, PyObject* interned) {
+  return type == interned || (PyUnicode_Check(type) && PyUnicode_Compare(type, interned) == 0);
+}
+
+std::string request_line(const Connection* c) {
+  if (c == nullptr) return {};
+  const RequestHead& h = c->head();
+  std::string s = " (\"";
+  s += llhttp_method_name(static_cast<llhttp_method_t>(h.method));
+  s += ' ';
+  s += h.url_view();
+  s += h.http_minor == 0 ? " HTTP/1.0\")" : " HTTP/1.1\")";
+  return s;
+}
+
+void app_finished(Exchange* ex) {
+  ex->app_done = true;
+  Py_CLEAR(ex->task);
+  Py_CLEAR(ex->drain_waiter);
+}
+
+void log_non_none_result(Exchange* ex, PyObject* result) {
+  PyObject* r = PyObject_Repr(result);
+  const char* text = r != nullptr ? PyUnicode_AsUTF8(r) : nullptr;
+  ex->handler->log_error(
+      std::string("ASGI callable should return None, but returned '") + (text != nullptr ? text : "?") + "'.",
+      nullptr);
+  Py_XDECREF(r);
+  PyErr_Clear();
+}
+
+void exchange_app_failed(Exchange* ex, PyObject* exc) {
+  if (ex->ws != nullptr) ws_app_finished(ex, exc, nullptr);
+  else http_app_failed(ex, exc);
+  app_finished(ex);
+  ex->handler->wake();
+}
+
+void exchange_app_returned(Exchange* ex, PyObject* result) {
+  if (ex->ws != nullptr) ws_app_finished(ex, nullptr, result);
+  else http_app_returned(ex, result);
+  app_finished(ex);
+  ex->handler->wake();
+}
+
+}  // namespace fa

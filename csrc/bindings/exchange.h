@@ -1,0 +1,101 @@
+// Exchange: one request/response cycle (an HTTP request or a WebSocket session) as the app sees it. The Exchange
+// object *is* the app's `send` callable; a Receive object wraps it as `receive`. Both are vectorcall types.
+//
+// Ownership:
+// - The connection holds one reference to its current Exchange (Connection::exchange) while the request is in
+//   flight, dropped by detach(); the Receive object, the Runner and the caller hold their own.
+// - Every Exchange holds a counted reference to its PyAppHandler (retain/release), so an app Task that outlives
+//   the server (shutdown, the PyServer object collected) still finds its handler when it completes.
+// - ex->conn is nullptr once detached (response complete and the connection moved on, or the connection closed):
+//   nothing reaches a connection through a detached exchange.
+// GIL: every function here is called with the GIL held.
+#pragma once
+
+#include <Python.h>
+
+#include <cstddef>
+#include <deque>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace fa {
+
+class Connection;
+class PyAppHandler;
+
+// WebSocket session state of an Exchange (nullptr for HTTP requests).
+struct WsState {
+  std::deque<std::pair<PyObject*, std::size_t>> queue;  // websocket.receive messages not yet taken, with sizes
+  std::size_t queued_bytes = 0;
+  PyObject* disconnect = nullptr;  // the websocket.disconnect message, once the session is over
+  bool connect_delivered = false;
+  bool handshake_done = false;  // 101, 403 or 500 sent
+  bool accepted = false;
+  bool close_sent = false;  // websocket.close sent by the app (or the handshake rejected)
+  bool paused = false;      // reading paused until the app takes queued messages
+  ~WsState() {
+    for (auto& e : queue) Py_DECREF(e.first);
+    Py_XDECREF(disconnect);
+  }
+};
+
+struct Exchange {
+  PyObject_HEAD
+  vectorcallfunc vectorcall;
+  PyAppHandler* handler;  // counted reference (PyAppHandler::retain), released in dealloc
+  Connection* conn;       // nullptr once detached
+  std::vector<PyObject*>* chunks;  // request body chunks not yet taken by receive()
+  PyObject* receive_waiter;  // Future awaited by receive(), or nullptr
+  PyObject* drain_waiter;    // Future awaited by send() under write backpressure, or nullptr
+  PyObject* task;            // the app's Task, kept alive until the app is done
+  std::size_t buffered;
+  int status;
+  bool body_complete;
+  bool disconnected;
+  bool response_started;
+  bool response_complete;
+  bool body_paused;
+  bool app_done;
+  bool final_delivered;  // the http.request message with more_body=False was handed to the app
+  WsState* ws;           // WebSocket session, or nullptr
+};
+
+// Module setup of the Send/Receive types; false with a Python error set.
+bool exchange_types_init();
+// A new Exchange for the request now on `c` (websocket: with a WsState) and its Receive. New references in
+// *ex and *receive, or false with a Python error set and nothing created.
+bool exchange_create(PyAppHandler* handler, Connection* c, bool websocket, Exchange** ex, PyObject** receive);
+
+// ---- shared by the HTTP and WebSocket cycles ----
+PyObject* new_future(Exchange* ex);
+// Resolve *waiter (if any) with `value` and clear it.
+void resolve(PyObject** waiter, PyObject* value);
+// Drop the connection's reference; ex->conn becomes nullptr.
+void detach(Exchange* ex);
+// The response is complete: access log, detach, let the connection go on, wake a pending receive().
+void complete_response(Exchange* ex);
+// What send() returns after queueing output: a Future resolved when the write queue drains below the low-water
+// mark (backpressure), or the shared Ready(None).
+PyObject* drain_or_ready(Exchange* ex);
+void clear_chunks(Exchange* ex);
+// The client went away while the request was in flight.
+void exchange_disconnected(Exchange* ex);
+// Sets RuntimeError(fmt % arg) and returns nullptr.
+PyObject* runtime_error(const char* fmt, PyObject* arg = nullptr);
+// A view of a bytes or bytearray object; false for other types (no error set).
+bool get_bytes(PyObject* o, std::string_view* out);
+bool type_is(PyObject* type, PyObject* interned);
+// ` ("GET /path HTTP/1.1")` for log lines, or "" without a connection.
+std::string request_line(const Connection* c);
+// The app is done (returned or raised): drop the Task and the drain waiter.
+void app_finished(Exchange* ex);
+// As uvicorn: an ASGI callable must return None; anything else is logged.
+void log_non_none_result(Exchange* ex, PyObject* result);
+
+// ---- the app's coroutine ended (called by the Runner) ----
+void exchange_app_failed(Exchange* ex, PyObject* exc);
+void exchange_app_returned(Exchange* ex, PyObject* result);
+
+}  // namespace fa

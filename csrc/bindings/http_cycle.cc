@@ -1,0 +1,267 @@
+#include "bindings/http_cycle.h"
+
+#include <cstring>
+#include <string_view>
+#include <vector>
+
+#include "bindings/app_handler.h"
+#include "bindings/awaitables.h"
+#include "bindings/exchange.h"
+#include "bindings/py_names.h"
+#include "server/connection.h"
+#include "server/server.h"
+
+namespace fa {
+
+namespace {
+
+// {"type": "http.request", "body": ..., "more_body": ...} from what is buffered; resumes a paused body.
+PyObject* take_body_message(Exchange* ex) {
+  PyObject* body;
+  std::vector<PyObject*>& ch = *ex->chunks;
+  if (ch.empty()) {
+    body = Py_NewRef(names.empty_bytes);
+  } else if (ch.size() == 1) {
+    body = ch[0];
+    ch.clear();
+  } else {
+    body = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(ex->buffered));
+    if (body == nullptr) return nullptr;
+    char* p = PyBytes_AS_STRING(body);
+    for (PyObject* o : ch) {
+      std::memcpy(p, PyBytes_AS_STRING(o), static_cast<std::size_t>(PyBytes_GET_SIZE(o)));
+      p += PyBytes_GET_SIZE(o);
+      Py_DECREF(o);
+    }
+    ch.clear();
+  }
+  ex->buffered = 0;
+  PyObject* msg = PyDict_New();
+  if (msg == nullptr || PyDict_SetItem(msg, names.type, names.http_request) < 0 ||
+      PyDict_SetItem(msg, names.body, body) < 0 ||
+      PyDict_SetItem(msg, names.more_body, ex->body_complete ? Py_False : Py_True) < 0) {
+    Py_XDECREF(msg);
+    Py_DECREF(body);
+    return nullptr;
+  }
+  Py_DECREF(body);
+  if (ex->body_paused && ex->conn != nullptr) {
+    ex->body_paused = false;
+    ex->conn->resume();
+  }
+  return msg;
+}
+
+PyObject* disconnect_ready() {
+  PyObject* d = PyDict_New();
+  if (d != nullptr && PyDict_SetItem(d, names.type, names.http_disconnect) < 0) Py_CLEAR(d);
+  return ready_steal(d);
+}
+
+PyObject* send_start(Exchange* ex, PyObject* message) {
+  PyObject* status_obj = PyDict_GetItemWithError(message, names.status);
+  if (status_obj == nullptr) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "status");
+    return nullptr;
+  }
+  const long status = PyLong_AsLong(status_obj);
+  if (status == -1 && PyErr_Occurred()) return nullptr;
+  PyObject* headers = PyDict_GetItemWithError(message, names.headers);
+  if (headers == nullptr && PyErr_Occurred()) return nullptr;
+  PyObject* seq = nullptr;
+  Py_ssize_t n = 0;
+  if (headers != nullptr) {
+    seq = PySequence_Fast(headers, "response headers must be an iterable of [name, value] pairs");
+    if (seq == nullptr) return nullptr;
+    n = PySequence_Fast_GET_SIZE(seq);
+  }
+  std::string_view stack_names[32], stack_values[32];
+  std::vector<std::string_view> heap_names, heap_values;
+  std::string_view* hnames = stack_names;
+  std::string_view* hvalues = stack_values;
+  if (n > 32) {
+    heap_names.resize(static_cast<std::size_t>(n));
+    heap_values.resize(static_cast<std::size_t>(n));
+    hnames = heap_names.data();
+    hvalues = heap_values.data();
+  }
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* pair = PySequence_Fast_GET_ITEM(seq, i);
+    PyObject *name, *value;
+    if (PyTuple_Check(pair) && PyTuple_GET_SIZE(pair) == 2) {
+      name = PyTuple_GET_ITEM(pair, 0);
+      value = PyTuple_GET_ITEM(pair, 1);
+    } else if (PyList_Check(pair) && PyList_GET_SIZE(pair) == 2) {
+      name = PyList_GET_ITEM(pair, 0);
+      value = PyList_GET_ITEM(pair, 1);
+    } else {
+      Py_DECREF(seq);
+      return runtime_error("Invalid HTTP header: expected a (name, value) pair");
+    }
+    if (!get_bytes(name, &hnames[i]) || !get_bytes(value, &hvalues[i])) {
+      Py_DECREF(seq);
+      PyErr_SetString(PyExc_TypeError, "response header names and values must be bytes");
+      return nullptr;
+    }
+  }
+  const char* err = nullptr;
+  try {
+    err = ex->conn->start_response(static_cast<int>(status), hnames, hvalues, static_cast<std::size_t>(n));
+  } catch (...) {
+    Py_XDECREF(seq);
+    throw;
+  }
+  Py_XDECREF(seq);
+  if (err != nullptr) return runtime_error(err);
+  ex->response_started = true;
+  ex->status = static_cast<int>(status);
+  return ready_none();
+}
+
+PyObject* send_body(Exchange* ex, PyObject* message) {
+  PyObject* body = PyDict_GetItemWithError(message, names.body);
+  if (body == nullptr && PyErr_Occurred()) return nullptr;
+  PyObject* more_obj = PyDict_GetItemWithError(message, names.more_body);
+  if (more_obj == nullptr && PyErr_Occurred()) return nullptr;
+  const int more = more_obj == nullptr ? 0 : PyObject_IsTrue(more_obj);
+  if (more < 0) return nullptr;
+  Py_buffer view{};
+  bool have_view = false;
+  std::string_view data;
+  if (body != nullptr && body != Py_None && !get_bytes(body, &data)) {
+    if (PyObject_GetBuffer(body, &view, PyBUF_SIMPLE) < 0) return nullptr;
+    have_view = true;
+    data = std::string_view(static_cast<const char*>(view.buf), static_cast<std::size_t>(view.len));
+  }
+  const char* err = nullptr;
+  try {
+    err = ex->conn->write_body(data.data(), data.size(), more != 0);
+  } catch (...) {
+    if (have_view) PyBuffer_Release(&view);
+    throw;
+  }
+  if (have_view) PyBuffer_Release(&view);
+  if (err != nullptr) return runtime_error(err);
+  ex->handler->wake();
+  if (!more) {
+    complete_response(ex);
+    return ready_none();
+  }
+  return drain_or_ready(ex);
+}
+
+// The app failed mid-response: what it already sent still goes out (as with uvicorn's transport), then the
+// connection closes, so the client sees a truncated response, never a desynchronised stream.
+void close_connection(Exchange* ex) {
+  Connection* c = ex->conn;
+  if (c == nullptr) return;
+  detach(ex);
+  c->close_after_output();
+}
+
+}  // namespace
+
+PyObject* http_receive(Exchange* ex) {
+  if (ex->disconnected || ex->response_complete || ex->conn == nullptr) return disconnect_ready();
+  // Once the whole body was handed over, a further receive() waits for the disconnect / response end.
+  if (!ex->final_delivered && (!ex->chunks->empty() || ex->body_complete)) {
+    if (ex->body_complete) ex->final_delivered = true;
+    return ready_steal(take_body_message(ex));
+  }
+  if (ex->receive_waiter != nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "receive() called while another receive() is pending");
+    return nullptr;
+  }
+  ex->conn->send_continue();
+  if (ex->body_paused) {
+    ex->body_paused = false;
+    ex->conn->resume();
+  }
+  PyObject* fut = new_future(ex);
+  if (fut == nullptr) return nullptr;
+  ex->receive_waiter = Py_NewRef(fut);
+  ex->handler->wake();
+  return fut;
+}
+
+PyObject* http_send(Exchange* ex, PyObject* message, PyObject* type) {
+  if (ex->disconnected) return ready_none();  // as uvicorn: sending after a disconnect is a no-op
+  const bool is_start = type_is(type, names.http_response_start);
+  const bool is_body = !is_start && type_is(type, names.http_response_body);
+  if (ex->response_complete || ex->conn == nullptr)
+    return runtime_error("Unexpected ASGI message '%S' sent, after response already completed.", type);
+  if (!ex->response_started) {
+    if (!is_start) return runtime_error("Expected ASGI message 'http.response.start', but got '%S'.", type);
+    return send_start(ex, message);
+  }
+  if (!is_body) return runtime_error("Expected ASGI message 'http.response.body', but got '%S'.", type);
+  return send_body(ex, message);
+}
+
+bool http_body_arrived(Exchange* ex, const char* data, std::size_t len) {
+  PyObject* chunk = PyBytes_FromStringAndSize(data, static_cast<Py_ssize_t>(len));
+  if (chunk == nullptr) {
+    PyErr_WriteUnraisable(nullptr);
+    return false;
+  }
+  ex->chunks->push_back(chunk);
+  ex->buffered += len;
+  if (ex->receive_waiter != nullptr) {
+    PyObject* msg = take_body_message(ex);
+    if (msg != nullptr) {
+      resolve(&ex->receive_waiter, msg);
+      Py_DECREF(msg);
+    } else {
+      PyErr_WriteUnraisable(nullptr);
+    }
+    return false;
+  }
+  if (ex->buffered >= ex->conn->server()->config().body_high_water) {
+    ex->body_paused = true;
+    return true;
+  }
+  return false;
+}
+
+void http_body_complete(Exchange* ex) {
+  ex->body_complete = true;
+  if (ex->receive_waiter == nullptr) return;
+  PyObject* msg = take_body_message(ex);
+  ex->final_delivered = true;
+  if (msg != nullptr) {
+    resolve(&ex->receive_waiter, msg);
+    Py_DECREF(msg);
+  } else {
+    PyErr_WriteUnraisable(nullptr);
+  }
+}
+
+void http_answer_500(Exchange* ex) {
+  Connection* c = ex->conn;
+  if (c == nullptr) return;
+  c->answer_error(500, "Internal Server Error");
+  ex->response_started = true;
+  ex->status = 500;
+  complete_response(ex);
+}
+
+void http_app_failed(Exchange* ex, PyObject* exc) {
+  ex->handler->log_error("Exception in ASGI application" + request_line(ex->conn) + "\n", exc);
+  if (!ex->response_started) http_answer_500(ex);
+  else if (!ex->response_complete) close_connection(ex);
+}
+
+void http_app_returned(Exchange* ex, PyObject* result) {
+  if (result != Py_None) {
+    log_non_none_result(ex, result);
+    close_connection(ex);
+  } else if (!ex->response_started && !ex->disconnected && ex->conn != nullptr) {
+    ex->handler->log_error("ASGI callable returned without starting response." + request_line(ex->conn), nullptr);
+    http_answer_500(ex);
+  } else if (!ex->response_complete && !ex->disconnected && ex->conn != nullptr) {
+    ex->handler->log_error("ASGI callable returned without completing response." + request_line(ex->conn), nullptr);
+    close_connection(ex);
+  }
+}
+
+}  // namespace fa

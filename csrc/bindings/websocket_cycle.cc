@@ -1,0 +1,358 @@
+#include "bindings/websocket_cycle.h"
+
+#include <string>
+#include <vector>
+
+#include "bindings/app_handler.h"
+#include "bindings/awaitables.h"
+#include "bindings/exchange.h"
+#include "bindings/http_cycle.h"
+#include "bindings/py_names.h"
+#include "http/websocket.h"
+#include "server/connection.h"
+#include "server/server.h"
+
+namespace fa {
+
+namespace {
+
+constexpr std::size_t kWsMaxQueued = 64;  // messages queued before reading pauses (also: body_high_water bytes)
+
+// Record how the session ended (first call wins) and hand it to a pending receive().
+void set_disconnect(Exchange* ex, int code, std::string_view reason, bool with_reason) {
+  WsState* w = ex->ws;
+  if (w->disconnect == nullptr) {
+    PyObject* msg = PyDict_New();
+    PyObject* c = PyLong_FromLong(code);
+    PyObject* r = with_reason
+                      ? PyUnicode_DecodeUTF8(reason.data(), static_cast<Py_ssize_t>(reason.size()), "replace")
+                      : nullptr;
+    if (msg == nullptr || c == nullptr || (with_reason && r == nullptr) ||
+        PyDict_SetItem(msg, names.type, names.ws_disconnect) < 0 || PyDict_SetItem(msg, names.code, c) < 0 ||
+        (r != nullptr && PyDict_SetItem(msg, names.reason, r) < 0)) {
+      Py_CLEAR(msg);
+      PyErr_WriteUnraisable(nullptr);
+    }
+    Py_XDECREF(c);
+    Py_XDECREF(r);
+    if (msg == nullptr) return;
+    w->disconnect = msg;
+  }
+  if (ex->receive_waiter != nullptr && w->queue.empty()) {
+    PyObject* copy = PyDict_Copy(w->disconnect);
+    resolve(&ex->receive_waiter, copy != nullptr ? copy : Py_None);
+    Py_XDECREF(copy);
+  }
+}
+
+PyObject* type_message(PyObject* type) {
+  PyObject* d = PyDict_New();
+  if (d != nullptr && PyDict_SetItem(d, names.type, type) < 0) Py_CLEAR(d);
+  return d;
+}
+
+PyObject* client_disconnected() {
+  PyErr_SetNone(names.client_disconnected);
+  return nullptr;
+}
+
+// Optional str value of a message key; *out = nullptr when absent or None. False with an error set otherwise.
+bool opt_str(PyObject* message, PyObject* key, PyObject** out) {
+  PyObject* v = PyDict_GetItemWithError(message, key);
+  if (v == nullptr && PyErr_Occurred()) return false;
+  *out = v == Py_None ? nullptr : v;
+  if (*out != nullptr && !PyUnicode_Check(*out)) {
+    PyErr_Format(PyExc_TypeError, "'%U' must be a str", key);
+    return false;
+  }
+  return true;
+}
+
+// Sec-WebSocket-Accept: base64(SHA-1(key + GUID)), with Python's hashlib and base64 (imported on first use).
+// False with a Python error set.
+bool accept_key(std::string_view key, std::string* out) {
+  static PyObject* sha1 = nullptr;
+  static PyObject* b64encode = nullptr;
+  if (sha1 == nullptr) {
+    PyObject* hashlib = PyImport_ImportModule("hashlib");
+    PyObject* base64 = hashlib != nullptr ? PyImport_ImportModule("base64") : nullptr;
+    PyObject* s = hashlib != nullptr ? PyObject_GetAttrString(hashlib, "sha1") : nullptr;
+    PyObject* b = base64 != nullptr && s != nullptr ? PyObject_GetAttrString(base64, "b64encode") : nullptr;
+    Py_XDECREF(hashlib);
+    Py_XDECREF(base64);
+    if (b == nullptr) {
+      Py_XDECREF(s);
+      return false;
+    }
+    sha1 = s;
+    b64encode = b;
+  }
+  std::string input(key);
+  input += "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  PyObject* data = PyBytes_FromStringAndSize(input.data(), static_cast<Py_ssize_t>(input.size()));
+  PyObject* h = data != nullptr ? PyObject_CallOneArg(sha1, data) : nullptr;
+  PyObject* digest = h != nullptr ? PyObject_CallMethod(h, "digest", nullptr) : nullptr;
+  PyObject* b64 = digest != nullptr ? PyObject_CallOneArg(b64encode, digest) : nullptr;
+  const bool ok = b64 != nullptr && PyBytes_Check(b64);
+  if (ok) out->assign(PyBytes_AS_STRING(b64), static_cast<std::size_t>(PyBytes_GET_SIZE(b64)));
+  else if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "cannot compute Sec-WebSocket-Accept");
+  Py_XDECREF(data);
+  Py_XDECREF(h);
+  Py_XDECREF(digest);
+  Py_XDECREF(b64);
+  return ok;
+}
+
+PyObject* send_accept(Exchange* ex, PyObject* message) {
+  Connection* c = ex->conn;
+  PyObject* subprotocol = nullptr;
+  if (!opt_str(message, names.subprotocol, &subprotocol)) return nullptr;
+  std::string_view sub;
+  if (subprotocol != nullptr) {
+    Py_ssize_t len = 0;
+    const char* sp = PyUnicode_AsUTF8AndSize(subprotocol, &len);
+    if (sp == nullptr) return nullptr;
+    sub = std::string_view(sp, static_cast<std::size_t>(len));
+  }
+  PyObject* headers = PyDict_GetItemWithError(message, names.headers);
+  if (headers == nullptr && PyErr_Occurred()) return nullptr;
+  PyObject* seq = nullptr;
+  std::vector<PyObject*> pairs;  // each a PySequence_Fast of one [name, value], owned
+  std::vector<std::string_view> hnames, hvalues;
+  auto release = [&] {
+    for (PyObject* p : pairs) Py_DECREF(p);
+    Py_XDECREF(seq);
+  };
+  if (headers != nullptr && headers != Py_None) {
+    seq = PySequence_Fast(headers, "websocket.accept headers must be an iterable of [name, value] pairs");
+    if (seq == nullptr) return nullptr;
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      PyObject* p = PySequence_Fast(PySequence_Fast_GET_ITEM(seq, i), "header must be a [name, value] pair");
+      if (p == nullptr || PySequence_Fast_GET_SIZE(p) != 2) {
+        Py_XDECREF(p);
+        release();
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "header must be a [name, value] pair");
+        return nullptr;
+      }
+      pairs.push_back(p);
+      std::string_view name, value;
+      if (!get_bytes(PySequence_Fast_GET_ITEM(p, 0), &name) || !get_bytes(PySequence_Fast_GET_ITEM(p, 1), &value)) {
+        release();
+        PyErr_SetString(PyExc_TypeError, "websocket.accept header names and values must be bytes");
+        return nullptr;
+      }
+      hnames.push_back(name);
+      hvalues.push_back(value);
+    }
+  }
+  std::string key;
+  if (!accept_key(c->head().header("sec-websocket-key"), &key)) {
+    release();
+    return nullptr;
+  }
+  const char* err = nullptr;
+  try {
+    err = c->ws_accept(key, hnames.data(), hvalues.data(), hnames.size(), sub);
+  } catch (...) {
+    release();
+    throw;
+  }
+  release();
+  if (err != nullptr) return runtime_error(err);
+  ex->ws->handshake_done = ex->ws->accepted = true;
+  ex->response_started = true;
+  ex->status = 101;
+  ex->handler->log_access(*c, 101);
+  ex->handler->wake();
+  return ready_none();
+}
+
+// websocket.close before accept: HTTP 403, as uvicorn.
+PyObject* reject(Exchange* ex) {
+  WsState* w = ex->ws;
+  w->handshake_done = w->close_sent = true;
+  ex->conn->answer_error(403, "");
+  ex->response_started = true;
+  ex->status = 403;
+  set_disconnect(ex, ws::kCloseAbnormal, "", false);
+  complete_response(ex);
+  ex->handler->wake();
+  return ready_none();
+}
+
+PyObject* send_data(Exchange* ex, PyObject* message) {
+  PyObject* bytes = PyDict_GetItemWithError(message, names.bytes);
+  if (bytes == nullptr && PyErr_Occurred()) return nullptr;
+  Connection* c = ex->conn;
+  if (bytes != nullptr && bytes != Py_None) {
+    std::string_view data;
+    if (get_bytes(bytes, &data)) {
+      c->ws_send(false, data.data(), data.size());
+    } else {
+      Py_buffer view{};
+      if (PyObject_GetBuffer(bytes, &view, PyBUF_SIMPLE) < 0) return nullptr;
+      try {
+        c->ws_send(false, static_cast<const char*>(view.buf), static_cast<std::size_t>(view.len));
+      } catch (...) {
+        PyBuffer_Release(&view);
+        throw;
+      }
+      PyBuffer_Release(&view);
+    }
+  } else {
+    PyObject* text = nullptr;
+    if (!opt_str(message, names.text, &text)) return nullptr;
+    if (text == nullptr) return ready_none();  // as uvicorn: nothing to send
+    Py_ssize_t len = 0;
+    const char* p = PyUnicode_AsUTF8AndSize(text, &len);
+    if (p == nullptr) return nullptr;
+    c->ws_send(true, p, static_cast<std::size_t>(len));
+  }
+  ex->handler->wake();
+  return drain_or_ready(ex);
+}
+
+PyObject* send_close(Exchange* ex, PyObject* message) {
+  PyObject* code_obj = PyDict_GetItemWithError(message, names.code);
+  if (code_obj == nullptr && PyErr_Occurred()) return nullptr;
+  long code = ws::kCloseNormal;
+  if (code_obj != nullptr && code_obj != Py_None) {
+    code = PyLong_AsLong(code_obj);
+    if (code == -1 && PyErr_Occurred()) return nullptr;
+  }
+  PyObject* reason = nullptr;
+  if (!opt_str(message, names.reason, &reason)) return nullptr;
+  Py_ssize_t len = 0;
+  const char* r = "";
+  if (reason != nullptr) {
+    r = PyUnicode_AsUTF8AndSize(reason, &len);
+    if (r == nullptr) return nullptr;
+  }
+  if (!ws::valid_close_code(static_cast<int>(code)) || code > 4999)
+    return runtime_error("Invalid WebSocket close code");
+  if (len > static_cast<Py_ssize_t>(ws::kMaxControlPayload - 2)) return runtime_error("WebSocket close reason too long");
+  const std::string_view reason_view(r, static_cast<std::size_t>(len));
+  ex->ws->close_sent = true;
+  set_disconnect(ex, static_cast<int>(code), reason_view, true);
+  ex->conn->ws_close(static_cast<int>(code), reason_view);
+  ex->handler->wake();
+  return ready_none();
+}
+
+}  // namespace
+
+PyObject* ws_receive(Exchange* ex) {
+  WsState* w = ex->ws;
+  if (!w->connect_delivered) {
+    w->connect_delivered = true;
+    return ready_steal(type_message(names.ws_connect));
+  }
+  if (!w->queue.empty()) {
+    auto [msg, size] = w->queue.front();
+    w->queue.pop_front();
+    w->queued_bytes -= size;
+    if (w->paused && ex->conn != nullptr && w->queue.size() < kWsMaxQueued / 2 &&
+        w->queued_bytes <= ex->conn->server()->config().write_low_water) {
+      w->paused = false;
+      ex->conn->resume();
+    }
+    return ready_steal(msg);
+  }
+  if (w->disconnect != nullptr) return ready_steal(PyDict_Copy(w->disconnect));
+  if (ex->conn == nullptr || ex->disconnected) {
+    set_disconnect(ex, w->accepted ? ws::kCloseNoStatus : ws::kCloseAbnormal, "", false);
+    if (w->disconnect == nullptr) return nullptr;
+    return ready_steal(PyDict_Copy(w->disconnect));
+  }
+  if (ex->receive_waiter != nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "receive() called while another receive() is pending");
+    return nullptr;
+  }
+  PyObject* fut = new_future(ex);
+  if (fut == nullptr) return nullptr;
+  ex->receive_waiter = Py_NewRef(fut);
+  ex->handler->wake();
+  return fut;
+}
+
+PyObject* ws_send(Exchange* ex, PyObject* message, PyObject* type) {
+  WsState* w = ex->ws;
+  if (ex->disconnected) return client_disconnected();
+  if (!w->handshake_done) {
+    if (ex->conn == nullptr) return client_disconnected();
+    if (type_is(type, names.ws_accept)) return send_accept(ex, message);
+    if (type_is(type, names.ws_close)) return reject(ex);
+    return runtime_error("Expected ASGI message 'websocket.accept', 'websocket.close' or "
+                         "'websocket.http.response.start' but got '%S'.",
+                         type);
+  }
+  if (!w->close_sent && w->accepted) {
+    if (ex->conn == nullptr || !ex->conn->ws_open()) return client_disconnected();
+    if (type_is(type, names.ws_send)) return send_data(ex, message);
+    if (type_is(type, names.ws_close)) return send_close(ex, message);
+    return runtime_error("Expected ASGI message 'websocket.send' or 'websocket.close', but got '%S'.", type);
+  }
+  if (!w->close_sent) return client_disconnected();  // handshake answered with a 500
+  return runtime_error("Unexpected ASGI message '%S', after sending 'websocket.close'.", type);
+}
+
+bool ws_message_arrived(Exchange* ex, bool text, const char* data, std::size_t len) {
+  WsState* w = ex->ws;
+  PyObject* payload = text ? PyUnicode_DecodeUTF8(data, static_cast<Py_ssize_t>(len), nullptr)
+                           : PyBytes_FromStringAndSize(data, static_cast<Py_ssize_t>(len));
+  PyObject* msg = payload != nullptr ? PyDict_New() : nullptr;
+  if (msg == nullptr || PyDict_SetItem(msg, names.type, names.ws_receive) < 0 ||
+      PyDict_SetItem(msg, text ? names.text : names.bytes, payload) < 0) {
+    PyErr_WriteUnraisable(nullptr);
+    Py_XDECREF(payload);
+    Py_XDECREF(msg);
+    return false;
+  }
+  Py_DECREF(payload);
+  if (ex->receive_waiter != nullptr && w->queue.empty()) {
+    resolve(&ex->receive_waiter, msg);
+    Py_DECREF(msg);
+    return false;
+  }
+  w->queue.emplace_back(msg, len);
+  w->queued_bytes += len;
+  if (w->queue.size() >= kWsMaxQueued || w->queued_bytes >= ex->conn->server()->config().body_high_water) {
+    w->paused = true;
+    return true;
+  }
+  return false;
+}
+
+void ws_session_closing(Exchange* ex, int code, std::string_view reason, bool with_reason) {
+  set_disconnect(ex, code, reason, with_reason);
+}
+
+void ws_stream_lost(Exchange* ex) {
+  set_disconnect(ex, ex->ws->accepted ? ws::kCloseNoStatus : ws::kCloseAbnormal, "", false);
+}
+
+void ws_answer_500(Exchange* ex) {
+  ex->ws->handshake_done = true;
+  set_disconnect(ex, ws::kCloseAbnormal, "", false);
+  if (ex->conn != nullptr) http_answer_500(ex);
+}
+
+void ws_app_finished(Exchange* ex, PyObject* exc, PyObject* result) {
+  WsState* w = ex->ws;
+  if (exc != nullptr) {
+    const int is_cd = PyObject_IsInstance(exc, names.client_disconnected);
+    if (is_cd < 0) PyErr_Clear();
+    if (is_cd != 1) ex->handler->log_error("Exception in ASGI application\n", exc);
+  } else if (!w->handshake_done && ex->conn != nullptr && !ex->disconnected) {
+    ex->handler->log_error("ASGI callable returned without completing handshake.", nullptr);
+  } else if (result != Py_None) {
+    log_non_none_result(ex, result);
+  }
+  // As uvicorn: no handshake answer yet -> 500; an open session is closed without a close frame; a close
+  // handshake in progress completes (or times out).
+  if (!w->handshake_done) ws_answer_500(ex);
+  else if (ex->conn != nullptr) ex->conn->ws_app_done();
+}
+
+}  // namespace fa

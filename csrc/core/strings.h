@@ -1,0 +1,52 @@
+// Small string helpers shared by every layer: offsets into an arena, ASCII case-insensitive comparison, and
+// comma-separated header lists (RFC 9110 section 5.6.1). No allocation, no locale.
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+
+namespace fa {
+
+// A span of an arena held as {offset, length} rather than {pointer, length}: the arena (a std::string) may grow,
+// and so move, while a request head is still being parsed.
+struct Span {
+  std::size_t off = 0;
+  std::size_t len = 0;
+};
+
+inline char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; }
+
+inline bool ascii_iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
+  return true;
+}
+
+// `v` without leading and trailing optional whitespace (SP and HTAB).
+inline std::string_view trim_ows(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  return v;
+}
+
+// Calls fn(item) for every element of a comma-separated list, trimmed of OWS, empty elements included (as they
+// stand in the value), until fn returns true. Returns whether some call returned true.
+template <class Fn>
+bool for_each_list_item(std::string_view list, Fn&& fn) {
+  std::size_t start = 0;
+  while (start <= list.size()) {
+    std::size_t end = list.find(',', start);
+    if (end == std::string_view::npos) end = list.size();
+    if (fn(trim_ows(list.substr(start, end - start)))) return true;
+    start = end + 1;
+  }
+  return false;
+}
+
+// Whether a comma-separated list holds `token` (ASCII case-insensitive), e.g. "close" in a Connection value.
+inline bool list_has_token(std::string_view list, std::string_view token) {
+  return for_each_list_item(list, [token](std::string_view item) { return ascii_iequals(item, token); });
+}
+
+}  // namespace fa

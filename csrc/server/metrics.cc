@@ -1,0 +1,105 @@
+#include "server/metrics.h"
+
+#include <cstdio>
+
+#include "server/server.h"
+
+namespace fa {
+
+namespace {
+
+// Prometheus label value: backslash, double quote and newline escaped.
+void append_label(std::string& out, std::string_view v) {
+  for (char ch : v) {
+    if (ch == '\\' || ch == '"') out += '\\';
+    if (ch == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += ch;
+  }
+}
+
+void append_route_labels(std::string& out, const NativeRoute& r) {
+  out += "method=\"";
+  append_label(out, r.method);
+  out += "\",route=\"";
+  append_label(out, r.pattern);
+  out += '"';
+}
+
+void append_metric(std::string& out, const char* name, const char* help, const char* type, std::uint64_t v) {
+  out += "# HELP ";
+  out += name;
+  out += ' ';
+  out += help;
+  out += "\n# TYPE ";
+  out += name;
+  out += ' ';
+  out += type;
+  out += '\n';
+  out += name;
+  out += ' ';
+  append_decimal(out, v);
+  out += '\n';
+}
+
+}  // namespace
+
+std::string render_metrics(const Server& server) {
+  const ServerCounters& k = server.counters();
+  std::string out;
+  out.reserve(4096);
+  append_metric(out, "fasterapi_requests_total", "Requests answered (native and ASGI).", "counter", k.requests);
+  append_metric(out, "fasterapi_native_requests_total", "Requests answered by native routes.", "counter",
+                k.native_requests);
+  append_metric(out, "fasterapi_connections_total", "Connections accepted.", "counter", k.connections_total);
+  append_metric(out, "fasterapi_connections_open", "Connections open now.", "gauge", server.connection_count());
+  append_metric(out, "fasterapi_bytes_in_total", "Bytes read from clients.", "counter", k.bytes_in);
+  append_metric(out, "fasterapi_bytes_out_total", "Bytes written to clients.", "counter", k.bytes_out);
+  append_metric(out, "fasterapi_bad_requests_total", "Requests rejected as malformed.", "counter", k.bad_requests);
+  const std::vector<const NativeRoute*> routes = server.router().routes();
+  out += "# HELP fasterapi_route_requests_total Requests per native route.\n";
+  out += "# TYPE fasterapi_route_requests_total counter\n";
+  for (const NativeRoute* r : routes) {
+    out += "fasterapi_route_requests_total{";
+    append_route_labels(out, *r);
+    out += "} ";
+    append_decimal(out, server.route_stats(r->id).hits);
+    out += '\n';
+  }
+  out += "# HELP fasterapi_route_latency_seconds Native route latency, request start to response queued.\n";
+  out += "# TYPE fasterapi_route_latency_seconds histogram\n";
+  char number[32];
+  for (const NativeRoute* r : routes) {
+    const RouteStats& st = server.route_stats(r->id);
+    std::uint64_t cumulative = 0;
+    for (int i = 0; i < 12; ++i) {
+      cumulative += st.latency_buckets[i];
+      out += "fasterapi_route_latency_seconds_bucket{";
+      append_route_labels(out, *r);
+      out += ",le=\"";
+      if (i < 11) {
+        std::snprintf(number, sizeof number, "%g", kLatencyBoundsUs[i] / 1e6);
+        out += number;
+      } else {
+        out += "+Inf";
+      }
+      out += "\"} ";
+      append_decimal(out, cumulative);
+      out += '\n';
+    }
+    out += "fasterapi_route_latency_seconds_sum{";
+    append_route_labels(out, *r);
+    std::snprintf(number, sizeof number, "} %.9f\n", st.latency_sum_us / 1e6);
+    out += number;
+    out += "fasterapi_route_latency_seconds_count{";
+    append_route_labels(out, *r);
+    out += "} ";
+    append_decimal(out, st.hits);
+    out += '\n';
+  }
+  return out;
+}
+
+}  // namespace fa

@@ -1,0 +1,40 @@
+// core/strings.h: the list and comparison helpers every layer uses for header values.
+#include <string>
+#include <vector>
+
+#include "catch_compat.h"
+#include "core/strings.h"
+
+TEST_CASE("strings: ascii_iequals and trim_ows", "[strings]") {
+  CHECK(fa::ascii_iequals("Content-Length", "content-length"));
+  CHECK_FALSE(fa::ascii_iequals("content-length", "content-lengt"));
+  CHECK_FALSE(fa::ascii_iequals("a", "b"));
+  CHECK(fa::trim_ows(" \t x y\t ") == "x y");
+  CHECK(fa::trim_ows("\r x") == "\r x");  // only SP and HTAB are optional whitespace
+  CHECK(fa::trim_ows("").empty());
+}
+
+TEST_CASE("strings: for_each_list_item visits every trimmed item, empty ones included", "[strings]") {
+  std::vector<std::string> items;
+  auto collect = [&](std::string_view v) {
+    items.clear();
+    fa::for_each_list_item(v, [&](std::string_view item) {
+      items.emplace_back(item);
+      return false;
+    });
+    return items;
+  };
+  CHECK(collect("a, b ,c") == std::vector<std::string>{"a", "b", "c"});
+  CHECK(collect("a,,b") == std::vector<std::string>{"a", "", "b"});
+  CHECK(collect("") == std::vector<std::string>{""});
+  CHECK(collect(" x ") == std::vector<std::string>{"x"});
+  CHECK(collect("a,") == std::vector<std::string>{"a", ""});
+}
+
+TEST_CASE("strings: list_has_token", "[strings]") {
+  CHECK(fa::list_has_token("keep-alive, Upgrade", "upgrade"));
+  CHECK(fa::list_has_token("gzip, chunked", "chunked"));
+  CHECK_FALSE(fa::list_has_token("chunkedx", "chunked"));
+  CHECK_FALSE(fa::list_has_token("", "close"));
+  CHECK(fa::list_has_token(" close ", "close"));
+}
