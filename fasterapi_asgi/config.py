@@ -48,6 +48,8 @@ INTERFACES: list[InterfaceType] = ["auto", "asgi3", "asgi2"]
 # Exit status when the app cannot be loaded, the socket cannot be bound or lifespan startup fails
 # (uvicorn's value, so supervisors and scripts written for uvicorn keep working).
 STARTUP_FAILURE = 3
+# uvicorn's --ws-max-size default: larger incoming WebSocket messages close the session with 1009.
+WS_MAX_SIZE_DEFAULT = 16 * 1024 * 1024
 
 LOGGING_CONFIG: dict[str, Any] = {
     "version": 1,
@@ -167,7 +169,7 @@ class Config:
         native: str | None = None,
         stats: bool = False,
         ws: str = "auto",
-        ws_max_size: int = 16 * 1024 * 1024,
+        ws_max_size: int = WS_MAX_SIZE_DEFAULT,
     ) -> None:
         self.app = app
         self.host = host

@@ -22,6 +22,7 @@ from fasterapi_asgi.config import (
     LOG_LEVELS,
     LOGGING_CONFIG,
     STARTUP_FAILURE,
+    WS_MAX_SIZE_DEFAULT,
     Config,
     InterfaceType,
     LifespanType,
@@ -227,7 +228,7 @@ class _Command(click.Command):
 @click.option(
     "--ws-max-size",
     type=int,
-    default=16 * 1024 * 1024,
+    default=WS_MAX_SIZE_DEFAULT,
     show_default=True,
     help="WebSocket max message size in bytes (larger messages close the session with 1009).",
 )
@@ -306,7 +307,7 @@ def run(
     native: str | None = None,
     stats: bool = False,
     ws: str = "auto",
-    ws_max_size: int = 16 * 1024 * 1024,
+    ws_max_size: int = WS_MAX_SIZE_DEFAULT,
 ) -> None:
     """Serve ``app`` (an ASGI app, or a ``"module:attribute"`` import string) until stopped.
 

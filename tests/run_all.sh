@@ -36,5 +36,19 @@ ctest --test-dir build/cpp-asan --output-on-failure
 step "Python tests"
 "$PY" -m pytest -q -p no:cacheprovider tests/python
 
+# The other supported interpreters (Python 3.10-3.13): build, then the real-socket smoke tests, the eager-task
+# tests (3.12+) and the binding lifetime tests. Interpreters are taken from pyenv when it has them.
+PYENV_ROOT=${PYENV_ROOT:-$HOME/.pyenv}
+for minor in 3.10 3.12 3.13; do
+  other=$(ls -d "$PYENV_ROOT"/versions/"$minor".*/bin/python 2>/dev/null | sort -V | tail -n 1 || true)
+  if [ -z "$other" ] || [ "$("$other" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" ]; then
+    continue
+  fi
+  step "Python $minor: build and smoke tests ($other)"
+  "$other" -m pip install -q --disable-pip-version-check -e ".[test]"
+  "$other" -m pytest -q -p no:cacheprovider tests/python/test_http_basic.py tests/python/test_eager_tasks.py \
+    tests/python/test_core_lifetime.py
+done
+
 step "benchmark harness smoke run (numbers are not pass/fail)"
 "$PY" benchmarks/run_suite.py --smoke --out build/suite-smoke

@@ -184,6 +184,19 @@ bool exchange_create(PyAppHandler* handler, Connection* c, bool websocket, Excha
 
 PyObject* new_future(Exchange* ex) { return PyObject_CallNoArgs(ex->handler->create_future_); }
 
+PyObject* park_receive(Exchange* ex) {
+  PyObject* fut = new_future(ex);
+  if (fut == nullptr) return nullptr;
+  ex->receive_waiter = Py_NewRef(fut);
+  ex->handler->wake();
+  return fut;
+}
+
+PyObject* receive_pending_error() {
+  PyErr_SetString(PyExc_RuntimeError, "receive() called while another receive() is pending");
+  return nullptr;
+}
+
 void resolve(PyObject** waiter, PyObject* value) {
   PyObject* fut = *waiter;
   if (fut == nullptr) return;

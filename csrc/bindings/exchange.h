@@ -70,6 +70,10 @@ bool exchange_create(PyAppHandler* handler, Connection* c, bool websocket, Excha
 
 // ---- shared by the HTTP and WebSocket cycles ----
 PyObject* new_future(Exchange* ex);
+// receive() has nothing to return yet: a Future the core resolves (kept in ex->receive_waiter).
+PyObject* park_receive(Exchange* ex);
+// RuntimeError for a second receive() while one is pending.
+PyObject* receive_pending_error();
 // Resolve *waiter (if any) with `value` and clear it.
 void resolve(PyObject** waiter, PyObject* value);
 // Drop the connection's reference; ex->conn becomes nullptr.

@@ -168,20 +168,13 @@ PyObject* http_receive(Exchange* ex) {
     if (ex->body_complete) ex->final_delivered = true;
     return ready_steal(take_body_message(ex));
   }
-  if (ex->receive_waiter != nullptr) {
-    PyErr_SetString(PyExc_RuntimeError, "receive() called while another receive() is pending");
-    return nullptr;
-  }
+  if (ex->receive_waiter != nullptr) return receive_pending_error();
   ex->conn->send_continue();
   if (ex->body_paused) {
     ex->body_paused = false;
     ex->conn->resume();
   }
-  PyObject* fut = new_future(ex);
-  if (fut == nullptr) return nullptr;
-  ex->receive_waiter = Py_NewRef(fut);
-  ex->handler->wake();
-  return fut;
+  return park_receive(ex);
 }
 
 PyObject* http_send(Exchange* ex, PyObject* message, PyObject* type) {

@@ -294,7 +294,7 @@ PYBIND11_MODULE(_core, mod) {
            py::arg("timeout_keep_alive") = 5.0, py::arg("state") = py::none(),
            py::arg("limit_concurrency") = py::none(), py::arg("h11_max_incomplete_event_size") = py::none(),
            py::arg("asgi_version") = "3.0", py::arg("stats") = false, py::arg("websocket") = true,
-           py::arg("ws_max_size") = static_cast<std::size_t>(16 * 1024 * 1024))
+           py::arg("ws_max_size") = fa::ws::kDefaultMaxMessage)
       .def("listen", &PyServer::listen, py::arg("sock"), py::arg("backlog") = 2048)
       .def("stop_accepting", &PyServer::stop_accepting)
       .def("shutdown", &PyServer::shutdown)

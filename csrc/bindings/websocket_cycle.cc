@@ -265,15 +265,8 @@ PyObject* ws_receive(Exchange* ex) {
     if (w->disconnect == nullptr) return nullptr;
     return ready_steal(PyDict_Copy(w->disconnect));
   }
-  if (ex->receive_waiter != nullptr) {
-    PyErr_SetString(PyExc_RuntimeError, "receive() called while another receive() is pending");
-    return nullptr;
-  }
-  PyObject* fut = new_future(ex);
-  if (fut == nullptr) return nullptr;
-  ex->receive_waiter = Py_NewRef(fut);
-  ex->handler->wake();
-  return fut;
+  if (ex->receive_waiter != nullptr) return receive_pending_error();
+  return park_receive(ex);
 }
 
 PyObject* ws_send(Exchange* ex, PyObject* message, PyObject* type) {

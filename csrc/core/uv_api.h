@@ -3,7 +3,9 @@
 // uvloop links libuv statically and exports its uv_* symbols from its extension module. Two different libuv copies
 // must never operate on one uv_loop_t, so every libuv call in fasterapi-asgi goes through this table, which is filled
 // from uvloop's module (dlopen RTLD_NOLOAD + dlsym). Headers come from the same libuv release (uvloop's sdist), and
-// uv_api_bind() refuses a runtime whose major.minor differs from the headers'.
+// uv_api_bind() refuses a runtime whose major.minor differs from the headers'. The table lists exactly the functions
+// the core calls: each one must be exported by uvloop's module, so an unused entry would be a start-up requirement
+// for nothing.
 #pragma once
 
 #include <uv.h>
@@ -12,23 +14,14 @@
 
 #define FA_UV_FUNCTIONS(X) \
   X(uv_version)            \
-  X(uv_version_string)     \
   X(uv_strerror)           \
-  X(uv_err_name)           \
   X(uv_loop_init)          \
   X(uv_loop_close)         \
   X(uv_run)                \
-  X(uv_stop)               \
-  X(uv_walk)               \
   X(uv_backend_fd)         \
   X(uv_backend_timeout)    \
   X(uv_now)                \
-  X(uv_update_time)        \
   X(uv_close)              \
-  X(uv_is_closing)         \
-  X(uv_ref)                \
-  X(uv_unref)              \
-  X(uv_fileno)             \
   X(uv_tcp_init)           \
   X(uv_tcp_open)           \
   X(uv_tcp_nodelay)        \
@@ -42,16 +35,12 @@
   X(uv_read_stop)          \
   X(uv_try_write)          \
   X(uv_write)              \
-  X(uv_shutdown)           \
   X(uv_timer_init)         \
   X(uv_timer_start)        \
   X(uv_timer_stop)         \
   X(uv_prepare_init)       \
   X(uv_prepare_start)      \
   X(uv_prepare_stop)       \
-  X(uv_check_init)         \
-  X(uv_check_start)        \
-  X(uv_check_stop)         \
   X(uv_ip4_name)           \
   X(uv_ip6_name)           \
   X(uv_buf_init)

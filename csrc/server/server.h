@@ -12,6 +12,7 @@
 #include "http/parser.h"
 #include "http/response.h"
 #include "http/router.h"
+#include "http/websocket.h"
 #include "server/metrics.h"
 
 namespace fa {
@@ -28,7 +29,7 @@ struct ServerConfig {
   std::size_t write_low_water = 16 * 1024;
   std::size_t limit_concurrency = 0;         // 0: unlimited; else answer 503 beyond this many connections
   bool websocket = false;                    // serve WebSocket upgrades (else: answered as plain HTTP, then closed)
-  std::size_t ws_max_message = 16 * 1024 * 1024;  // larger incoming messages fail the connection with 1009
+  std::size_t ws_max_message = ws::kDefaultMaxMessage;  // larger incoming messages fail the connection with 1009
   std::uint64_t ws_close_timeout_ms = 10000;      // wait for the peer's close reply at most this long
 };
 

@@ -155,6 +155,18 @@ def test_head_app_raises_before_start_500_without_body(server: ServerProcess) ->
     assert_still_serving(server)
 
 
+def test_refused_head_then_500_goes_out(fasterapi: ServerProcess) -> None:
+    """A head refused by send() (two Content-Lengths) leaves nothing behind: the server's 500 goes out."""
+    with RawClient(fasterapi.port) as c:
+        c.send(request("GET", "/two-cl"))
+        r = c.read_response()
+        assert r.status == 500
+        assert r.body == b"Internal Server Error"
+        assert c.wait_closed(3)
+    fasterapi.wait_for_log("Invalid Content-Length header in response.")
+    assert_still_serving(fasterapi)
+
+
 def test_app_raises_after_start_closes(server: ServerProcess) -> None:
     with RawClient(server.port) as c:
         c.send(request("GET", "/raise-after") + request("GET", "/"))

@@ -14,6 +14,13 @@ from typing import Any
 Scope = dict[str, Any]
 
 
+def eager_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+    """asyncio.eager_task_factory's behaviour, spelled out: uvloop 0.23 passes ``eager_start`` to the task
+    factory, which Python 3.13.0's ``eager_task_factory`` does not accept (under uvicorn too)."""
+    kwargs.pop("eager_start", None)
+    return asyncio.Task(coro, loop=loop, eager_start=True, **kwargs)  # type: ignore[call-arg]
+
+
 def _live(kind: str) -> int:
     gc.collect()
     if kind == "tasks":
@@ -31,7 +38,7 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+                asyncio.get_running_loop().set_task_factory(eager_factory)
                 await send({"type": "lifespan.startup.complete"})
             else:
                 await send({"type": "lifespan.shutdown.complete"})

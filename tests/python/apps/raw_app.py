@@ -200,6 +200,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901
             }
         )
         await send({"type": "http.response.body", "body": b"ok"})
+    elif route == "/two-cl":
+        # Two different Content-Length values: send() refuses the head; the app's error follows.
+        headers = [(b"content-length", b"2"), (b"content-length", b"3")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
     elif route == "/raise-before":
         raise RuntimeError("APP-RAISED-BEFORE-START")
     elif route == "/raise-after":

@@ -1,0 +1,229 @@
+// Connection, part 2: the response to the current request (the server's wire format), output corking, writes
+// and write backpressure.
+#include "server/connection.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "core/uv_api.h"
+#include "server/server.h"
+
+namespace fa {
+
+namespace {
+
+// A write libuv could not take at once: the unsent bytes, copied, freed in on_write.
+struct WriteReq {
+  uv_write_t req;
+  std::size_t len;
+  char data[1];
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------------
+// The response
+// ---------------------------------------------------------------------------------------------------------------
+
+const char* Connection::start_response(int status, const std::string_view* names, const std::string_view* values,
+                                       std::size_t count) {
+  return response_.write_head(out_, status, names, values, count, server_->config().defaults, server_->date());
+}
+
+const char* Connection::write_body(const char* data, std::size_t len, bool more) {
+  bool emit = false;
+  std::string_view suffix;
+  if (const char* err = response_.frame_body(out_, len, more, &emit, &suffix)) {
+    // As uvicorn: the head already "went out"; the stream is unusable now. It closes when the app's failure
+    // (the error raised in its send) reaches the server.
+    response_.set_keep_alive(false);
+    flush();
+    return err;
+  }
+  if (emit && len >= kZeroCopyThreshold && suffix.empty()) {
+    flush(data, len);
+  } else {
+    if (emit) out_.append(data, len);
+    out_.append(suffix);
+  }
+  // NOTE: a streamed chunk is corked to the end of the loop turn: a 16-chunk 64 KB StreamingResponse leaves in one
+  // write instead of sixteen (uvloop corks its own transports the same way); the last one leaves with
+  // finish_response().
+  if (more) cork();
+  return nullptr;
+}
+
+void Connection::answer_error(int status, std::string_view body, std::string_view extra_headers) {
+  write_error_response(out_, status, body, extra_headers, response_.head_request(), server_->config().defaults,
+                       server_->date());
+  response_.set_answered(status);
+}
+
+void Connection::write_response(int status, std::string_view headers, std::string_view body, bool with_length) {
+  char scratch[64];
+  std::string_view line = status_line(status, scratch);
+  if (line.empty()) line = status_line(500, scratch);
+  out_.append(line);
+  append_default_headers(out_, server_->config().defaults, server_->date());
+  out_.append(headers);
+  if (with_length) {
+    out_.append("content-length: ");
+    append_decimal(out_, body.size());
+    out_.append("\r\n");
+  }
+  if (!response_.keep_alive()) out_.append("connection: close\r\n");
+  else if (response_.http10()) out_.append("connection: keep-alive\r\n");
+  out_.append("\r\n");
+  if (!response_.head_request()) out_.append(body);
+}
+// ---------------------------------------------------------------------------------------------------------------
+// Writing
+// ---------------------------------------------------------------------------------------------------------------
+
+void Connection::flush(const char* extra, std::size_t extra_len) {
+  if (closing_) {
+    out_.clear();
+    return;
+  }
+  const std::size_t total = out_.size() + extra_len;
+  if (total == 0) {
+    if (close_after_flush_ && pending_writes_ == 0) close();
+    return;
+  }
+  StageStats& stages = server_->stages();
+  const std::uint64_t t0 = stages.enabled ? monotonic_ns() : 0;
+  std::size_t written = 0;
+  if (pending_writes_ == 0) {
+    uv_buf_t bufs[2];
+    unsigned n = 0;
+    if (!out_.empty()) bufs[n++] = uv.uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
+    if (extra_len > 0) bufs[n++] = uv.uv_buf_init(const_cast<char*>(extra), static_cast<unsigned>(extra_len));
+    const int r = uv.uv_try_write(&io_.stream, bufs, n);
+    if (r > 0) {
+      written = static_cast<std::size_t>(r);
+    } else if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) {
+      out_.clear();
+      close();
+      return;
+    }
+  }
+  server_->counters().bytes_out += written;
+  if (written < total) {
+    const std::size_t rest = total - written;
+    auto* w = static_cast<WriteReq*>(std::malloc(sizeof(WriteReq) + rest));
+    if (w == nullptr) {
+      close();
+      return;
+    }
+    w->len = rest;
+    std::size_t pos = 0;
+    if (written < out_.size()) {
+      std::memcpy(w->data, out_.data() + written, out_.size() - written);
+      pos = out_.size() - written;
+      std::memcpy(w->data + pos, extra, extra_len);
+    } else {
+      const std::size_t skip = written - out_.size();
+      std::memcpy(w->data, extra + skip, extra_len - skip);
+    }
+    w->req.data = this;
+    uv_buf_t b = uv.uv_buf_init(w->data, static_cast<unsigned>(rest));
+    if (uv.uv_write(&w->req, &io_.stream, &b, 1, &Connection::on_write) != 0) {
+      std::free(w);
+      out_.clear();
+      close();
+      return;
+    }
+    pending_writes_++;
+  }
+  out_.clear();
+  if (stages.enabled) {
+    const std::uint64_t dt = monotonic_ns() - t0;
+    stages.add(kStageWrite, dt);
+    request_write_ns_ += dt;
+  }
+  if (close_after_flush_ && pending_writes_ == 0) close();
+}
+
+void Connection::cork() {
+  if (closing_) return;
+  // Cork only while nothing is in flight and little is buffered: the backpressure check (want_drain) looks at
+  // libuv's write queue, whose drain is what wakes a waiting send().
+  if (pending_writes_ > 0 || out_.size() >= kCorkMaxBytes) {
+    if (!in_read_) flush();
+    return;
+  }
+  if (!corked_ && !in_read_) {
+    corked_ = true;
+    server_->cork(this);
+  }
+}
+
+void Connection::on_write(uv_write_t* req, int status) {
+  auto* w = reinterpret_cast<WriteReq*>(req);
+  Connection* c = static_cast<Connection*>(req->data);
+  c->pending_writes_--;
+  if (status == 0) c->server_->counters().bytes_out += w->len;
+  std::free(w);
+  if (c->closing_) return;
+  CallbackScope scope(c->server_->handler());
+  if (status < 0) {
+    c->close();
+    return;
+  }
+  if (c->drain_wanted_ && c->write_queue_bytes() <= c->server_->config().write_low_water) {
+    c->drain_wanted_ = false;
+    c->server_->handler()->on_drain(*c);
+  }
+  if (c->close_after_flush_ && c->pending_writes_ == 0 && c->out_.empty()) c->close();
+}
+
+std::size_t Connection::write_queue_bytes() const {
+  return io_.stream.write_queue_size + out_.size();  // a public field of uv_stream_t
+}
+
+bool Connection::want_drain() {
+  if (write_queue_bytes() <= server_->config().write_high_water) return false;
+  drain_wanted_ = true;
+  return true;
+}
+
+void Connection::send_continue() {
+  if (!continue_pending_) return;
+  continue_pending_ = false;
+  if (response_.started()) return;
+  out_.append("HTTP/1.1 100 Continue\r\n\r\n");
+  flush();
+}
+
+void Connection::finish_response() {
+  if (!in_flight_) return;
+  in_flight_ = false;
+  if (server_->stages().enabled && app_start_ns_ != 0) {
+    // App time: from the Task's creation to the final send(), without the write time spent inside send().
+    const std::uint64_t total = monotonic_ns() - app_start_ns_;
+    server_->stages().add(kStageApp, total > request_write_ns_ ? total - request_write_ns_ : 0);
+    app_start_ns_ = 0;
+  }
+  // The app answered without asking for the body of an `Expect: 100-continue` request: the client may or may not
+  // send that body now, so the stream position is unknowable and the connection cannot be reused.
+  if (continue_pending_ && parser_.message_in_progress()) close_after_response_ = true;
+  continue_pending_ = false;
+  server_->active_requests_--;
+  server_->counters().requests++;
+  if (response_.status() >= 500) server_->counters().responses_5xx++;
+  if (!response_.keep_alive() || close_after_response_ || server_->shutting_down()) {
+    close_after_response_ = true;
+    // A request whose body was not read completely leaves the stream mid-message: it cannot be reused either.
+    close_when_flushed();
+    return;
+  }
+  // If the app answered before reading the whole body, the rest is read and dropped (in_flight_ is false now),
+  // so the connection can still be reused.
+  if (!in_read_) flush();
+  if (closing_) return;
+  if (!parser_.message_in_progress()) arm_keep_alive();
+  // Inside the parser (an app that answered synchronously, e.g. under an eager task factory) parsing simply goes
+  // on when the callback returns; resuming here would re-enter llhttp.
+  if (!parsing_ && (paused_ || !reading_)) resume();
+}
+}  // namespace fa
