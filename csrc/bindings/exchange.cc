@@ -4,7 +4,7 @@
 
 #include <new>
 
-#include "bindings/app_handler.h"
+#include "bindings/py_app_handler.h"
 #include "bindings/awaitables.h"
 #include "bindings/http_cycle.h"
 #include "bindings/py_names.h"

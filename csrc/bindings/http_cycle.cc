@@ -4,7 +4,7 @@
 #include <string_view>
 #include <vector>
 
-#include "bindings/app_handler.h"
+#include "bindings/py_app_handler.h"
 #include "bindings/awaitables.h"
 #include "bindings/exchange.h"
 #include "bindings/py_names.h"

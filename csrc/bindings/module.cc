@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "bindings/app_handler.h"
+#include "bindings/py_app_handler.h"
 #include "bindings/awaitables.h"
 #include "bindings/exchange.h"
 #include "bindings/py_names.h"

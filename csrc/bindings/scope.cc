@@ -7,7 +7,7 @@
 #include <new>
 #include <string_view>
 
-#include "bindings/app_handler.h"
+#include "bindings/py_app_handler.h"
 #include "bindings/py_names.h"
 #include "core/strings.h"
 #include "server/connection.h"
@@ -200,11 +200,10 @@ PyObject* build_scope(PyAppHandler& h, Connection& c, const RequestHead& head, b
   if (cache == nullptr) return nullptr;
   PyObject* scope = PyDict_Copy(h.scope_template_);
   if (scope == nullptr) return nullptr;
-  // Every request gets its own scope["asgi"]: an app may write to it (uvicorn builds a new one each time).
-  PyObject* asgi = PyDict_GetItemWithError(scope, n.asgi);
   const std::string_view q = head.query_view();
   const bool ok =
-      asgi != nullptr && set_steal(scope, n.asgi, PyDict_Copy(asgi)) == 0 &&
+      // Every request gets its own scope["asgi"]: an app may write to it (uvicorn builds a new one each time).
+      set_steal(scope, n.asgi, PyDict_Copy(h.scope_asgi_)) == 0 &&
       (cache->client == nullptr ||
        (PyDict_SetItem(scope, n.client, cache->client) == 0 && PyDict_SetItem(scope, n.server, cache->server) == 0)) &&
       (head.http_minor != 0 || PyDict_SetItem(scope, n.http_version, n.v10) == 0) &&

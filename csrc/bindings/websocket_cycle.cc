@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "bindings/app_handler.h"
+#include "bindings/py_app_handler.h"
 #include "bindings/awaitables.h"
 #include "bindings/exchange.h"
 #include "bindings/http_cycle.h"

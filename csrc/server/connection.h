@@ -170,8 +170,8 @@ class Connection final : public ParserListener, public ws::FrameListener {
   RouteParams native_params_;
   std::string native_body_;
   std::string native_allow_;
-  enum WsState : std::uint8_t { kWsNone, kWsHandshake, kWsOpen, kWsClosing, kWsDone };
-  WsState ws_state_ = kWsNone;
+  enum WsPhase : std::uint8_t { kWsNone, kWsHandshake, kWsOpen, kWsClosing, kWsDone };
+  WsPhase ws_state_ = kWsNone;
   std::unique_ptr<ws::FrameParser> ws_;  // created on accept
   static constexpr std::size_t kNativeMaxBody = 1 << 20;
   static constexpr std::size_t kCorkMaxBytes = 16 * 1024;

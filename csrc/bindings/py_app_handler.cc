@@ -1,4 +1,4 @@
-#include "bindings/app_handler.h"
+#include "bindings/py_app_handler.h"
 
 #include <llhttp.h>
 
@@ -6,6 +6,7 @@
 
 #include "bindings/exchange.h"
 #include "bindings/http_cycle.h"
+#include "bindings/py_names.h"
 #include "bindings/runner.h"
 #include "bindings/scope.h"
 #include "bindings/websocket_cycle.h"
@@ -37,7 +38,9 @@ PyAppHandler* PyAppHandler::create(PyObject* loop, PyObject* app, PyObject* erro
   h->create_future_ = h->create_task_ != nullptr ? PyObject_GetAttrString(loop, "create_future") : nullptr;
   h->root_path_bytes_ = h->create_future_ != nullptr ? PyUnicode_AsUTF8String(root_path) : nullptr;
   h->scope_template_ = h->root_path_bytes_ != nullptr ? make_scope_template(root_path, asgi_version) : nullptr;
-  if (h->scope_template_ == nullptr) {
+  h->scope_asgi_ = h->scope_template_ != nullptr ? PyDict_GetItemWithError(h->scope_template_, names.asgi) : nullptr;
+  if (h->scope_asgi_ == nullptr) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "scope template without 'asgi'");
     h->release();
     return nullptr;
   }

@@ -79,6 +79,7 @@ class PyAppHandler final : public AppHandler {
   PyObject* root_path_ = nullptr;        // str
   PyObject* root_path_bytes_ = nullptr;  // bytes
   PyObject* scope_template_ = nullptr;
+  PyObject* scope_asgi_ = nullptr;  // scope_template_["asgi"] (borrowed from it): copied into every scope
 
  private:
   PyAppHandler() = default;
