@@ -35,6 +35,9 @@ def libuv_bind(uvloop_loop_so_path: str) -> int:
 def live_handles() -> int:
     """Number of libuv handles the core has opened and not yet seen closed (all servers)."""
 
+def live_app_handlers() -> int:
+    """App handlers alive (a request Task keeps its server's alive after the Server object is gone)."""
+
 class Server:
     """One HTTP/1.1 server bound to one event loop.
 
@@ -62,6 +65,10 @@ class Server:
         stats: bool = False,
         websocket: bool = True,
         ws_max_size: int = 16777216,
+        timeout_request_header: float = 30.0,
+        timeout_request_body: float = 60.0,
+        timeout_send: float = 60.0,
+        debug_log: Callable[[str], None] | None = None,
     ) -> None: ...
     def listen(self, sock: socket.socket, backlog: int = 2048) -> None:
         """Serve connections accepted on an already bound and listening socket (TCP or Unix).

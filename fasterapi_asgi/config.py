@@ -50,6 +50,11 @@ INTERFACES: list[InterfaceType] = ["auto", "asgi3", "asgi2"]
 STARTUP_FAILURE = 3
 # uvicorn's --ws-max-size default: larger incoming WebSocket messages close the session with 1009.
 WS_MAX_SIZE_DEFAULT = 16 * 1024 * 1024
+# Time bounds per connection against clients that stall (seconds; 0 turns one off). No ordinary client comes
+# near them: they fire only when nothing moves for that long.
+TIMEOUT_REQUEST_HEADER_DEFAULT = 30.0
+TIMEOUT_REQUEST_BODY_DEFAULT = 60.0
+TIMEOUT_SEND_DEFAULT = 60.0
 
 LOGGING_CONFIG: dict[str, Any] = {
     "version": 1,
@@ -170,6 +175,9 @@ class Config:
         stats: bool = False,
         ws: str = "auto",
         ws_max_size: int = WS_MAX_SIZE_DEFAULT,
+        timeout_request_header: float = TIMEOUT_REQUEST_HEADER_DEFAULT,
+        timeout_request_body: float = TIMEOUT_REQUEST_BODY_DEFAULT,
+        timeout_send: float = TIMEOUT_SEND_DEFAULT,
     ) -> None:
         self.app = app
         self.host = host
@@ -204,6 +212,16 @@ class Config:
             ws  # "none" turns WebSocket support off; every other value selects the native implementation
         )
         self.ws_max_size = ws_max_size
+        for name, value in (
+            ("timeout_request_header", timeout_request_header),
+            ("timeout_request_body", timeout_request_body),
+            ("timeout_send", timeout_send),
+        ):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0 (0 turns it off), got {value}")
+        self.timeout_request_header = float(timeout_request_header)
+        self.timeout_request_body = float(timeout_request_body)
+        self.timeout_send = float(timeout_send)
         self.raw_app: Any = None
 
         # Extra response headers, names lowercased, as handed to the core.  A user "server" header

@@ -22,6 +22,9 @@ from fasterapi_asgi.config import (
     LOG_LEVELS,
     LOGGING_CONFIG,
     STARTUP_FAILURE,
+    TIMEOUT_REQUEST_BODY_DEFAULT,
+    TIMEOUT_REQUEST_HEADER_DEFAULT,
+    TIMEOUT_SEND_DEFAULT,
     WS_MAX_SIZE_DEFAULT,
     Config,
     InterfaceType,
@@ -184,6 +187,30 @@ class _Command(click.Command):
     help="Close Keep-Alive connections if no new data is received within this timeout (in seconds).",
 )
 @click.option(
+    "--timeout-request-header",
+    type=click.FloatRange(min=0),
+    default=TIMEOUT_REQUEST_HEADER_DEFAULT,
+    show_default=True,
+    help="Close a connection whose request head has not fully arrived this many seconds after its first byte "
+    "(answered 408; slowloris). 0: no bound.",
+)
+@click.option(
+    "--timeout-request-body",
+    type=click.FloatRange(min=0),
+    default=TIMEOUT_REQUEST_BODY_DEFAULT,
+    show_default=True,
+    help="Close a connection when no request-body byte arrives for this many seconds while the body is being "
+    "read (the app sees http.disconnect). 0: no bound.",
+)
+@click.option(
+    "--timeout-send",
+    type=click.FloatRange(min=0),
+    default=TIMEOUT_SEND_DEFAULT,
+    show_default=True,
+    help="Close a connection whose queued response bytes have not moved for this many seconds (a client that "
+    "does not read). 0: no bound.",
+)
+@click.option(
     "--timeout-graceful-shutdown",
     type=float,
     default=None,
@@ -308,6 +335,9 @@ def run(
     stats: bool = False,
     ws: str = "auto",
     ws_max_size: int = WS_MAX_SIZE_DEFAULT,
+    timeout_request_header: float = TIMEOUT_REQUEST_HEADER_DEFAULT,
+    timeout_request_body: float = TIMEOUT_REQUEST_BODY_DEFAULT,
+    timeout_send: float = TIMEOUT_SEND_DEFAULT,
 ) -> None:
     """Serve ``app`` (an ASGI app, or a ``"module:attribute"`` import string) until stopped.
 
@@ -350,6 +380,9 @@ def run(
         stats=stats,
         ws=ws,
         ws_max_size=ws_max_size,
+        timeout_request_header=timeout_request_header,
+        timeout_request_body=timeout_request_body,
+        timeout_send=timeout_send,
     )
     if config.workers > 1:
         if not isinstance(app, str):

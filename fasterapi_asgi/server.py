@@ -39,6 +39,10 @@ def _error_log(message: str, exc: BaseException | None) -> None:
     logger.error("%s", message, exc_info=exc)
 
 
+def _debug_log(message: str) -> None:
+    logger.debug("%s", message)
+
+
 def _make_access_log() -> Any:
     info = access_logger.info
 
@@ -174,6 +178,10 @@ class Server:
             stats=config.stats,
             websocket=config.ws != "none",
             ws_max_size=config.ws_max_size,
+            timeout_request_header=config.timeout_request_header,
+            timeout_request_body=config.timeout_request_body,
+            timeout_send=config.timeout_send,
+            debug_log=_debug_log if logger.isEnabledFor(logging.DEBUG) else None,
         )
         if config.proxy_rewrite is not None:
             self.core.set_proxy_headers(config.proxy_rewrite)

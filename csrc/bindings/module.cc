@@ -36,7 +36,8 @@ class PyServer {
            bool server_header, bool date_header, std::vector<std::pair<py::bytes, py::bytes>> default_headers,
            double timeout_keep_alive, py::object state, py::object limit_concurrency,
            py::object max_header_bytes, std::string asgi_version, bool stats, bool websocket,
-           std::size_t ws_max_size) {
+           std::size_t ws_max_size, double timeout_request_header, double timeout_request_body, double timeout_send,
+           py::object debug_log) {
     bind_libuv();
     py::module_ uvloop_loop = py::module_::import("uvloop.loop");
     py::object loop_type = py::module_::import("uvloop").attr("Loop");
@@ -57,6 +58,10 @@ class PyServer {
     }
     ServerConfig cfg;
     cfg.keep_alive_ms = static_cast<std::uint64_t>(timeout_keep_alive * 1000.0);
+    // 0 turns a bound off; negative values are refused by the Python config before they get here.
+    cfg.header_timeout_ms = static_cast<std::uint64_t>(timeout_request_header * 1000.0);
+    cfg.body_timeout_ms = static_cast<std::uint64_t>(timeout_request_body * 1000.0);
+    cfg.send_timeout_ms = static_cast<std::uint64_t>(timeout_send * 1000.0);
     if (!limit_concurrency.is_none()) cfg.limit_concurrency = limit_concurrency.cast<std::size_t>();
     if (!max_header_bytes.is_none()) cfg.limits.max_header_bytes = max_header_bytes.cast<std::size_t>();
     cfg.defaults.date_header = date_header;
@@ -90,6 +95,7 @@ class PyServer {
       free_own_loop();
       throw py::error_already_set();
     }
+    handler_->set_debug_log(debug_log.ptr());
     server_ = new Server(uvl, handler_, std::move(cfg));
     server_->stages().enabled = stats;
     if (own_loop_ != nullptr) {
@@ -287,14 +293,15 @@ PYBIND11_MODULE(_core, mod) {
   py::class_<PyServer>(mod, "Server")
       .def(py::init<py::object, py::object, py::object, py::object, std::string, bool, bool,
                     std::vector<std::pair<py::bytes, py::bytes>>, double, py::object, py::object, py::object,
-                    std::string, bool, bool, std::size_t>(),
+                    std::string, bool, bool, std::size_t, double, double, double, py::object>(),
            py::arg("loop"), py::arg("app"), py::kw_only(), py::arg("error_log"), py::arg("access_log") = py::none(),
            py::arg("root_path") = "", py::arg("server_header") = true, py::arg("date_header") = true,
            py::arg("default_headers") = std::vector<std::pair<py::bytes, py::bytes>>{},
            py::arg("timeout_keep_alive") = 5.0, py::arg("state") = py::none(),
            py::arg("limit_concurrency") = py::none(), py::arg("h11_max_incomplete_event_size") = py::none(),
            py::arg("asgi_version") = "3.0", py::arg("stats") = false, py::arg("websocket") = true,
-           py::arg("ws_max_size") = fa::ws::kDefaultMaxMessage)
+           py::arg("ws_max_size") = fa::ws::kDefaultMaxMessage, py::arg("timeout_request_header") = 30.0,
+           py::arg("timeout_request_body") = 60.0, py::arg("timeout_send") = 60.0, py::arg("debug_log") = py::none())
       .def("listen", &PyServer::listen, py::arg("sock"), py::arg("backlog") = 2048)
       .def("stop_accepting", &PyServer::stop_accepting)
       .def("shutdown", &PyServer::shutdown)

@@ -61,6 +61,7 @@ PyAppHandler::~PyAppHandler() {
   Py_XDECREF(scope_template_);
   Py_XDECREF(wakeup_);
   Py_XDECREF(proxy_fix_);
+  Py_XDECREF(debug_log_);
 }
 
 std::size_t PyAppHandler::live_count() { return g_live_handlers; }
@@ -236,6 +237,16 @@ void PyAppHandler::on_bad_request(Connection& c, int status, const char* reason)
   std::string msg = "Invalid HTTP request received (" + std::to_string(status) + ": " + reason + ")";
   if (c.head().url.len > 0 && c.head().url.len < 512) msg += request_line(&c);
   log_error(msg, nullptr);
+}
+
+void PyAppHandler::on_timeout(Connection& c, const char* what) {
+  if (debug_log_ == nullptr) return;
+  gil();
+  std::string msg = what;
+  if (c.is_tcp()) msg += " (client " + c.peer_host() + ":" + std::to_string(c.peer_port()) + ")";
+  PyObject* r = PyObject_CallFunction(debug_log_, "s#", msg.data(), static_cast<Py_ssize_t>(msg.size()));
+  if (r == nullptr) PyErr_WriteUnraisable(debug_log_);
+  Py_XDECREF(r);
 }
 
 bool PyAppHandler::on_ws_message(Connection& c, bool text, const char* data, std::size_t len) {

@@ -51,6 +51,7 @@ class PyAppHandler final : public AppHandler {
   void on_closed(Connection& c) override;
   void on_callback_end() override;
   void on_bad_request(Connection& c, int status, const char* reason) override;
+  void on_timeout(Connection& c, const char* what) override;
   bool on_ws_message(Connection& c, bool text, const char* data, std::size_t len) override;
   void on_ws_close(Connection& c, int code, std::string_view reason) override;
   void on_over_limit(Connection& c) override;
@@ -70,6 +71,8 @@ class PyAppHandler final : public AppHandler {
   void set_wakeup(PyObject* fn) { Py_XSETREF(wakeup_, Py_XNewRef(fn)); }
   void wake();
   void tick_done() { wake_pending_ = false; }
+  // fn(message) for debug-level events (time bounds firing); None: not logged.
+  void set_debug_log(PyObject* fn) { Py_XSETREF(debug_log_, fn == Py_None ? nullptr : Py_XNewRef(fn)); }
   // Called as fn(scope) for requests carrying x-forwarded-for/-proto, when proxy headers are enabled (None: off).
   void set_proxy_fix(PyObject* fn) { Py_XSETREF(proxy_fix_, fn == Py_None ? nullptr : Py_XNewRef(fn)); }
 
@@ -93,6 +96,7 @@ class PyAppHandler final : public AppHandler {
   PyObject* access_log_ = nullptr;
   PyObject* wakeup_ = nullptr;
   PyObject* proxy_fix_ = nullptr;
+  PyObject* debug_log_ = nullptr;
   Server* orphan_ = nullptr;
   std::size_t refs_ = 1;
   PyGILState_STATE gil_state_{};

@@ -20,6 +20,17 @@ bool transfer_codings_known(std::string_view value) {
   });
 }
 
+// RFC 9110 section 7.2: Host = uri-host [ ":" port ], uri-host an IP-literal, IPv4 address or reg-name
+// (unreserved / pct-encoded / sub-delims). Empty is allowed (a target without authority).
+bool valid_host(std::string_view v) {
+  for (unsigned char c : v) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    std::string_view("-._~%!$&'()*+,;=:[]").find(static_cast<char>(c)) != std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 RequestParser::RequestParser(ParserListener* listener, const ParserLimits* limits)
@@ -138,11 +149,25 @@ int RequestParser::cb_headers_complete(llhttp_t* p) {
   h.keep_alive = llhttp_should_keep_alive(p) != 0;
   h.upgrade = llhttp_get_upgrade(p) != 0;
   h.has_body = (p->flags & F_CHUNKED) != 0 || ((p->flags & F_CONTENT_LENGTH) != 0 && p->content_length > 0);
+  int hosts = 0;
+  bool host_ok = true;
   for (const auto& hdr : h.headers) {
     const std::string_view name = h.str(hdr.first);
     if (name == "expect" && ascii_iequals(h.str(hdr.second), "100-continue")) h.expect_continue = true;
+    else if (name == "transfer-encoding") h.has_transfer_encoding = true;
+    else if (name == "host" && (++hosts, !valid_host(h.str(hdr.second)))) host_ok = false;
   }
-  if (h.http_major == 1 && h.http_minor == 0) h.expect_continue = false;
+  if (h.http_major != 1 || h.http_minor > 1) return s->fail(505, "unsupported HTTP version");
+  if (h.http_minor == 0) {
+    h.expect_continue = false;
+    // RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message means faulty framing: the server answers and
+    // closes, whatever Connection says (otherwise the bytes after the message could be read as another request).
+    if (h.has_transfer_encoding) h.keep_alive = false;
+  }
+  if (s->limits_->require_host && h.http_minor == 1 && hosts != 1) {
+    return s->fail(400, hosts == 0 ? "missing Host header" : "more than one Host header");
+  }
+  if (!host_ok) return s->fail(400, "invalid Host header");
   if (s->listener_->on_request_head(h) == ParserListener::kPause) return HPE_PAUSED;
   return HPE_OK;
 }
@@ -188,6 +213,9 @@ ParseResult RequestParser::execute(const char* data, std::size_t len) {
       r.status = 400;
       r.reason = llhttp_get_error_reason(&parser_);
       if (r.reason == nullptr) r.reason = llhttp_errno_name(err);
+      // A well-formed version the server does not speak is 505 (RFC 9110 15.6.6); a malformed request line
+      // (llhttp reports it with the same error code) stays 400.
+      if (err == HPE_INVALID_VERSION && std::string_view(r.reason).find("Invalid") == 0) r.status = 505;
       return r;
   }
 }

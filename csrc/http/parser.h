@@ -18,6 +18,8 @@ struct ParserLimits {
   std::size_t max_header_bytes = 16 * 1024;  // request line + header section, like h11's default -> 431
   std::size_t max_url_bytes = 8 * 1024;      // -> 414
   std::size_t max_headers = 100;             // -> 431
+  // RFC 9112 section 3.2: an HTTP/1.1 request without exactly one valid Host header -> 400.
+  bool require_host = true;
 };
 
 class ParserListener {
@@ -34,7 +36,7 @@ class ParserListener {
 struct ParseResult {
   enum Kind { kOk, kPaused, kUpgrade, kError } kind = kOk;
   std::size_t consumed = 0;
-  int status = 0;              // for kError: the HTTP status to answer with (400, 414, 431, 501)
+  int status = 0;              // for kError: the HTTP status to answer with (400, 414, 431, 501, 505)
   const char* reason = "";     // for kError: a short, log-friendly reason
 };
 

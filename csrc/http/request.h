@@ -23,12 +23,15 @@ struct RequestHead {
   bool expect_continue = false;
   bool has_body = false;     // Content-Length > 0 or chunked
   bool upgrade = false;
+  bool has_transfer_encoding = false;  // the request carried a Transfer-Encoding header
 
   std::string_view str(Span s) const { return std::string_view(arena.data() + s.off, s.len); }
   std::string_view url_view() const { return str(url); }
-  // The origin-form part of the target: for an absolute-form target ("http://host/p?q") the "/p?q" part.
+  // The origin-form part of the target: for an absolute-form target ("http://host/p?q") the "/p?q" part. A
+  // "#fragment" (never sent by conforming clients) is not part of it, as uvicorn drops it too.
   std::string_view target_view() const {
     std::string_view u = url_view();
+    u = u.substr(0, u.find('#'));
     if (!u.empty() && u.front() != '/') {
       const auto scheme_end = u.find("://");
       if (scheme_end != std::string_view::npos) {
@@ -61,7 +64,7 @@ struct RequestHead {
     method = 0;
     http_major = http_minor = 1;
     keep_alive = true;
-    expect_continue = has_body = upgrade = false;
+    expect_continue = has_body = upgrade = has_transfer_encoding = false;
   }
 };
 

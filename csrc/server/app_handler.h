@@ -41,6 +41,8 @@ class AppHandler {
   virtual void on_native_response(Connection& c, int status) = 0;
   // A request could not be parsed; `status` is being sent. For logging.
   virtual void on_bad_request(Connection& c, int status, const char* reason) = 0;
+  // A time bound fired and the connection is being closed (`what`: "header timeout", ...). For debug logging.
+  virtual void on_timeout(Connection& c, const char* what) { (void)c, (void)what; }
 
   // ---- WebSocket (only with ServerConfig::websocket; otherwise upgrade requests are answered as plain HTTP) ----
   // A valid opening handshake arrived. Like on_request: the handler keeps its state in c.exchange and answers either

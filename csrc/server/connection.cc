@@ -2,6 +2,8 @@
 
 #include <llhttp.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <new>
 
 #include "core/uv_api.h"
@@ -110,6 +112,8 @@ void Connection::on_read_data(ssize_t nread, const uv_buf_t* buf) {
     c->in_read_ = false;
     // Also with nothing to write: a close decided during this read (close_when_flushed) happens here.
     if ((!c->out_.empty() || c->close_after_flush_) && !c->closing_) c->flush();
+    // A WebSocket peer that sends pings (or closes) but never reads: its pongs must not pile up.
+    if (c->ws_ != nullptr && !c->closing_) c->block_on_output();
   }
 }
 
@@ -177,7 +181,8 @@ void Connection::resume() {
       in_.swap(pending);
     }
   }
-  if (!paused_ && !closing_ && (ws_ != nullptr ? !close_after_flush_ : !close_after_response_)) start_reading();
+  if (!paused_ && !closing_ && !output_blocked_ && (ws_ != nullptr ? !close_after_flush_ : !close_after_response_))
+    start_reading();
   if (!in_read_ && !out_.empty() && !closing_) flush();
 }
 
@@ -193,7 +198,10 @@ void Connection::stop_reading() {
 }
 
 void Connection::on_request_begin() {
-  idle_ = false;  // the keep-alive timer, if it fires now, finds the connection busy and stays disarmed
+  idle_ = false;  // the timer, if it fires now, finds the connection busy with a head
+  reading_head_ = true;
+  head_started_ms_ = uv.uv_now(server_->loop());
+  if (server_->config().header_timeout_ms > 0) arm_timer(head_started_ms_ + server_->config().header_timeout_ms);
   // Until the head is complete, an error answer knows nothing of this request (not even whether it is a HEAD).
   response_.reset(false, false, false);
   request_start_ns_ = monotonic_ns();
@@ -202,6 +210,11 @@ void Connection::on_request_begin() {
 
 int Connection::on_request_head(RequestHead& head) {
   const bool http10 = head.http_major == 1 && head.http_minor == 0;
+  reading_head_ = false;
+  if (head.has_body) {
+    last_body_ms_ = uv.uv_now(server_->loop());
+    if (server_->config().body_timeout_ms > 0) arm_timer(last_body_ms_ + server_->config().body_timeout_ms);
+  }
   // Upgrades (WebSocket) are answered as plain HTTP; what follows on the stream is another protocol.
   if (head.upgrade) close_after_response_ = true;
   bool keep_alive = head.keep_alive && !server_->shutting_down() && !close_after_response_;
@@ -252,6 +265,7 @@ int Connection::on_request_head(RequestHead& head) {
 }
 
 int Connection::on_request_body(const char* data, std::size_t len) {
+  last_body_ms_ = uv.uv_now(server_->loop());
   if (native_ != nullptr || native_405_) {
     if (native_body_.size() + len > kNativeMaxBody) {
       reject_request(413, "request body too large for a native route");
@@ -270,14 +284,15 @@ int Connection::on_request_complete() {
     answer_native();
     native_ = nullptr;
     native_405_ = false;
-    return closing_ || close_after_flush_ ? kPause : kContinue;
+    return closing_ || close_after_flush_ || block_on_output() ? kPause : kContinue;
   }
   if (in_flight_) {
     server_->handler()->on_body_complete(*this);
     // Pipelining: do not parse the next request until this response is complete.
     if (in_flight_) return kPause;
   }
-  return close_after_flush_ ? kPause : kContinue;
+  // The response is complete already (an app that answered synchronously): the same output bound as above.
+  return close_after_flush_ || block_on_output() ? kPause : kContinue;
 }
 
 void Connection::answer_native() {
@@ -332,41 +347,89 @@ void Connection::reject_request(int status, const char* reason) {
 // Timers and closing
 // ---------------------------------------------------------------------------------------------------------------
 
-// The keep-alive timer is lazy: it is not stopped when a request begins nor restarted when it ends. When it fires
-// it checks how long the connection has really been idle and re-arms for the rest. NOTE: stopping and restarting
-// it per request cost ~0.8% of server CPU on raw ASGI plain text (perf; two timer-heap operations per request).
+// The timer is lazy: it is not stopped when a request begins nor restarted when it ends. When it fires,
+// check_timeouts() looks at what the connection is doing and either closes it or re-arms for the next deadline.
+// NOTE: stopping and restarting it per request cost ~0.8% of server CPU on raw ASGI plain text (perf; two
+// timer-heap operations per request); a lazy timer costs a comparison.
+void Connection::arm_timer(std::uint64_t due_ms) {
+  if (closing_ || (timer_armed_ && timer_due_ms_ <= due_ms)) return;
+  const std::uint64_t now = uv.uv_now(server_->loop());
+  uv.uv_timer_start(&timer_, &Connection::on_timer, due_ms > now ? due_ms - now : 0, 0);
+  timer_armed_ = true;
+  timer_due_ms_ = due_ms;
+}
+
 void Connection::arm_keep_alive() {
   if (closing_ || in_flight_) return;
   idle_ = true;
   idle_since_ms_ = uv.uv_now(server_->loop());
-  if (!timer_armed_) {
-    uv.uv_timer_start(&timer_, &Connection::on_timer, server_->config().keep_alive_ms, 0);
-    timer_armed_ = true;
-  }
+  arm_timer(idle_since_ms_ + server_->config().keep_alive_ms);
 }
 
 void Connection::on_timer(uv_timer_t* t) {
   Connection* c = static_cast<Connection*>(t->data);
   c->timer_armed_ = false;
-  if (!c->idle_ || c->in_flight_ || c->closing_) return;  // re-armed when the request in progress completes
-  const std::uint64_t limit = c->server_->config().keep_alive_ms;
-  const std::uint64_t idle_for = uv.uv_now(c->server_->loop()) - c->idle_since_ms_;
-  if (idle_for < limit) {
-    uv.uv_timer_start(&c->timer_, &Connection::on_timer, limit - idle_for, 0);
-    c->timer_armed_ = true;
-    return;
-  }
-  CallbackScope scope(c->server_->handler());
-  c->close();
-}
-
-void Connection::on_ws_close_timer(uv_timer_t* t) {
-  Connection* c = static_cast<Connection*>(t->data);
-  c->timer_armed_ = false;
   if (c->closing_) return;
   CallbackScope scope(c->server_->handler());
-  c->close();
+  c->check_timeouts();
 }
+
+void Connection::check_timeouts() {
+  const ServerConfig& cfg = server_->config();
+  const std::uint64_t now = uv.uv_now(server_->loop());
+  std::uint64_t next_due = UINT64_MAX;
+  // Each bound: past it -> act; else remember when it falls due.
+  auto due = [&](std::uint64_t since, std::uint64_t limit) {
+    if (now - since >= limit) return true;
+    next_due = std::min(next_due, since + limit);
+    return false;
+  };
+  // Output the client does not take. Any shrinking of libuv's queue counts as progress.
+  if (pending_writes_ > 0) {
+    const std::size_t queued = io_.stream.write_queue_size;
+    if (queued < queue_at_check_) last_write_ms_ = now;
+    queue_at_check_ = queued;
+    if (cfg.send_timeout_ms > 0 && due(last_write_ms_, cfg.send_timeout_ms)) {
+      server_->handler()->on_timeout(*this, "send timeout: the client does not read its response");
+      close();
+      return;
+    }
+  }
+  if (ws_state_ != kWsNone) {
+    // A WebSocket session is never idle-closed; only its closing handshake has a bound.
+    if (ws_close_due_ms_ != 0) {
+      if (now >= ws_close_due_ms_) {
+        close();
+        return;
+      }
+      next_due = std::min(next_due, ws_close_due_ms_);
+    }
+  } else if (reading_head_) {
+    if (cfg.header_timeout_ms > 0 && due(head_started_ms_, cfg.header_timeout_ms)) {
+      server_->handler()->on_timeout(*this, "header timeout: the request head did not arrive in time");
+      server_->counters().bad_requests++;
+      stop_reading();
+      answer_error(408, "Request Timeout");
+      close_after_response_ = true;
+      close_when_flushed();
+      return;
+    }
+  } else if (in_flight_ && parser_.message_in_progress() && reading_ && !paused_) {
+    // The body is being read (not held back by the app): the client must keep sending it.
+    if (cfg.body_timeout_ms > 0 && due(last_body_ms_, cfg.body_timeout_ms)) {
+      server_->handler()->on_timeout(*this, "body timeout: the request body stopped arriving");
+      close();  // the app sees http.disconnect
+      return;
+    }
+  } else if (idle_ && !in_flight_) {
+    if (due(idle_since_ms_, cfg.keep_alive_ms)) {
+      close();
+      return;
+    }
+  }
+  if (next_due != UINT64_MAX) arm_timer(next_due);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Closing
 // ---------------------------------------------------------------------------------------------------------------

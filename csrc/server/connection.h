@@ -128,7 +128,6 @@ class Connection final : public ParserListener, public ws::FrameListener {
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
   static void on_write(uv_write_t* req, int status);
   static void on_timer(uv_timer_t* t);
-  static void on_ws_close_timer(uv_timer_t* t);
   static void on_handle_closed(uv_handle_t* h);
 
   void on_read_data(ssize_t nread, const uv_buf_t* buf);
@@ -145,6 +144,13 @@ class Connection final : public ParserListener, public ws::FrameListener {
   void start_reading();
   void stop_reading();
   void arm_keep_alive();
+  // The one timer serves every time bound (keep-alive, header, body, send, WebSocket close handshake): make sure it
+  // fires no later than `due_ms` (loop time); when it fires, check_timeouts() decides and re-arms for the next one.
+  void arm_timer(std::uint64_t due_ms);
+  void check_timeouts();
+  // Output above the high-water mark: stop taking up input (the next pipelined request, WebSocket frames) until
+  // on_write sees it drain below the low-water mark. Returns whether it blocked.
+  bool block_on_output();
   // A request that cannot be parsed or served: count and log it, answer `status`, close.
   void reject_request(int status, const char* reason);
   void answer_native();
@@ -197,8 +203,16 @@ class Connection final : public ParserListener, public ws::FrameListener {
   bool drain_wanted_ = false;
   bool corked_ = false;  // registered with Server::cork()
   bool idle_ = false;         // no request in progress since the last response
-  bool timer_armed_ = false;  // the keep-alive timer is running
+  bool timer_armed_ = false;  // the timer is running, due at timer_due_ms_
+  bool reading_head_ = false;    // a request head has begun and is not complete
+  bool output_blocked_ = false;  // block_on_output(): input waits for the output to drain
+  std::uint64_t timer_due_ms_ = 0;
   std::uint64_t idle_since_ms_ = 0;
+  std::uint64_t head_started_ms_ = 0;
+  std::uint64_t last_body_ms_ = 0;       // last request-body bytes (or the head) of the request being read
+  std::uint64_t last_write_ms_ = 0;      // last progress of queued output
+  std::size_t queue_at_check_ = 0;       // libuv's write queue size at the last check_timeouts()
+  std::uint64_t ws_close_due_ms_ = 0;    // the peer's close reply is due (0: no close handshake pending)
   bool in_read_ = false;
   bool parsing_ = false;  // inside parser_.execute()
 };

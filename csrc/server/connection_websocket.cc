@@ -80,8 +80,8 @@ void Connection::ws_close(int code, std::string_view reason) {
   ws::append_close(out_, code, reason);
   flush();
   if (closing_) return;
-  uv.uv_timer_start(&timer_, &Connection::on_ws_close_timer, server_->config().ws_close_timeout_ms, 0);
-  timer_armed_ = true;
+  ws_close_due_ms_ = uv.uv_now(server_->loop()) + server_->config().ws_close_timeout_ms;
+  arm_timer(ws_close_due_ms_);
   resume();  // read on (discarding messages) until the peer's close frame
 }
 

@@ -133,7 +133,12 @@ void Connection::flush(const char* extra, std::size_t extra_len) {
       close();
       return;
     }
-    pending_writes_++;
+    if (pending_writes_++ == 0) {
+      // Output is now waiting for the client: the send bound starts.
+      last_write_ms_ = uv.uv_now(server_->loop());
+      queue_at_check_ = io_.stream.write_queue_size;
+      if (server_->config().send_timeout_ms > 0) arm_timer(last_write_ms_ + server_->config().send_timeout_ms);
+    }
   }
   out_.clear();
   if (stages.enabled) {
@@ -170,9 +175,15 @@ void Connection::on_write(uv_write_t* req, int status) {
     c->close();
     return;
   }
-  if (c->drain_wanted_ && c->write_queue_bytes() <= c->server_->config().write_low_water) {
+  c->last_write_ms_ = uv.uv_now(c->server_->loop());
+  const bool drained = c->write_queue_bytes() <= c->server_->config().write_low_water;
+  if (c->drain_wanted_ && drained) {
     c->drain_wanted_ = false;
     c->server_->handler()->on_drain(*c);
+  }
+  if (c->output_blocked_ && drained && !c->closing_) {
+    c->output_blocked_ = false;
+    c->resume();
   }
   if (c->close_after_flush_ && c->pending_writes_ == 0 && c->out_.empty()) c->close();
 }
@@ -223,7 +234,18 @@ void Connection::finish_response() {
   if (closing_) return;
   if (!parser_.message_in_progress()) arm_keep_alive();
   // Inside the parser (an app that answered synchronously, e.g. under an eager task factory) parsing simply goes
-  // on when the callback returns; resuming here would re-enter llhttp.
-  if (!parsing_ && (paused_ || !reading_)) resume();
+  // on when the callback returns; resuming here would re-enter llhttp. A client that does not read its responses
+  // gets no further request taken up until they drain (bounded memory per connection).
+  if (!parsing_ && (paused_ || !reading_) && !block_on_output()) resume();
+}
+
+bool Connection::block_on_output() {
+  const std::size_t high = server_->config().write_high_water;
+  if (write_queue_bytes() <= high) return false;
+  if (!out_.empty()) flush();  // let libuv take what it can now; what it cannot is what counts
+  if (closing_ || write_queue_bytes() <= high) return false;
+  output_blocked_ = true;
+  stop_reading();
+  return true;
 }
 }  // namespace fa

@@ -24,8 +24,15 @@ struct ServerConfig {
   ParserLimits limits;
   ResponseDefaults defaults;
   std::uint64_t keep_alive_ms = 5000;
-  std::size_t body_high_water = 64 * 1024;   // buffered request body before reading pauses
-  std::size_t write_high_water = 64 * 1024;  // queued response bytes before send() waits
+  // Time bounds per connection (0: off). Each fires only on a client that stalls; none of them on a client that
+  // keeps sending or reading, however slowly its bytes come.
+  std::uint64_t header_timeout_ms = 30000;  // the whole request head, from its first byte -> 408 and close
+  std::uint64_t body_timeout_ms = 60000;    // no request-body byte while the body is being read -> close
+  std::uint64_t send_timeout_ms = 60000;    // queued output not moving while the client does not read -> close
+  // Memory bounds per connection.
+  std::size_t body_high_water = 64 * 1024;   // buffered request body (and read-ahead) before reading pauses
+  std::size_t write_high_water = 64 * 1024;  // unsent output before send() waits and before the next pipelined
+                                             // request (or WebSocket frame) is taken up
   std::size_t write_low_water = 16 * 1024;
   std::size_t limit_concurrency = 0;         // 0: unlimited; else answer 503 beyond this many connections
   bool websocket = false;                    // serve WebSocket upgrades (else: answered as plain HTTP, then closed)

@@ -46,10 +46,17 @@ struct Outcome {
   std::string result;  // "ok", "incomplete", "upgrade", "error <status>"
 };
 
+// The data cases are about framing: the Host rule is off unless a case turns it on (`limit require_host 1`).
+fa::ParserLimits framing_limits() {
+  fa::ParserLimits l;
+  l.require_host = false;
+  return l;
+}
+
 struct Case {
   std::string name;
   int line = 0;
-  fa::ParserLimits limits;
+  fa::ParserLimits limits = framing_limits();
   std::string input;
   Outcome expected;
 };
@@ -142,6 +149,7 @@ std::vector<Case> load_cases(const std::string& file) {
       if (which == "max_header_bytes") c.limits.max_header_bytes = n;
       else if (which == "max_url_bytes") c.limits.max_url_bytes = n;
       else if (which == "max_headers") c.limits.max_headers = n;
+      else if (which == "require_host") c.limits.require_host = n != 0;
       else throw std::runtime_error(where + ": unknown limit " + which);
     } else if (key == "request") {
       close_request();
@@ -353,7 +361,7 @@ TEST_CASE("parser: a pause in on_request_head leaves the body for after resume()
       return kContinue;
     }
   } l;
-  fa::ParserLimits limits;
+  fa::ParserLimits limits = framing_limits();
   fa::RequestParser p(&l, &limits);
   const std::string in =
       "POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\n";
@@ -392,7 +400,7 @@ TEST_CASE("parser: a pause on the last body bytes still delivers on_request_comp
       return kContinue;
     }
   } l;
-  fa::ParserLimits limits;
+  fa::ParserLimits limits = framing_limits();
   fa::RequestParser p(&l, &limits);
   const std::string in = "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
   fa::ParseResult r = p.execute(in.data(), in.size());
@@ -415,7 +423,7 @@ TEST_CASE("parser: the arena and header vector keep their capacity across reques
     int on_request_body(const char*, std::size_t) override { return kContinue; }
     int on_request_complete() override { return kContinue; }
   } l;
-  fa::ParserLimits limits;
+  fa::ParserLimits limits = framing_limits();
   fa::RequestParser p(&l, &limits);
   const std::string in = "GET /some/long/path/to/grow/the/arena HTTP/1.1\r\nHost: example.com\r\nX-A: 1\r\n\r\n";
   REQUIRE(p.execute(in.data(), in.size()).kind == fa::ParseResult::kOk);
@@ -443,7 +451,7 @@ TEST_CASE("parser: no zero-length on_request_body after a pause mid-body", "[par
     }
     int on_request_complete() override { return kContinue; }
   } l;
-  fa::ParserLimits limits;
+  fa::ParserLimits limits = framing_limits();
   fa::RequestParser p(&l, &limits);
   const std::string head = "POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n";
   REQUIRE(p.execute(head.data(), head.size()).kind == fa::ParseResult::kOk);
@@ -477,7 +485,7 @@ TEST_CASE("parser: chunked trailer fields are not merged into the request header
       return kContinue;
     }
   } l;
-  fa::ParserLimits limits;
+  fa::ParserLimits limits = framing_limits();
   fa::RequestParser p(&l, &limits);
   l.parser = &p;
   const std::string in =
