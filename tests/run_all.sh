@@ -9,9 +9,11 @@ step() { printf '\n=== %s ===\n' "$*"; }
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   step "system packages (apt-get)"
-  # catch2: C++ tests (v2 on Debian 12, v3 on Debian 13); wrk: benchmark smoke run; g++ for the build.
+  # catch2: C++ tests (v2 on Debian 12, v3 on Debian 13); wrk: benchmark smoke run; g++ for the build;
+  # clang + libclang-rt-dev: libFuzzer for the fuzz targets.
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends catch2 wrk nghttp2-client g++ >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends catch2 wrk nghttp2-client g++ \
+    clang libclang-rt-dev >/dev/null
 fi
 
 step "build and install fasterapi-asgi (editable) with test extras"
@@ -33,6 +35,13 @@ cmake -S . -B build/cpp-asan -G Ninja -DFA_BUILD_TESTS=ON -DFA_BUILD_PYTHON=OFF 
 cmake --build build/cpp-asan -j2
 ctest --test-dir build/cpp-asan --output-on-failure
 
+step "fuzzing (libFuzzer + ASan + UBSan, bounded; a longer run: bash tests/fuzz/run.sh 600)"
+if command -v clang++ >/dev/null 2>&1; then
+  bash tests/fuzz/run.sh 30
+else
+  echo "clang++ not found: fuzz targets not built (apt-get install clang libclang-rt-dev)"
+fi
+
 step "Python tests"
 "$PY" -m pytest -q -p no:cacheprovider tests/python
 
@@ -49,6 +58,9 @@ for minor in 3.10 3.12 3.13; do
   "$other" -m pytest -q -p no:cacheprovider tests/python/test_http_basic.py tests/python/test_eager_tasks.py \
     tests/python/test_core_lifetime.py
 done
+
+step "stress smoke run (bounded, loopback; fails when memory or descriptors grow)"
+"$PY" benchmarks/stress.py --smoke --out build/stress-smoke
 
 step "benchmark harness smoke run (numbers are not pass/fail)"
 "$PY" benchmarks/run_suite.py --smoke --out build/suite-smoke

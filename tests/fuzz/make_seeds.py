@@ -1,0 +1,108 @@
+"""Seed corpora for the fuzz targets: every request of tests/cpp/data/parser_cases.txt (prefixed with the two
+control bytes fuzz_request_parser reads first), a few WebSocket frame sequences, a few response heads.
+
+    python tests/fuzz/make_seeds.py OUT_DIR      # writes OUT_DIR/<target>/seed-N
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import sys
+from pathlib import Path
+
+CASES = Path(__file__).resolve().parents[1] / "cpp" / "data" / "parser_cases.txt"
+
+
+def unescape(text: str) -> bytes:
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            n = text[i + 1]
+            simple = {"r": b"\r", "n": b"\n", "t": b"\t", "0": b"\0", "\\": b"\\", "s": b" "}
+            if n in simple:
+                out += simple[n]
+                i += 2
+                continue
+            if n == "x":
+                out.append(int(text[i + 2 : i + 4], 16))
+                i += 4
+                continue
+        out += c.encode("latin-1")
+        i += 1
+    return bytes(out)
+
+
+def request_seeds() -> list[bytes]:
+    seeds: list[bytes] = []
+    current: bytearray | None = None
+    for line in CASES.read_text(encoding="latin-1").splitlines():
+        if line.startswith("=== "):
+            if current:
+                seeds.append(bytes(current))
+            current = bytearray()
+        elif current is not None and line.startswith("> "):
+            current += unescape(line[2:])
+        elif current is not None and (m := re.match(r"\* (\d+) (.*)", line)):
+            current += unescape(m.group(2)) * min(int(m.group(1)), 4096)
+    if current:
+        seeds.append(bytes(current))
+    return [bytes([flags, split]) + s for s in seeds for flags, split in ((1, 0), (0, 7))]
+
+
+def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    first = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", first, 0x80 | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", first, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", first, 0x80 | 127, n)
+    return head + mask + masked
+
+
+def ws_seeds() -> list[bytes]:
+    seqs = [
+        frame(1, b"hello"),
+        frame(2, b"\x00" * 300),
+        frame(1, b"frag", fin=False) + frame(9, b"ping") + frame(0, b"ment"),
+        frame(8, struct.pack("!H", 1000) + b"bye"),
+        frame(1, "caf\u00e9".encode()) + frame(10, b""),
+        frame(2, b"x" * 70000),
+    ]
+    return [bytes([4, 3]) + s for s in seqs]
+
+
+def response_seeds() -> list[bytes]:
+    heads = [
+        b"content-type\xfftext/plain\xffcontent-length\xff5",
+        b"transfer-encoding\xffchunked\xffx-a\xffb",
+        b"connection\xffclose",
+        b"content-length\xff5\xffcontent-length\xff6",
+        b"x-bad\xffa\r\nb",
+    ]
+    return [bytes([200, 0, 2, 5]) + h for h in heads]
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[1])
+    for target, seeds in (
+        ("fuzz_request_parser", request_seeds()),
+        ("fuzz_ws_frames", ws_seeds()),
+        ("fuzz_response_head", response_seeds()),
+    ):
+        d = out / target
+        d.mkdir(parents=True, exist_ok=True)
+        for i, seed in enumerate(seeds):
+            (d / f"seed-{i}").write_bytes(seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
