@@ -2,6 +2,7 @@
 
 #include <llhttp.h>
 
+#include <algorithm>
 #include <new>
 
 #include "bindings/py_app_handler.h"
@@ -72,6 +73,8 @@ PyObject* send_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObje
 int exchange_traverse(PyObject* self, visitproc visit, void* arg) {
   Exchange* ex = reinterpret_cast<Exchange*>(self);
   Py_VISIT(ex->receive_waiter);
+  if (ex->more_waiters != nullptr)
+    for (PyObject* w : *ex->more_waiters) Py_VISIT(w);
   Py_VISIT(ex->drain_waiter);
   Py_VISIT(ex->task);
   return 0;
@@ -79,6 +82,8 @@ int exchange_traverse(PyObject* self, visitproc visit, void* arg) {
 int exchange_clear(PyObject* self) {
   Exchange* ex = reinterpret_cast<Exchange*>(self);
   Py_CLEAR(ex->receive_waiter);
+  if (ex->more_waiters != nullptr)
+    for (PyObject*& w : *ex->more_waiters) Py_CLEAR(w);
   Py_CLEAR(ex->drain_waiter);
   Py_CLEAR(ex->task);
   return 0;
@@ -91,6 +96,7 @@ void exchange_dealloc(PyObject* self) {
     clear_chunks(ex);
     delete ex->chunks;
   }
+  delete ex->more_waiters;
   delete ex->ws;
   PyAppHandler* handler = ex->handler;
   PyObject_GC_Del(self);
@@ -162,6 +168,7 @@ bool exchange_create(PyAppHandler* handler, Connection* c, bool websocket, Excha
   ex->conn = c;
   ex->chunks = chunks;
   ex->receive_waiter = ex->drain_waiter = ex->task = nullptr;
+  ex->more_waiters = nullptr;
   ex->buffered = 0;
   ex->status = 0;
   ex->body_complete = ex->disconnected = ex->response_started = ex->response_complete = false;
@@ -187,14 +194,32 @@ PyObject* new_future(Exchange* ex) { return PyObject_CallNoArgs(ex->handler->cre
 PyObject* park_receive(Exchange* ex) {
   PyObject* fut = new_future(ex);
   if (fut == nullptr) return nullptr;
-  ex->receive_waiter = Py_NewRef(fut);
+  if (!live_waiter(&ex->receive_waiter)) {
+    ex->receive_waiter = Py_NewRef(fut);
+  } else {
+    if (ex->more_waiters == nullptr) ex->more_waiters = new std::vector<PyObject*>();
+    auto& more = *ex->more_waiters;
+    more.erase(std::remove_if(more.begin(), more.end(), [](PyObject*& w) { return !live_waiter(&w); }), more.end());
+    more.push_back(Py_NewRef(fut));
+  }
   ex->handler->wake();
   return fut;
 }
 
-PyObject* receive_pending_error() {
-  PyErr_SetString(PyExc_RuntimeError, "receive() called while another receive() is pending");
+PyObject** waiting_receive(Exchange* ex) {
+  if (live_waiter(&ex->receive_waiter)) return &ex->receive_waiter;
+  if (ex->more_waiters != nullptr)
+    for (PyObject*& w : *ex->more_waiters)
+      if (live_waiter(&w)) return &w;
   return nullptr;
+}
+
+void resolve_all_receives(Exchange* ex, PyObject* message) {
+  while (PyObject** slot = waiting_receive(ex)) {
+    PyObject* copy = message != nullptr ? PyDict_Copy(message) : nullptr;
+    resolve(slot, copy != nullptr ? copy : Py_None);
+    Py_XDECREF(copy);
+  }
 }
 
 void resolve(PyObject** waiter, PyObject* value) {
@@ -212,6 +237,19 @@ void resolve(PyObject** waiter, PyObject* value) {
   }
   Py_XDECREF(done);
   Py_DECREF(fut);
+}
+
+bool live_waiter(PyObject** waiter) {
+  if (*waiter == nullptr) return false;
+  PyObject* done = PyObject_CallMethod(*waiter, "done", nullptr);
+  if (done == nullptr) {
+    PyErr_WriteUnraisable(*waiter);
+    return true;
+  }
+  const bool is_done = done == Py_True;
+  Py_DECREF(done);
+  if (is_done) Py_CLEAR(*waiter);
+  return !is_done;
 }
 
 void clear_chunks(Exchange* ex) {
@@ -241,10 +279,10 @@ void complete_response(Exchange* ex) {
     c->finish_response();
   }
   clear_chunks(ex);
-  if (ex->receive_waiter != nullptr) {
+  if (waiting_receive(ex) != nullptr) {
     PyObject* msg = ex->ws != nullptr && ex->ws->disconnect != nullptr ? PyDict_Copy(ex->ws->disconnect)
                                                                       : disconnect_message();
-    resolve(&ex->receive_waiter, msg != nullptr ? msg : Py_None);
+    resolve_all_receives(ex, msg);
     Py_XDECREF(msg);
   }
   Py_DECREF(reinterpret_cast<PyObject*>(ex));
@@ -267,9 +305,9 @@ void exchange_disconnected(Exchange* ex) {
   clear_chunks(ex);
   if (ex->ws != nullptr) {
     ws_stream_lost(ex);
-  } else if (ex->receive_waiter != nullptr) {
+  } else if (waiting_receive(ex) != nullptr) {
     PyObject* msg = disconnect_message();
-    resolve(&ex->receive_waiter, msg != nullptr ? msg : Py_None);
+    resolve_all_receives(ex, msg);
     Py_XDECREF(msg);
   }
   resolve(&ex->drain_waiter, Py_None);

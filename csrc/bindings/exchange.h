@@ -35,6 +35,12 @@ struct WsState {
   bool accepted = false;
   bool close_sent = false;  // websocket.close sent by the app (or the handshake rejected)
   bool paused = false;      // reading paused until the app takes queued messages
+  // websocket.http.response (a denial response instead of accept): status and headers of the start message,
+  // the body gathered until the last body message (uvicorn sends it whole, with a Content-Length).
+  bool denial = false;
+  int denial_status = 0;
+  std::vector<std::pair<std::string, std::string>> denial_headers;  // copied: the app may reuse its list
+  std::string denial_body;
   ~WsState() {
     for (auto& e : queue) Py_DECREF(e.first);
     Py_XDECREF(disconnect);
@@ -48,6 +54,9 @@ struct Exchange {
   Connection* conn;       // nullptr once detached
   std::vector<PyObject*>* chunks;  // request body chunks not yet taken by receive()
   PyObject* receive_waiter;  // Future awaited by receive(), or nullptr
+  // Further receive() calls waiting at the same time (Starlette's StreamingResponse listens for the disconnect
+  // while the endpoint polls is_disconnected(); uvicorn lets both wait). nullptr until first needed.
+  std::vector<PyObject*>* more_waiters;
   PyObject* drain_waiter;    // Future awaited by send() under write backpressure, or nullptr
   PyObject* task;            // the app's Task, kept alive until the app is done
   std::size_t buffered;
@@ -70,12 +79,20 @@ bool exchange_create(PyAppHandler* handler, Connection* c, bool websocket, Excha
 
 // ---- shared by the HTTP and WebSocket cycles ----
 PyObject* new_future(Exchange* ex);
-// receive() has nothing to return yet: a Future the core resolves (kept in ex->receive_waiter).
+// receive() has nothing to return yet: a Future the core resolves (kept in ex->receive_waiter, or with the
+// further waiters when one is already waiting).
 PyObject* park_receive(Exchange* ex);
-// RuntimeError for a second receive() while one is pending.
-PyObject* receive_pending_error();
+// The slot of the first receive() still waiting (cancelled ones dropped on the way), or nullptr: a message that
+// goes to one receiver (a body chunk, a WebSocket message) is resolve()d into it.
+PyObject** waiting_receive(Exchange* ex);
+// Every waiting receive() gets its own copy of `message` (a dict; http.disconnect, websocket.disconnect).
+void resolve_all_receives(Exchange* ex, PyObject* message);
 // Resolve *waiter (if any) with `value` and clear it.
 void resolve(PyObject** waiter, PyObject* value);
+// Whether *waiter is a Future still waiting for its result. One the app cancelled (receive() under a timeout, an
+// anyio cancel scope, Starlette's is_disconnected()) is dropped here, so it blocks no later receive() and takes
+// no message with it.
+bool live_waiter(PyObject** waiter);
 // Drop the connection's reference; ex->conn becomes nullptr.
 void detach(Exchange* ex);
 // The response is complete: access log, detach, let the connection go on, wake a pending receive().

@@ -168,7 +168,6 @@ PyObject* http_receive(Exchange* ex) {
     if (ex->body_complete) ex->final_delivered = true;
     return ready_steal(take_body_message(ex));
   }
-  if (ex->receive_waiter != nullptr) return receive_pending_error();
   ex->conn->send_continue();
   if (ex->body_paused) {
     ex->body_paused = false;
@@ -199,10 +198,10 @@ bool http_body_arrived(Exchange* ex, const char* data, std::size_t len) {
   }
   ex->chunks->push_back(chunk);
   ex->buffered += len;
-  if (ex->receive_waiter != nullptr) {
+  if (PyObject** waiter = waiting_receive(ex)) {
     PyObject* msg = take_body_message(ex);
     if (msg != nullptr) {
-      resolve(&ex->receive_waiter, msg);
+      resolve(waiter, msg);
       Py_DECREF(msg);
     } else {
       PyErr_WriteUnraisable(nullptr);
@@ -218,11 +217,12 @@ bool http_body_arrived(Exchange* ex, const char* data, std::size_t len) {
 
 void http_body_complete(Exchange* ex) {
   ex->body_complete = true;
-  if (ex->receive_waiter == nullptr) return;
+  PyObject** waiter = waiting_receive(ex);
+  if (waiter == nullptr) return;
   PyObject* msg = take_body_message(ex);
   ex->final_delivered = true;
   if (msg != nullptr) {
-    resolve(&ex->receive_waiter, msg);
+    resolve(waiter, msg);
     Py_DECREF(msg);
   } else {
     PyErr_WriteUnraisable(nullptr);

@@ -34,7 +34,10 @@ bool py_names_init() {
       intern(&n.http_response_body, "http.response.body") && intern(&n.ws_connect, "websocket.connect") &&
       intern(&n.ws_receive, "websocket.receive") && intern(&n.ws_disconnect, "websocket.disconnect") &&
       intern(&n.ws_accept, "websocket.accept") && intern(&n.ws_send, "websocket.send") &&
-      intern(&n.ws_close, "websocket.close") && intern(&n.asgi, "asgi") && intern(&n.http_version, "http_version") &&
+      intern(&n.ws_close, "websocket.close") &&
+      intern(&n.ws_http_response_start, "websocket.http.response.start") &&
+      intern(&n.ws_http_response_body, "websocket.http.response.body") && intern(&n.extensions, "extensions") &&
+      intern(&n.ws_http_response_str, "websocket.http.response") && intern(&n.asgi, "asgi") && intern(&n.http_version, "http_version") &&
       intern(&n.server, "server") && intern(&n.client, "client") && intern(&n.scheme, "scheme") &&
       intern(&n.method, "method") && intern(&n.root_path, "root_path") && intern(&n.path, "path") &&
       intern(&n.raw_path, "raw_path") && intern(&n.query_string, "query_string") && intern(&n.state, "state") &&

@@ -15,9 +15,11 @@ struct PyNames {
   PyObject *type, *body, *more_body, *status, *headers, *text, *bytes, *code, *reason, *subprotocol;
   PyObject *http_request, *http_disconnect, *http_response_start, *http_response_body;
   PyObject *ws_connect, *ws_receive, *ws_disconnect, *ws_accept, *ws_send, *ws_close;
+  PyObject *ws_http_response_start, *ws_http_response_body;  // the websocket.http.response extension
+  PyObject* ws_http_response_str;                             // "websocket.http.response" (its scope key)
   // Scope keys and values.
   PyObject *asgi, *http_version, *server, *client, *scheme, *method, *root_path, *path, *raw_path, *query_string,
-      *state, *subprotocols, *version, *spec_version;
+      *state, *subprotocols, *version, *spec_version, *extensions;
   PyObject *http, *websocket, *ws, *v10, *v11, *v30, *v20, *spec_23, *spec_24;
   PyObject* empty_bytes;
   PyObject* methods[64];  // interned method names by llhttp_method_t

@@ -120,6 +120,13 @@ ConnCache* conn_cache(Connection& c) {
       Py_XDECREF(client);
       return nullptr;
     }
+  } else if (!c.local_host().empty()) {
+    // A Unix socket: no client address; the server is (path, None), as uvicorn reports it.
+    PyObject* path = PyUnicode_DecodeFSDefaultAndSize(c.local_host().data(),
+                                                      static_cast<Py_ssize_t>(c.local_host().size()));
+    server = path != nullptr ? PyTuple_Pack(2, path, Py_None) : nullptr;
+    Py_XDECREF(path);
+    if (server == nullptr) return nullptr;
   }
   cache = new (std::nothrow) ConnCache{client, server};
   if (cache == nullptr) {
@@ -204,8 +211,8 @@ PyObject* build_scope(PyAppHandler& h, Connection& c, const RequestHead& head, b
   const bool ok =
       // Every request gets its own scope["asgi"]: an app may write to it (uvicorn builds a new one each time).
       set_steal(scope, n.asgi, PyDict_Copy(h.scope_asgi_)) == 0 &&
-      (cache->client == nullptr ||
-       (PyDict_SetItem(scope, n.client, cache->client) == 0 && PyDict_SetItem(scope, n.server, cache->server) == 0)) &&
+      (cache->client == nullptr || PyDict_SetItem(scope, n.client, cache->client) == 0) &&
+      (cache->server == nullptr || PyDict_SetItem(scope, n.server, cache->server) == 0) &&
       (head.http_minor != 0 || PyDict_SetItem(scope, n.http_version, n.v10) == 0) &&
       PyDict_SetItem(scope, n.method, method) == 0 && set_paths(h, scope, head) &&
       (q.empty() ? PyDict_SetItem(scope, n.query_string, n.empty_bytes) == 0
@@ -278,6 +285,15 @@ PyObject* build_ws_scope(PyAppHandler& h, Connection& c, const RequestHead& head
   copy(n.headers);
   if (ok) ok = PyDict_SetItem(scope, n.subprotocols, subprotocols) == 0;
   if (ok && PyDict_GetItem(http, n.state) != nullptr) copy(n.state);
+  // The websocket.http.response extension (denial responses before accept), as uvicorn advertises it.
+  if (ok) {
+    PyObject* ext = PyDict_New();
+    PyObject* denial = PyDict_New();
+    ok = ext != nullptr && denial != nullptr && PyDict_SetItem(ext, n.ws_http_response_str, denial) == 0 &&
+         PyDict_SetItem(scope, n.extensions, ext) == 0;
+    Py_XDECREF(ext);
+    Py_XDECREF(denial);
+  }
   Py_DECREF(http);
   Py_XDECREF(asgi);
   Py_XDECREF(subprotocols);

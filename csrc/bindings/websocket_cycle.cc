@@ -1,5 +1,7 @@
 #include "bindings/websocket_cycle.h"
 
+#include "core/strings.h"
+
 #include <string>
 #include <vector>
 
@@ -38,11 +40,7 @@ void set_disconnect(Exchange* ex, int code, std::string_view reason, bool with_r
     if (msg == nullptr) return;
     w->disconnect = msg;
   }
-  if (ex->receive_waiter != nullptr && w->queue.empty()) {
-    PyObject* copy = PyDict_Copy(w->disconnect);
-    resolve(&ex->receive_waiter, copy != nullptr ? copy : Py_None);
-    Py_XDECREF(copy);
-  }
+  if (w->queue.empty()) resolve_all_receives(ex, w->disconnect);
 }
 
 PyObject* type_message(PyObject* type) {
@@ -103,6 +101,37 @@ bool accept_key(std::string_view key, std::string* out) {
   return ok;
 }
 
+// The [name, value] pairs of a message's "headers" as byte views. The views stay valid while *keep (a new
+// reference, or nullptr) is alive. False with a Python error set.
+bool header_views(PyObject* message, const char* what, PyObject** keep, std::vector<std::string_view>* hnames,
+                  std::vector<std::string_view>* hvalues) {
+  *keep = nullptr;
+  PyObject* headers = PyDict_GetItemWithError(message, names.headers);
+  if (headers == nullptr) return !PyErr_Occurred();
+  if (headers == Py_None) return true;
+  PyObject* seq = PySequence_Fast(headers, what);
+  if (seq == nullptr) return false;
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* pair = PySequence_Fast_GET_ITEM(seq, i);
+    PyObject *name = nullptr, *value = nullptr;
+    if ((PyTuple_Check(pair) || PyList_Check(pair)) && PySequence_Fast_GET_SIZE(pair) == 2) {
+      name = PySequence_Fast_GET_ITEM(pair, 0);
+      value = PySequence_Fast_GET_ITEM(pair, 1);
+    }
+    std::string_view nv, vv;
+    if (name == nullptr || !get_bytes(name, &nv) || !get_bytes(value, &vv)) {
+      Py_DECREF(seq);
+      PyErr_SetString(PyExc_TypeError, "headers must be [name, value] pairs of bytes");
+      return false;
+    }
+    hnames->push_back(nv);
+    hvalues->push_back(vv);
+  }
+  *keep = seq;
+  return true;
+}
+
 PyObject* send_accept(Exchange* ex, PyObject* message) {
   Connection* c = ex->conn;
   PyObject* subprotocol = nullptr;
@@ -114,56 +143,100 @@ PyObject* send_accept(Exchange* ex, PyObject* message) {
     if (sp == nullptr) return nullptr;
     sub = std::string_view(sp, static_cast<std::size_t>(len));
   }
-  PyObject* headers = PyDict_GetItemWithError(message, names.headers);
-  if (headers == nullptr && PyErr_Occurred()) return nullptr;
-  PyObject* seq = nullptr;
-  std::vector<PyObject*> pairs;  // each a PySequence_Fast of one [name, value], owned
+  PyObject* keep = nullptr;
   std::vector<std::string_view> hnames, hvalues;
-  auto release = [&] {
-    for (PyObject* p : pairs) Py_DECREF(p);
-    Py_XDECREF(seq);
-  };
-  if (headers != nullptr && headers != Py_None) {
-    seq = PySequence_Fast(headers, "websocket.accept headers must be an iterable of [name, value] pairs");
-    if (seq == nullptr) return nullptr;
-    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    for (Py_ssize_t i = 0; i < n; ++i) {
-      PyObject* p = PySequence_Fast(PySequence_Fast_GET_ITEM(seq, i), "header must be a [name, value] pair");
-      if (p == nullptr || PySequence_Fast_GET_SIZE(p) != 2) {
-        Py_XDECREF(p);
-        release();
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "header must be a [name, value] pair");
-        return nullptr;
-      }
-      pairs.push_back(p);
-      std::string_view name, value;
-      if (!get_bytes(PySequence_Fast_GET_ITEM(p, 0), &name) || !get_bytes(PySequence_Fast_GET_ITEM(p, 1), &value)) {
-        release();
-        PyErr_SetString(PyExc_TypeError, "websocket.accept header names and values must be bytes");
-        return nullptr;
-      }
-      hnames.push_back(name);
-      hvalues.push_back(value);
-    }
-  }
+  if (!header_views(message, "websocket.accept headers must be an iterable of [name, value] pairs", &keep, &hnames,
+                    &hvalues))
+    return nullptr;
   std::string key;
   if (!accept_key(c->head().header("sec-websocket-key"), &key)) {
-    release();
+    Py_XDECREF(keep);
     return nullptr;
   }
   const char* err = nullptr;
   try {
     err = c->ws_accept(key, hnames.data(), hvalues.data(), hnames.size(), sub);
   } catch (...) {
-    release();
+    Py_XDECREF(keep);
     throw;
   }
-  release();
+  Py_XDECREF(keep);
   if (err != nullptr) return runtime_error(err);
   ex->ws->handshake_done = ex->ws->accepted = true;
   ex->response_started = true;
   ex->status = 101;
   ex->handler->log_access(*c, 101);
+  ex->handler->wake();
+  return ready_none();
+}
+
+// websocket.http.response.start: a denial response instead of the handshake (the ASGI extension; uvicorn
+// offers it too). Kept until the body is complete, then sent whole.
+PyObject* denial_start(Exchange* ex, PyObject* message) {
+  WsState* w = ex->ws;
+  PyObject* status_obj = PyDict_GetItemWithError(message, names.status);
+  if (status_obj == nullptr) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "status");
+    return nullptr;
+  }
+  const long status = PyLong_AsLong(status_obj);
+  if (status == -1 && PyErr_Occurred()) return nullptr;
+  if (status < 100 || status > 599) return PyErr_Format(PyExc_RuntimeError, "Invalid HTTP status code '%ld' in response.", status);
+  PyObject* keep = nullptr;
+  std::vector<std::string_view> hnames, hvalues;
+  if (!header_views(message, "response headers must be an iterable of [name, value] pairs", &keep, &hnames,
+                    &hvalues))
+    return nullptr;
+  w->denial_headers.clear();
+  for (std::size_t i = 0; i < hnames.size(); ++i) w->denial_headers.emplace_back(hnames[i], hvalues[i]);
+  Py_XDECREF(keep);
+  w->denial = true;
+  w->denial_status = static_cast<int>(status);
+  return ready_none();
+}
+
+PyObject* denial_body(Exchange* ex, PyObject* message) {
+  WsState* w = ex->ws;
+  Connection* c = ex->conn;
+  PyObject* body = PyDict_GetItemWithError(message, names.body);
+  if (body == nullptr && PyErr_Occurred()) return nullptr;
+  PyObject* more_obj = PyDict_GetItemWithError(message, names.more_body);
+  if (more_obj == nullptr && PyErr_Occurred()) return nullptr;
+  const int more = more_obj == nullptr ? 0 : PyObject_IsTrue(more_obj);
+  if (more < 0) return nullptr;
+  std::string_view data;
+  if (body != nullptr && body != Py_None && !get_bytes(body, &data)) {
+    PyErr_SetString(PyExc_TypeError, "websocket.http.response.body 'body' must be bytes");
+    return nullptr;
+  }
+  w->denial_body.append(data);
+  if (more) return ready_none();
+  // As uvicorn: Content-Length and Content-Type filled in when the app gave none; the connection closes after.
+  std::vector<std::string_view> hnames, hvalues;
+  bool has_length = false, has_type = false;
+  for (const auto& [name, value] : w->denial_headers) {
+    has_length |= ascii_iequals(name, "content-length");
+    has_type |= ascii_iequals(name, "content-type");
+    hnames.push_back(name);
+    hvalues.push_back(value);
+  }
+  const std::string length = std::to_string(w->denial_body.size());
+  if (!has_length) {
+    hnames.emplace_back("content-length");
+    hvalues.emplace_back(length);
+  }
+  if (!has_type) {
+    hnames.emplace_back("content-type");
+    hvalues.emplace_back("text/plain; charset=utf-8");
+  }
+  if (const char* err = c->start_response(w->denial_status, hnames.data(), hvalues.data(), hnames.size()))
+    return runtime_error(err);
+  if (const char* err = c->write_body(w->denial_body.data(), w->denial_body.size(), false)) return runtime_error(err);
+  w->handshake_done = w->close_sent = true;
+  ex->response_started = true;
+  ex->status = w->denial_status;
+  set_disconnect(ex, ws::kCloseAbnormal, "", false);
+  complete_response(ex);
   ex->handler->wake();
   return ready_none();
 }
@@ -265,17 +338,22 @@ PyObject* ws_receive(Exchange* ex) {
     if (w->disconnect == nullptr) return nullptr;
     return ready_steal(PyDict_Copy(w->disconnect));
   }
-  if (ex->receive_waiter != nullptr) return receive_pending_error();
   return park_receive(ex);
 }
 
 PyObject* ws_send(Exchange* ex, PyObject* message, PyObject* type) {
   WsState* w = ex->ws;
   if (ex->disconnected) return client_disconnected();
+  if (w->denial && !w->handshake_done) {
+    if (ex->conn == nullptr) return client_disconnected();
+    if (type_is(type, names.ws_http_response_body)) return denial_body(ex, message);
+    return runtime_error("Expected ASGI message 'websocket.http.response.body' but got '%S'.", type);
+  }
   if (!w->handshake_done) {
     if (ex->conn == nullptr) return client_disconnected();
     if (type_is(type, names.ws_accept)) return send_accept(ex, message);
     if (type_is(type, names.ws_close)) return reject(ex);
+    if (type_is(type, names.ws_http_response_start)) return denial_start(ex, message);
     return runtime_error("Expected ASGI message 'websocket.accept', 'websocket.close' or "
                          "'websocket.http.response.start' but got '%S'.",
                          type);
@@ -303,8 +381,9 @@ bool ws_message_arrived(Exchange* ex, bool text, const char* data, std::size_t l
     return false;
   }
   Py_DECREF(payload);
-  if (ex->receive_waiter != nullptr && w->queue.empty()) {
-    resolve(&ex->receive_waiter, msg);
+  PyObject** waiter = w->queue.empty() ? waiting_receive(ex) : nullptr;
+  if (waiter != nullptr) {
+    resolve(waiter, msg);
     Py_DECREF(msg);
     return false;
   }

@@ -171,6 +171,8 @@ const char* ResponseState::write_head(std::string& out, int status, const std::s
   char scratch[64];
   const std::string_view line = status_line(status, scratch);
   if (line.empty()) return "Invalid HTTP status code in response.";
+  // A 1xx is interim: a response that ends with one leaves the client waiting for the final status forever.
+  if (status < 200) return "Informational status codes (1xx) cannot be the final response status.";
   for (std::size_t i = 0; i < count; ++i)
     if (const char* err = header_error(names[i], values[i])) return err;
   bool saw_length = false, saw_chunked = false, app_close = false;

@@ -99,7 +99,8 @@ class Connection final : public ParserListener, public ws::FrameListener {
   bool in_flight() const { return in_flight_; }
   Server* server() const { return server_; }
   const RequestHead& head() const { return parser_.head(); }
-  // "host:port" of the peer, or "" for Unix sockets; the parsed parts are in peer_host()/peer_port().
+  // The peer's address and port ("" and 0 for Unix sockets). local_host() is the bound address, or for a Unix
+  // socket its path (as uvicorn's scope["server"] = [path, None]).
   const std::string& peer_host() const { return peer_host_; }
   int peer_port() const { return peer_port_; }
   const std::string& local_host() const { return local_host_; }
@@ -173,7 +174,7 @@ class Connection final : public ParserListener, public ws::FrameListener {
   // until the next request begins), or the 405 answer; the body is collected for native handlers.
   const NativeRoute* native_ = nullptr;
   bool native_405_ = false;
-  RouteParams native_params_;
+  std::unique_ptr<RouteParams> native_params_;  // created on the first parameterised native route
   std::string native_body_;
   std::string native_allow_;
   enum WsPhase : std::uint8_t { kWsNone, kWsHandshake, kWsOpen, kWsClosing, kWsDone };

@@ -1,10 +1,12 @@
 #include "server/server.h"
 
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -100,6 +102,11 @@ std::string Server::listen_fd(int fd, int backlog) {
   auto* l = new Listener();
   l->server = this;
   l->tcp = tcp;
+  if (!tcp) {
+    const auto* un = reinterpret_cast<const sockaddr_un*>(&ss);
+    const std::size_t max = len > offsetof(sockaddr_un, sun_path) ? len - offsetof(sockaddr_un, sun_path) : 0;
+    if (max > 0 && un->sun_path[0] != '\0') l->unix_path.assign(un->sun_path, strnlen(un->sun_path, max));
+  }
   int rc = tcp ? uv.uv_tcp_init(loop_, &l->io.tcp) : uv.uv_pipe_init(loop_, &l->io.pipe, 0);
   if (rc != 0) {
     ::close(dup_fd);
@@ -129,7 +136,7 @@ void Server::on_connection(uv_stream_t* listener, int status) {
   } catch (...) {
     return;  // out of memory: leave the connection in the backlog
   }
-  c->accept_from(listener);
+  if (c->accept_from(listener) && !l->tcp) c->local_host_ = l->unix_path;
 }
 
 void Server::on_listener_closed(uv_handle_t* h) {

@@ -125,6 +125,7 @@ class Server {
     } io;
     Server* server;
     bool tcp;
+    std::string unix_path;  // a Unix socket's bound path ("" for TCP and abstract sockets)
   };
   static void on_connection(uv_stream_t* listener, int status);
   static void on_prepare(uv_prepare_t* p);

@@ -234,8 +234,19 @@ TEST_CASE("response: framing decisions", "[response]") {
     CHECK(w.out == "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n");
     CHECK(frame(rs, "ignored", false).empty());
   }
-  SECTION("204, 304 and 1xx carry no body and no framing headers") {
-    for (int status : {204, 304, 101, 103}) {
+  SECTION("1xx cannot be a final status: refused, nothing written") {
+    for (int status : {100, 101, 103}) {
+      INFO("status " << status);
+      fa::ResponseState rs;
+      rs.reset(false, true, false);
+      const Written w = write_head(rs, status, {{"x", "y"}}, d, date);
+      CHECK(w.error != nullptr);
+      CHECK(w.out.empty());
+      CHECK_FALSE(rs.started());
+    }
+  }
+  SECTION("204 and 304 carry no body and no framing headers") {
+    for (int status : {204, 304}) {
       INFO("status " << status);
       fa::ResponseState rs;
       rs.reset(false, true, false);

@@ -1,5 +1,6 @@
 """Seed corpora for the fuzz targets: every request of tests/cpp/data/parser_cases.txt (prefixed with the two
-control bytes fuzz_request_parser reads first), a few WebSocket frame sequences, a few response heads.
+control bytes fuzz_request_parser reads first), a few WebSocket frame sequences, a few response heads, and
+request streams for the connection target.
 
     python tests/fuzz/make_seeds.py OUT_DIR      # writes OUT_DIR/<target>/seed-N
 """
@@ -90,12 +91,34 @@ def response_seeds() -> list[bytes]:
     return [bytes([200, 0, 2, 5]) + h for h in heads]
 
 
+def connection_seeds() -> list[bytes]:
+    """Request streams split into several sends (0xFE), pipelined, with bodies, and a WebSocket session."""
+    sep = b"\xfe"
+    seeds = [s[2:] for s in request_seeds()[::2]]
+    seeds += [
+        b"GET /native HTTP/1.1\r\nHost: x\r\n\r\n" + sep + b"GET /now HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /items/7 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab" + sep + b"cde",
+        b"POST /app HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc"
+        + sep
+        + b"\r\n0\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        + sep
+        + frame(1, b"hello")
+        + sep
+        + frame(9, b"p")
+        + frame(1, b"close"),
+    ]
+    return seeds
+
+
 def main(argv: list[str]) -> int:
     out = Path(argv[1])
     for target, seeds in (
         ("fuzz_request_parser", request_seeds()),
         ("fuzz_ws_frames", ws_seeds()),
         ("fuzz_response_head", response_seeds()),
+        ("fuzz_connection", connection_seeds()),
     ):
         d = out / target
         d.mkdir(parents=True, exist_ok=True)

@@ -167,6 +167,17 @@ def test_refused_head_then_500_goes_out(fasterapi: ServerProcess) -> None:
     assert_still_serving(fasterapi)
 
 
+@pytest.mark.parametrize("code", [100, 103, 101])
+def test_informational_final_status_is_a_500(fasterapi: ServerProcess, code: int) -> None:
+    """A 1xx cannot be the final response: the client gets a 500 (not an endless wait), and it is logged."""
+    with RawClient(fasterapi.port, timeout=5) as c:
+        c.send(request("GET", f"/status?code={code}"))
+        r = c.read_response()
+        assert r.status == 500
+    fasterapi.wait_for_log("Informational status codes (1xx) cannot be the final response status.")
+    assert_still_serving(fasterapi)
+
+
 def test_app_raises_after_start_closes(server: ServerProcess) -> None:
     with RawClient(server.port) as c:
         c.send(request("GET", "/raise-after") + request("GET", "/"))

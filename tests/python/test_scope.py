@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from conftest import StartServer
-from harness import RawClient, ServerProcess, decode_jsonable, request
+from harness import RawClient, ServerProcess, decode_jsonable, launch_server, request
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -173,3 +176,20 @@ def test_scope_identical_to_reference(start_server: StartServer, only: str, flag
         for key in theirs:
             if key != "$keys":
                 assert mine[key] == theirs[key], f"{name}: scope[{key!r}] differs from uvicorn"
+
+
+def test_unix_socket_scope_server_and_client(kind: str, tmp_path: Path) -> None:
+    """--uds: scope["server"] is [path, None] and scope["client"] as uvicorn reports them."""
+    path = str(tmp_path / f"{kind}.sock")
+    srv = launch_server(kind, "raw_app:app", ("--uds", path), tmp_path)
+    try:
+        deadline = time.monotonic() + 15
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        transport = httpx.HTTPTransport(uds=path)
+        with httpx.Client(transport=transport, base_url="http://local", trust_env=False) as client:
+            scope = decode_jsonable(client.get("/scope/uds").json())
+    finally:
+        srv.stop()
+    assert scope["server"] == [path, None]
+    assert scope["client"] is None

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from harness import ServerProcess
+from harness import RawClient, ServerProcess
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 RAW = "ws_raw:app"
@@ -265,11 +265,10 @@ def test_scope(raw: ServerProcess) -> None:
     assert scope["server"] == ["127.0.0.1", raw.port]
     assert scope["client"][0] == "127.0.0.1"
     assert [{"$bytes": "x-test"}, {"$bytes": "yes"}] in scope["headers"]
-    # uvicorn's key order (uvicorn adds "extensions" for websocket.http.response, which is not offered here).
-    keys = [k for k in scope["keys"] if k != "extensions"]
-    assert keys == [
+    # uvicorn's key order, "extensions" (websocket.http.response) included.
+    assert scope["keys"] == [
         "type", "asgi", "http_version", "scheme", "server", "client", "root_path", "path", "raw_path",
-        "query_string", "headers", "subprotocols", "state",
+        "query_string", "headers", "subprotocols", "state", "extensions",
     ]  # fmt: skip
 
 
@@ -581,3 +580,51 @@ def test_fastapi_unknown_websocket_path(fapi: ServerProcess) -> None:
         return info.value.response.status_code
 
     assert run(go()) == 403
+
+
+# ---------------------------------------------------------------------------------------------
+# Denial responses: the websocket.http.response extension
+
+
+def denial(srv: ServerProcess, path: str) -> tuple[int, bytes, str | None]:
+    async def go() -> tuple[int, bytes, str | None]:
+        with pytest.raises(InvalidStatus) as info:
+            async with websockets.connect(ws_url(srv, path)):
+                pass
+        response = info.value.response
+        return response.status_code, response.body or b"", response.headers.get("x-why")
+
+    return run(go())
+
+
+def test_denial_by_http_exception(fapi: ServerProcess) -> None:
+    status, body, _ = denial(fapi, "/deny-http")
+    assert status == 401
+    assert b"nope" in body
+
+
+def test_denial_response(fapi: ServerProcess) -> None:
+    assert denial(fapi, "/deny-response") == (418, b"go away", "test")
+
+
+def test_denial_by_https_redirect(kind: str, start_server: StartServer) -> None:
+    # Over a raw socket: the websockets client would follow the redirect to wss://.
+    srv = start_server(kind, "ws_fastapi:redirect_app")
+    with RawClient(srv.port) as c:
+        c.send(
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        r = c.read_response()
+    assert r.status == 307
+    assert (r.header("location") or "").startswith("wss://127.0.0.1")
+
+
+def test_websocket_scope_offers_the_denial_extension(kind: str, start_server: StartServer) -> None:
+    srv = start_server(kind, RAW)
+
+    async def go() -> Any:
+        async with websockets.connect(ws_url(srv, "/scope")) as ws:
+            return json.loads(await ws.recv())
+
+    assert run(go())["extensions"] == {"websocket.http.response": {}}  # the app's own view of it

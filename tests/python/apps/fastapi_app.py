@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
@@ -42,3 +42,21 @@ async def stream(n: int = 5) -> StreamingResponse:
             yield f"line {i}\n".encode()
 
     return StreamingResponse(numbers(), media_type="text/plain")
+
+
+@app.get("/disconnected-4")
+async def disconnected_four(request: Request) -> list[bool]:
+    # The usual polling of SSE and long-poll endpoints: every check is a receive() cancelled at once.
+    return [await request.is_disconnected() for _ in range(4)]
+
+
+@app.get("/sse")
+async def sse(request: Request, n: int = 5) -> StreamingResponse:
+    async def events() -> AsyncIterator[bytes]:
+        for i in range(n):
+            if await request.is_disconnected():
+                return
+            yield f"data: {i}\n\n".encode()
+            await asyncio.sleep(0.01)
+
+    return StreamingResponse(events(), media_type="text/event-stream")

@@ -253,6 +253,26 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901
         seen = dict(scope["asgi"])
         scope["asgi"]["mutated"] = True
         await _json(send, seen)
+    elif route == "/receive-timeouts":
+        # The body, then three receive() calls that time out (each cancelled by wait_for): none may leave a
+        # pending receive behind.
+        await receive()
+        timeouts = 0
+        for _ in range(3):
+            try:
+                await asyncio.wait_for(receive(), 0.01)
+            except asyncio.TimeoutError:
+                timeouts += 1
+        await _json(send, {"timeouts": timeouts})
+    elif route == "/receive-timeout-then-body":
+        # A receive() cancelled before the body arrives; the body sent after it must still be delivered.
+        try:
+            message = await asyncio.wait_for(receive(), 0.2)
+            first = "early:" + message["type"]
+        except asyncio.TimeoutError:
+            first = "timeout"
+        body, _, _ = await _read_body(receive)
+        await _json(send, {"first": first, "body": body.decode()})
     elif route == "/slow":
         delay = float(q.get("delay", "1"))
         marker(f"APP-SLOW-START {q.get('id', '')}")

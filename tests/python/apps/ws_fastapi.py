@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi.middleware.httpsredirect import HTTPSRedirectMiddleware
+from fastapi.responses import PlainTextResponse
 
 app = FastAPI()
 EVENTS: dict[str, list[Any]] = {}
@@ -49,3 +51,25 @@ async def room(websocket: WebSocket, room: str, q: str = "", id: str = "") -> No
 @app.websocket("/reject")
 async def reject(websocket: WebSocket) -> None:
     await websocket.close(code=1008)
+
+
+@app.websocket("/deny-http")
+async def deny_http(websocket: WebSocket) -> None:
+    # An HTTPException before accept: with the websocket.http.response extension, a real 401 with the body.
+    raise HTTPException(status_code=401, detail="nope")
+
+
+@app.websocket("/deny-response")
+async def deny_response(websocket: WebSocket) -> None:
+    await websocket.send_denial_response(
+        PlainTextResponse("go away", status_code=418, headers={"x-why": "test"})
+    )
+
+
+redirect_app = FastAPI()
+redirect_app.add_middleware(HTTPSRedirectMiddleware)
+
+
+@redirect_app.websocket("/ws")
+async def redirected(websocket: WebSocket) -> None:
+    await websocket.accept()

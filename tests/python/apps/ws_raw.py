@@ -76,7 +76,7 @@ async def websocket(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "websocket.accept", "subprotocol": subprotocols[0] if subprotocols else None})
     if path == "/scope":
         keys = list(scope.keys())
-        doc = {k: _jsonable(scope[k]) for k in keys if k not in ("state", "extensions")}
+        doc = {k: _jsonable(scope[k]) for k in keys if k != "state"}
         doc["keys"] = keys
         await send({"type": "websocket.send", "text": json.dumps(doc)})
         await send({"type": "websocket.close", "code": 1000})
