@@ -361,18 +361,18 @@ def run_one(name: str, run: int, args: argparse.Namespace, out: Path, pinning: s
     t0 = time.monotonic()
     srv = servers.start_server(
         name,
-        APP,
+        args.app,
         app_dir=APPS,
         workdir=out / "logs",
         pinning=_ValgrindPrefix(pinning, valgrind_argv(dump_dir)),
         extra_args=server_extra_args(name, out / "logs"),
-        probe_request=lambda p: servers.build_request("GET", PATH, p),
+        probe_request=lambda p: servers.build_request("GET", args.path, p),
         startup_timeout_s=args.startup_timeout,
         log_name=f"server-{name}-{run}.log",
     )
     client: KeepAliveClient | None = None
     try:
-        client = KeepAliveClient(srv.port, timeout_s=args.request_timeout)
+        client = KeepAliveClient(srv.port, path=args.path, timeout_s=args.request_timeout)
         client.many(args.warmup)
         time.sleep(0.5)  # let the server settle (a worker still finishing start-up work, etc.)
         pids = servers.process_tree(srv.pid)
@@ -408,6 +408,8 @@ def run_one(name: str, run: int, args: argparse.Namespace, out: Path, pinning: s
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--servers", default=",".join(DEFAULT_SERVERS), help=f"of {', '.join(KNOWN_SERVERS)}")
+    p.add_argument("--app", default=APP, help=f"app in benchmarks/apps (default {APP}; native_app:app for a route)")
+    p.add_argument("--path", default=PATH, help=f"GET path (default {PATH})")
     p.add_argument("--requests", type=int, default=2000, help="counted requests per run (default 2000)")
     p.add_argument("--warmup", type=int, default=200, help="uncounted requests first (default 200)")
     p.add_argument("--runs", type=int, default=2, help="runs per server, interleaved (default 2)")
@@ -479,8 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "date": stamp.strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python benchmarks/callgrind.py " + " ".join(argv),
-        "app": APP,
-        "path": PATH,
+        "app": args.app,
+        "path": args.path,
         "requests": args.requests,
         "warmup": args.warmup,
         "runs": args.runs,

@@ -22,12 +22,20 @@ bool transfer_codings_known(std::string_view value) {
 
 // RFC 9110 section 7.2: Host = uri-host [ ":" port ], uri-host an IP-literal, IPv4 address or reg-name
 // (unreserved / pct-encoded / sub-delims). Empty is allowed (a target without authority).
-bool valid_host(std::string_view v) {
-  for (unsigned char c : v) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    std::string_view("-._~%!$&'()*+,;=:[]").find(static_cast<char>(c)) != std::string_view::npos;
-    if (!ok) return false;
+struct HostChars {
+  bool ok[256] = {};
+  constexpr HostChars() {
+    for (int c = 'a'; c <= 'z'; ++c) ok[c] = true;
+    for (int c = 'A'; c <= 'Z'; ++c) ok[c] = true;
+    for (int c = '0'; c <= '9'; ++c) ok[c] = true;
+    for (const char* p = "-._~%!$&'()*+,;=:[]"; *p != 0; ++p) ok[static_cast<unsigned char>(*p)] = true;
   }
+};
+constexpr HostChars kHostChars;
+
+bool valid_host(std::string_view v) {
+  for (unsigned char c : v)
+    if (!kHostChars.ok[c]) return false;
   return true;
 }
 

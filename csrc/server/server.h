@@ -142,6 +142,7 @@ class Server {
   DateCache date_;
   Router router_;
   std::vector<RouteStats> route_stats_;  // by NativeRoute::id
+  RouteParams route_params_scratch_;     // filled by each route match (Connection::on_request_head)
   std::vector<Listener*> listeners_;
   uv_prepare_t* cork_handle_ = nullptr;  // heap-owned; freed by its own close callback
   bool cork_active_ = false;
