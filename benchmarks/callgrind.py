@@ -408,7 +408,9 @@ def run_one(name: str, run: int, args: argparse.Namespace, out: Path, pinning: s
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--servers", default=",".join(DEFAULT_SERVERS), help=f"of {', '.join(KNOWN_SERVERS)}")
-    p.add_argument("--app", default=APP, help=f"app in benchmarks/apps (default {APP}; native_app:app for a route)")
+    p.add_argument(
+        "--app", default=APP, help=f"app in benchmarks/apps (default {APP}; native_app:app for a route)"
+    )
     p.add_argument("--path", default=PATH, help=f"GET path (default {PATH})")
     p.add_argument("--requests", type=int, default=2000, help="counted requests per run (default 2000)")
     p.add_argument("--warmup", type=int, default=200, help="uncounted requests first (default 200)")
