@@ -68,7 +68,7 @@ class Server:
         timeout_request_header: float = 30.0,
         timeout_request_body: float = 60.0,
         timeout_send: float = 60.0,
-        debug_log: Callable[[str], None] | None = None,
+        log: Callable[[int, str], None] | None = None,
     ) -> None: ...
     def listen(self, sock: socket.socket, backlog: int = 2048) -> None:
         """Serve connections accepted on an already bound and listening socket (TCP or Unix).

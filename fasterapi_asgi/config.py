@@ -75,13 +75,13 @@ LOGGING_CONFIG: dict[str, Any] = {
         "access": {"formatter": "access", "class": "logging.StreamHandler", "stream": "ext://sys.stdout"},
     },
     "loggers": {
-        "fasterapi_asgi": {"handlers": ["default"], "level": "INFO", "propagate": False},
-        "fasterapi_asgi.error": {"level": "INFO"},
-        "fasterapi_asgi.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+        "uvicorn.error": {"level": "INFO"},
+        "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
     },
 }
 
-logger = logging.getLogger("fasterapi_asgi.error")
+logger = logging.getLogger("uvicorn.error")
 
 
 def parse_header(header: str | Sequence[str]) -> tuple[str, str]:
@@ -291,10 +291,10 @@ class Config:
 
         if self.log_level is not None:
             level = LOG_LEVELS[self.log_level.lower()] if isinstance(self.log_level, str) else self.log_level
-            for name in ("fasterapi_asgi.error", "fasterapi_asgi.access", "fasterapi_asgi.asgi"):
+            for name in ("uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
                 logging.getLogger(name).setLevel(level)
         if self.access_log is False:
-            access_logger = logging.getLogger("fasterapi_asgi.access")
+            access_logger = logging.getLogger("uvicorn.access")
             access_logger.handlers = []
             access_logger.propagate = False
 

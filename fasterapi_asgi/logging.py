@@ -5,8 +5,10 @@ from __future__ import annotations
 import http
 import logging
 import sys
+import urllib.parse
+from collections.abc import Mapping
 from copy import copy
-from typing import Literal
+from typing import Any, Literal
 
 TRACE_LOG_LEVEL = 5
 
@@ -74,7 +76,7 @@ class ColourizedFormatter(logging.Formatter):
 
 
 class DefaultFormatter(ColourizedFormatter):
-    """Formatter of the ``fasterapi_asgi`` and ``fasterapi_asgi.error`` loggers."""
+    """Formatter of the ``uvicorn`` and ``uvicorn.error`` loggers (uvicorn's names, so its configs apply)."""
 
 
 class AccessFormatter(ColourizedFormatter):
@@ -112,3 +114,21 @@ class AccessFormatter(ColourizedFormatter):
             }
         )
         return super().formatMessage(recordcopy)
+
+
+def get_client_addr(scope: Mapping[str, Any]) -> str:
+    """uvicorn's rendering of ``scope["client"]`` in log lines ("" for a Unix socket)."""
+    client = scope.get("client")
+    if not client:
+        return ""
+    host, port = client
+    return f"{host}:{int(port)}"
+
+
+def get_path_with_query_string(scope: Mapping[str, Any]) -> str:
+    """uvicorn's rendering of the request target in log lines: the quoted path (root_path included), then
+    ``?query``."""
+    path_with_query_string = urllib.parse.quote(scope["path"])
+    if scope["query_string"]:
+        path_with_query_string = "{}?{}".format(path_with_query_string, scope["query_string"].decode("ascii"))
+    return path_with_query_string

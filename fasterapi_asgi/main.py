@@ -35,7 +35,7 @@ from fasterapi_asgi.config import (
 from fasterapi_asgi.server import Server
 from fasterapi_asgi.supervisors import Multiprocess
 
-logger = logging.getLogger("fasterapi_asgi.error")
+logger = logging.getLogger("uvicorn.error")
 
 
 def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:

@@ -57,7 +57,7 @@ __all__ = [
     "text",
 ]
 
-logger = logging.getLogger("fasterapi_asgi.error")
+logger = logging.getLogger("uvicorn.error")
 
 _ATTR = "__fasterapi_native_routes__"
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(int|str|path))?\}")

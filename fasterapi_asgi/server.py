@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 import logging
 import os
 import random
@@ -21,7 +22,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from fasterapi_asgi.config import STARTUP_FAILURE, Config
-from fasterapi_asgi.logging import style
+from fasterapi_asgi.logging import get_client_addr, get_path_with_query_string, style
 
 if TYPE_CHECKING:
     from fasterapi_asgi import _core
@@ -31,26 +32,53 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Seconds between checks of should_exit (and of the connection count during graceful shutdown).
 _TICK = 0.1
 
-logger = logging.getLogger("fasterapi_asgi.error")
-access_logger = logging.getLogger("fasterapi_asgi.access")
+logger = logging.getLogger("uvicorn.error")
+access_logger = logging.getLogger("uvicorn.access")
 
 
 def _error_log(message: str, exc: BaseException | None) -> None:
     logger.error("%s", message, exc_info=exc)
 
 
-def _debug_log(message: str) -> None:
-    logger.debug("%s", message)
+def _log(level: int, message: str) -> None:
+    logger.log(level, "%s", message)
 
 
-def _make_access_log() -> Any:
-    info = access_logger.info
+class _AccessLog:
+    """The access log as the core calls it: ``app`` for the app's responses (from the scope, when the response
+    starts, as uvicorn), ``core`` for responses the server answered itself (native routes, 503, ...)."""
 
-    def access_log(client: str, method: str, path_qs: str, http_version: str, status: int) -> None:
+    def __init__(self) -> None:
+        self._info = access_logger.info
+
+    def app(self, scope: dict[str, Any], status: int) -> None:
         # The same args as uvicorn's access record, so custom access formatters keep working.
-        info('%s - "%s %s HTTP/%s" %d', client, method, path_qs, http_version, status)
+        self._info(
+            '%s - "%s %s HTTP/%s" %d',
+            get_client_addr(scope),
+            scope["method"],
+            get_path_with_query_string(scope),
+            scope["http_version"],
+            status,
+        )
 
-    return access_log
+    def core(self, client: str, method: str, path_qs: str, http_version: str, status: int) -> None:
+        self._info('%s - "%s %s HTTP/%s" %d', client, method, path_qs, http_version, status)
+
+
+def _ws_log(scope: dict[str, Any], outcome: int) -> None:
+    """uvicorn's lines for a WebSocket handshake (on its error logger, whatever the access log setting)."""
+    if outcome == 101:
+        path = get_path_with_query_string(scope)
+        logger.info('%s - "WebSocket %s" [accepted]', get_client_addr(scope), path)
+        logger.info("connection open")
+        return
+    logger.info('%s - "WebSocket %s" %d', get_client_addr(scope), get_path_with_query_string(scope), outcome)
+    try:
+        phrase = http.HTTPStatus(outcome).phrase
+    except ValueError:
+        phrase = ""
+    logger.info("connection rejected (%d %s)", outcome, phrase)
 
 
 def _bind_libuv(core: Any) -> None:
@@ -159,7 +187,7 @@ class Server:
 
         access_log = None
         if config.access_log and access_logger.hasHandlers() and access_logger.isEnabledFor(logging.INFO):
-            access_log = _make_access_log()
+            access_log = _AccessLog()
 
         self.core = _core.Server(
             asyncio.get_running_loop(),
@@ -181,7 +209,8 @@ class Server:
             timeout_request_header=config.timeout_request_header,
             timeout_request_body=config.timeout_request_body,
             timeout_send=config.timeout_send,
-            debug_log=_debug_log if logger.isEnabledFor(logging.DEBUG) else None,
+            log=_log,
+            ws_log=_ws_log,
         )
         if config.proxy_rewrite is not None:
             self.core.set_proxy_headers(config.proxy_rewrite)

@@ -33,8 +33,8 @@ class FasterAPIWorker(Worker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for name, source in (
-            ("fasterapi_asgi.error", self.log.error_log),
-            ("fasterapi_asgi.access", self.log.access_log),
+            ("uvicorn.error", self.log.error_log),
+            ("uvicorn.access", self.log.access_log),
         ):
             logger = logging.getLogger(name)
             logger.handlers = source.handlers

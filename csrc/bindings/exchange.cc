@@ -77,6 +77,7 @@ int exchange_traverse(PyObject* self, visitproc visit, void* arg) {
     for (PyObject* w : *ex->more_waiters) Py_VISIT(w);
   Py_VISIT(ex->drain_waiter);
   Py_VISIT(ex->task);
+  Py_VISIT(ex->scope);
   return 0;
 }
 int exchange_clear(PyObject* self) {
@@ -86,6 +87,7 @@ int exchange_clear(PyObject* self) {
     for (PyObject*& w : *ex->more_waiters) Py_CLEAR(w);
   Py_CLEAR(ex->drain_waiter);
   Py_CLEAR(ex->task);
+  Py_CLEAR(ex->scope);
   return 0;
 }
 void exchange_dealloc(PyObject* self) {
@@ -169,6 +171,7 @@ bool exchange_create(PyAppHandler* handler, Connection* c, bool websocket, Excha
   ex->chunks = chunks;
   ex->receive_waiter = ex->drain_waiter = ex->task = nullptr;
   ex->more_waiters = nullptr;
+  ex->scope = nullptr;
   ex->buffered = 0;
   ex->status = 0;
   ex->body_complete = ex->disconnected = ex->response_started = ex->response_complete = false;
@@ -274,7 +277,6 @@ void complete_response(Exchange* ex) {
   Connection* c = ex->conn;
   Py_INCREF(reinterpret_cast<PyObject*>(ex));
   if (c != nullptr) {
-    ex->handler->log_access(*c, ex->status);
     detach(ex);
     c->finish_response();
   }

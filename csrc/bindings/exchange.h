@@ -59,6 +59,7 @@ struct Exchange {
   std::vector<PyObject*>* more_waiters;
   PyObject* drain_waiter;    // Future awaited by send() under write backpressure, or nullptr
   PyObject* task;            // the app's Task, kept alive until the app is done
+  PyObject* scope;           // the request's scope (for the access line), or nullptr
   std::size_t buffered;
   int status;
   bool body_complete;

@@ -115,6 +115,7 @@ PyObject* send_start(Exchange* ex, PyObject* message) {
   if (err != nullptr) return runtime_error(err);
   ex->response_started = true;
   ex->status = static_cast<int>(status);
+  ex->handler->log_access(ex->scope, ex->status);
   return ready_none();
 }
 
@@ -235,6 +236,8 @@ void http_answer_500(Exchange* ex) {
   c->answer_error(500, "Internal Server Error");
   ex->response_started = true;
   ex->status = 500;
+  if (ex->ws != nullptr) ex->handler->log_websocket(ex->scope, 500);
+  else ex->handler->log_access(ex->scope, 500);
   complete_response(ex);
 }
 

@@ -37,7 +37,7 @@ class PyServer {
            double timeout_keep_alive, py::object state, py::object limit_concurrency,
            py::object max_header_bytes, std::string asgi_version, bool stats, bool websocket,
            std::size_t ws_max_size, double timeout_request_header, double timeout_request_body, double timeout_send,
-           py::object debug_log) {
+           py::object log, py::object ws_log) {
     bind_libuv();
     py::module_ uvloop_loop = py::module_::import("uvloop.loop");
     py::object loop_type = py::module_::import("uvloop").attr("Loop");
@@ -95,7 +95,8 @@ class PyServer {
       free_own_loop();
       throw py::error_already_set();
     }
-    handler_->set_debug_log(debug_log.ptr());
+    handler_->set_log(log.ptr());
+    handler_->set_ws_log(ws_log.ptr());
     server_ = new Server(uvl, handler_, std::move(cfg));
     server_->stages().enabled = stats;
     if (own_loop_ != nullptr) {
@@ -293,7 +294,7 @@ PYBIND11_MODULE(_core, mod) {
   py::class_<PyServer>(mod, "Server")
       .def(py::init<py::object, py::object, py::object, py::object, std::string, bool, bool,
                     std::vector<std::pair<py::bytes, py::bytes>>, double, py::object, py::object, py::object,
-                    std::string, bool, bool, std::size_t, double, double, double, py::object>(),
+                    std::string, bool, bool, std::size_t, double, double, double, py::object, py::object>(),
            py::arg("loop"), py::arg("app"), py::kw_only(), py::arg("error_log"), py::arg("access_log") = py::none(),
            py::arg("root_path") = "", py::arg("server_header") = true, py::arg("date_header") = true,
            py::arg("default_headers") = std::vector<std::pair<py::bytes, py::bytes>>{},
@@ -301,7 +302,8 @@ PYBIND11_MODULE(_core, mod) {
            py::arg("limit_concurrency") = py::none(), py::arg("h11_max_incomplete_event_size") = py::none(),
            py::arg("asgi_version") = "3.0", py::arg("stats") = false, py::arg("websocket") = true,
            py::arg("ws_max_size") = fa::ws::kDefaultMaxMessage, py::arg("timeout_request_header") = 30.0,
-           py::arg("timeout_request_body") = 60.0, py::arg("timeout_send") = 60.0, py::arg("debug_log") = py::none())
+           py::arg("timeout_request_body") = 60.0, py::arg("timeout_send") = 60.0, py::arg("log") = py::none(),
+           py::arg("ws_log") = py::none())
       .def("listen", &PyServer::listen, py::arg("sock"), py::arg("backlog") = 2048)
       .def("stop_accepting", &PyServer::stop_accepting)
       .def("shutdown", &PyServer::shutdown)

@@ -31,7 +31,14 @@ PyAppHandler* PyAppHandler::create(PyObject* loop, PyObject* app, PyObject* erro
   h->loop_ = Py_NewRef(loop);
   h->app_ = Py_NewRef(app);
   h->error_log_ = Py_NewRef(error_log);
-  h->access_log_ = access_log == Py_None ? nullptr : Py_NewRef(access_log);
+  if (access_log != Py_None) {
+    h->access_log_ = PyObject_GetAttrString(access_log, "core");
+    h->access_app_ = h->access_log_ != nullptr ? PyObject_GetAttrString(access_log, "app") : nullptr;
+    if (h->access_app_ == nullptr) {
+      h->release();
+      return nullptr;
+    }
+  }
   h->state_ = state == Py_None ? nullptr : Py_NewRef(state);
   h->root_path_ = Py_NewRef(root_path);
   h->create_task_ = PyObject_GetAttrString(loop, "create_task");
@@ -55,13 +62,15 @@ PyAppHandler::~PyAppHandler() {
   Py_XDECREF(create_future_);
   Py_XDECREF(error_log_);
   Py_XDECREF(access_log_);
+  Py_XDECREF(access_app_);
+  Py_XDECREF(ws_log_);
   Py_XDECREF(state_);
   Py_XDECREF(root_path_);
   Py_XDECREF(root_path_bytes_);
   Py_XDECREF(scope_template_);
   Py_XDECREF(wakeup_);
   Py_XDECREF(proxy_fix_);
-  Py_XDECREF(debug_log_);
+  Py_XDECREF(log_);
 }
 
 std::size_t PyAppHandler::live_count() { return g_live_handlers; }
@@ -126,7 +135,38 @@ void PyAppHandler::log_access(Connection& c, int status) {
   Py_XDECREF(r);
 }
 
-void PyAppHandler::on_over_limit(Connection&) { log_error("Exceeded concurrency limit.", nullptr); }
+void PyAppHandler::log_access(PyObject* scope, int status) {
+  if (access_app_ == nullptr || scope == nullptr) return;
+  PyObject* r = PyObject_CallFunction(access_app_, "Oi", scope, status);
+  if (r == nullptr) PyErr_WriteUnraisable(access_app_);
+  Py_XDECREF(r);
+}
+
+void PyAppHandler::log_websocket(PyObject* scope, int outcome) {
+  if (ws_log_ == nullptr || scope == nullptr) return;
+  PyObject* r = PyObject_CallFunction(ws_log_, "Oi", scope, outcome);
+  if (r == nullptr) PyErr_WriteUnraisable(ws_log_);
+  Py_XDECREF(r);
+}
+
+namespace {
+constexpr int kWarning = 30;  // logging.WARNING
+constexpr int kDebug = 10;    // logging.DEBUG
+}  // namespace
+
+void PyAppHandler::log(int level, const std::string& message) {
+  if (log_ == nullptr) return;
+  gil();
+  PyObject *saved_type, *saved_value, *saved_tb;
+  PyErr_Fetch(&saved_type, &saved_value, &saved_tb);
+  PyObject* r = PyObject_CallFunction(log_, "is#", level, message.data(), static_cast<Py_ssize_t>(message.size()));
+  if (r == nullptr) PyErr_WriteUnraisable(log_);
+  Py_XDECREF(r);
+  PyErr_Restore(saved_type, saved_value, saved_tb);
+}
+
+// As uvicorn: the line at WARNING, without the detail.
+void PyAppHandler::on_over_limit(Connection&) { log(kWarning, "Exceeded concurrency limit."); }
 
 void PyAppHandler::on_native_response(Connection& c, int status) {
   if (access_log_ == nullptr) return;
@@ -155,6 +195,7 @@ void PyAppHandler::dispatch(Connection& c, const RequestHead& head, bool websock
       Py_XDECREF(r);
     }
     PyObject* runner = nullptr;
+    if (scope != nullptr) ex->scope = Py_NewRef(scope);  // for the access line (after proxy headers)
     if (scope != nullptr) {
       PyObject* args[3] = {scope, receive, reinterpret_cast<PyObject*>(ex)};
       PyObject* app_coro = PyObject_Vectorcall(app_, args, 3, nullptr);
@@ -233,20 +274,18 @@ void PyAppHandler::on_closed(Connection& c) {
   release_conn_cache(c);
 }
 
+// As uvicorn: "Invalid HTTP request received." at WARNING; what was wrong and the request line at DEBUG.
 void PyAppHandler::on_bad_request(Connection& c, int status, const char* reason) {
-  std::string msg = "Invalid HTTP request received (" + std::to_string(status) + ": " + reason + ")";
+  log(kWarning, "Invalid HTTP request received.");
+  std::string msg = "Invalid HTTP request (" + std::to_string(status) + ": " + reason + ")";
   if (c.head().url.len > 0 && c.head().url.len < 512) msg += request_line(&c);
-  log_error(msg, nullptr);
+  log(kDebug, msg);
 }
 
 void PyAppHandler::on_timeout(Connection& c, const char* what) {
-  if (debug_log_ == nullptr) return;
-  gil();
   std::string msg = what;
   if (c.is_tcp()) msg += " (client " + c.peer_host() + ":" + std::to_string(c.peer_port()) + ")";
-  PyObject* r = PyObject_CallFunction(debug_log_, "s#", msg.data(), static_cast<Py_ssize_t>(msg.size()));
-  if (r == nullptr) PyErr_WriteUnraisable(debug_log_);
-  Py_XDECREF(r);
+  log(kDebug, msg);
 }
 
 bool PyAppHandler::on_ws_message(Connection& c, bool text, const char* data, std::size_t len) {

@@ -27,7 +27,8 @@ class Server;
 class PyAppHandler final : public AppHandler {
  public:
   // A handler with one reference (the caller's), or nullptr with a Python error set (e.g. a loop without
-  // create_task). `access_log` and `state` may be None.
+  // create_task). `access_log` (an object with core(client, method, target, version, status) and app(scope,
+  // status)) and `state` may be None.
   static PyAppHandler* create(PyObject* loop, PyObject* app, PyObject* error_log, PyObject* access_log,
                               PyObject* state, PyObject* root_path, const char* asgi_version);
   PyAppHandler(const PyAppHandler&) = delete;
@@ -66,13 +67,23 @@ class PyAppHandler final : public AppHandler {
   }
   // Log through the Python error_log callable; never raises (a failing logger is reported as unraisable).
   void log_error(const std::string& message, PyObject* exc);
+  // The access line of a response the server answered itself (native route, 503, bad request), from the head.
   void log_access(Connection& c, int status);
+  // The access line of an app's response, from its scope as the app left it (proxy headers applied), when the
+  // response starts (as uvicorn: a stream that fails later still has its line).
+  void log_access(PyObject* scope, int status);
+  // uvicorn's lines for a WebSocket handshake on the error logger: outcome 101 ("[accepted]", "connection open")
+  // or the HTTP status it was refused with ("connection rejected (403 Forbidden)").
+  void log_websocket(PyObject* scope, int outcome);
   // Asyncio embedding: `fn` is called (at most once per tick) after Python-side calls that start libuv work.
   void set_wakeup(PyObject* fn) { Py_XSETREF(wakeup_, Py_XNewRef(fn)); }
   void wake();
   void tick_done() { wake_pending_ = false; }
-  // fn(message) for debug-level events (time bounds firing); None: not logged.
-  void set_debug_log(PyObject* fn) { Py_XSETREF(debug_log_, fn == Py_None ? nullptr : Py_XNewRef(fn)); }
+  // fn(level, message) for the server's own events below ERROR (logging levels: 30 WARNING, 10 DEBUG); None: not
+  // logged.
+  void set_log(PyObject* fn) { Py_XSETREF(log_, fn == Py_None ? nullptr : Py_XNewRef(fn)); }
+  void set_ws_log(PyObject* fn) { Py_XSETREF(ws_log_, fn == Py_None ? nullptr : Py_XNewRef(fn)); }
+  void log(int level, const std::string& message);
   // Called as fn(scope) for requests carrying x-forwarded-for/-proto, when proxy headers are enabled (None: off).
   void set_proxy_fix(PyObject* fn) { Py_XSETREF(proxy_fix_, fn == Py_None ? nullptr : Py_XNewRef(fn)); }
 
@@ -93,10 +104,12 @@ class PyAppHandler final : public AppHandler {
   PyObject* app_ = nullptr;
   PyObject* create_task_ = nullptr;
   PyObject* error_log_ = nullptr;
-  PyObject* access_log_ = nullptr;
+  PyObject* access_log_ = nullptr;  // access_log.core (from the head), or nullptr when off
+  PyObject* access_app_ = nullptr;  // access_log.app (from the scope)
+  PyObject* ws_log_ = nullptr;      // fn(scope, outcome)
   PyObject* wakeup_ = nullptr;
   PyObject* proxy_fix_ = nullptr;
-  PyObject* debug_log_ = nullptr;
+  PyObject* log_ = nullptr;
   Server* orphan_ = nullptr;
   std::size_t refs_ = 1;
   PyGILState_STATE gil_state_{};

@@ -165,7 +165,7 @@ PyObject* send_accept(Exchange* ex, PyObject* message) {
   ex->ws->handshake_done = ex->ws->accepted = true;
   ex->response_started = true;
   ex->status = 101;
-  ex->handler->log_access(*c, 101);
+  ex->handler->log_websocket(ex->scope, 101);
   ex->handler->wake();
   return ready_none();
 }
@@ -235,6 +235,7 @@ PyObject* denial_body(Exchange* ex, PyObject* message) {
   w->handshake_done = w->close_sent = true;
   ex->response_started = true;
   ex->status = w->denial_status;
+  ex->handler->log_websocket(ex->scope, w->denial_status);
   set_disconnect(ex, ws::kCloseAbnormal, "", false);
   complete_response(ex);
   ex->handler->wake();
@@ -248,6 +249,7 @@ PyObject* reject(Exchange* ex) {
   ex->conn->answer_error(403, "");
   ex->response_started = true;
   ex->status = 403;
+  ex->handler->log_websocket(ex->scope, 403);
   set_disconnect(ex, ws::kCloseAbnormal, "", false);
   complete_response(ex);
   ex->handler->wake();

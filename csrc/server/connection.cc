@@ -231,6 +231,7 @@ int Connection::on_request_head(RequestHead& head) {
   if (limit > 0 && (server_->connection_count() >= limit || server_->active_requests() >= limit)) {
     answer_error(503, "Service Unavailable");
     server_->handler()->on_over_limit(*this);
+    server_->handler()->on_native_response(*this, 503);  // its access line, as uvicorn logs the 503
     close_after_response_ = true;
     close_when_flushed();
     return kPause;

@@ -31,7 +31,7 @@ class LifespanOn:
         if not config.loaded:
             config.load()
         self.config = config
-        self.logger = logging.getLogger("fasterapi_asgi.error")
+        self.logger = logging.getLogger("uvicorn.error")
         self.startup_event = asyncio.Event()
         self.shutdown_event = asyncio.Event()
         self.receive_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()

@@ -22,7 +22,7 @@ from fasterapi_asgi.logging import style
 multiprocessing.allow_connection_pickling()
 _spawn = multiprocessing.get_context("spawn")
 
-logger = logging.getLogger("fasterapi_asgi.error")
+logger = logging.getLogger("uvicorn.error")
 
 
 def _worker_main(config: Config, sockets: list[socket.socket], stdin_fileno: int | None) -> None:

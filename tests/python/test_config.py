@@ -23,7 +23,7 @@ from fasterapi_asgi.middleware.proxy_headers import ProxyHeadersMiddleware
 @pytest.fixture(autouse=True)
 def capture_server_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Let caplog see INFO records even if an earlier test applied LOGGING_CONFIG (propagate=False)."""
-    package_logger = logging.getLogger("fasterapi_asgi")
+    package_logger = logging.getLogger("uvicorn")
     saved = package_logger.propagate
     package_logger.propagate = True
     caplog.set_level(logging.INFO)
@@ -155,7 +155,7 @@ def test_factory_flag(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_factory_detected_without_flag(caplog: pytest.LogCaptureFixture) -> None:
     config = make_config(create_app, proxy_headers=False)
-    with caplog.at_level(logging.WARNING, logger="fasterapi_asgi.error"):
+    with caplog.at_level(logging.WARNING, logger="uvicorn.error"):
         config.load()
     assert config.loaded_app is asgi3_app
     assert "ASGI app factory detected" in caplog.text
@@ -254,7 +254,7 @@ def test_access_formatter() -> None:
         '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False
     )
     record = logging.LogRecord(
-        "fasterapi_asgi.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
         ("127.0.0.1:5555", "GET", "/x?y=1", "1.1", 200), None,
     )  # fmt: skip
     assert formatter.format(record) == 'INFO:     127.0.0.1:5555 - "GET /x?y=1 HTTP/1.1" 200 OK'

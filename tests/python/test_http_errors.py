@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from conftest import StartServer
 from harness import HEADER_SECTION_TOO_LARGE, URL_TOO_LONG, RawClient, ServerProcess, request
 
 pytestmark = pytest.mark.timeout(30)
@@ -119,14 +120,18 @@ def test_url_too_long_414(fasterapi: ServerProcess) -> None:
     assert_still_serving(fasterapi)
 
 
-def test_bad_input_logged_with_request_line(fasterapi: ServerProcess) -> None:
-    status, _ = bad_request_exchange(fasterapi, SMUGGLING["cl-and-te"].replace(b"/echo", b"/smuggle-probe"))
+def test_bad_input_logged_as_uvicorn_does(start_server: StartServer) -> None:
+    """WARNING "Invalid HTTP request received." as uvicorn; what was wrong and the request line at DEBUG."""
+    srv = start_server("fasterapi", "raw_app:app", "--log-level", "debug")
+    status, _ = bad_request_exchange(srv, SMUGGLING["cl-and-te"].replace(b"/echo", b"/smuggle-probe"))
     assert status == 400
-    fasterapi.wait_for_log("POST /smuggle-probe")
+    log = srv.wait_for_log("POST /smuggle-probe")
+    assert "WARNING:  Invalid HTTP request received.\n" in log
+    assert "DEBUG:    Invalid HTTP request (400: " in log
     raw = b"POST /te-logged HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"
-    status, _ = bad_request_exchange(fasterapi, raw)
+    status, _ = bad_request_exchange(srv, raw)
     assert status == 501
-    fasterapi.wait_for_log("POST /te-logged")
+    srv.wait_for_log("POST /te-logged")
 
 
 def test_app_raises_before_start_500(server: ServerProcess) -> None:

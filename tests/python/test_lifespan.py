@@ -25,7 +25,7 @@ STARTUP_FAILURE = 3
 @pytest.fixture(autouse=True)
 def capture_server_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Let caplog see INFO records even if an earlier test applied LOGGING_CONFIG (propagate=False)."""
-    package_logger = logging.getLogger("fasterapi_asgi")
+    package_logger = logging.getLogger("uvicorn")
     saved = package_logger.propagate
     package_logger.propagate = True
     caplog.set_level(logging.INFO)

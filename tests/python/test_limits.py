@@ -23,4 +23,4 @@ def test_limit_concurrency_answers_503_and_closes(kind: str, start_server: Start
         # The refused connection is gone: the first one is served again.
         first.send(request("GET", "/"))
         assert first.read_response().status == 200
-    srv.wait_for_log("Exceeded concurrency limit")
+    srv.wait_for_log("WARNING:  Exceeded concurrency limit.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -273,6 +274,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901
             first = "timeout"
         body, _, _ = await _read_body(receive)
         await _json(send, {"first": first, "body": body.decode()})
+    elif route == "/log-lines":
+        # An app logging through uvicorn's logger, as apps written for uvicorn do.
+        logging.getLogger("uvicorn.error").info("APP-INFO-LINE")
+        logging.getLogger("uvicorn.error").warning("APP-WARNING-LINE")
+        await _respond(send, 200, b"logged")
     elif route == "/slow":
         delay = float(q.get("delay", "1"))
         marker(f"APP-SLOW-START {q.get('id', '')}")
