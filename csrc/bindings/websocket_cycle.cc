@@ -246,7 +246,7 @@ PyObject* denial_body(Exchange* ex, PyObject* message) {
 PyObject* reject(Exchange* ex) {
   WsState* w = ex->ws;
   w->handshake_done = w->close_sent = true;
-  ex->conn->answer_error(403, "");
+  ex->conn->answer_error(403, "", {}, false);  // as uvicorn: no server header, no --header values
   ex->response_started = true;
   ex->status = 403;
   ex->handler->log_websocket(ex->scope, 403);

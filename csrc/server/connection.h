@@ -48,7 +48,10 @@ class Connection final : public ParserListener, public ws::FrameListener {
   const char* write_body(const char* data, std::size_t len, bool more);
   // Answer the current request with the server's own complete response (text/plain `body`, none for HEAD;
   // `extra_headers` pre-formatted and trusted; connection: close). The caller then calls finish_response().
-  void answer_error(int status, std::string_view body, std::string_view extra_headers = {});
+  // `server_headers` false leaves out the default block (server header, --header values), as uvicorn does for a
+  // refused WebSocket handshake; `date` stays.
+  void answer_error(int status, std::string_view body, std::string_view extra_headers = {},
+                    bool server_headers = true);
   // A complete response whose headers are pre-formatted and already validated (native routes): status line,
   // default headers, `headers`, content-length when `with_length`, connection, body (left out for HEAD).
   void write_response(int status, std::string_view headers, std::string_view body, bool with_length);

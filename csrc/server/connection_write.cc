@@ -53,9 +53,13 @@ const char* Connection::write_body(const char* data, std::size_t len, bool more)
   return nullptr;
 }
 
-void Connection::answer_error(int status, std::string_view body, std::string_view extra_headers) {
-  write_error_response(out_, status, body, extra_headers, response_.head_request(), server_->config().defaults,
-                       server_->date());
+void Connection::answer_error(int status, std::string_view body, std::string_view extra_headers,
+                              bool server_headers) {
+  const ResponseDefaults& defaults = server_->config().defaults;
+  ResponseDefaults date_only;
+  date_only.date_header = defaults.date_header;
+  write_error_response(out_, status, body, extra_headers, response_.head_request(),
+                       server_headers ? defaults : date_only, server_->date());
   response_.set_answered(status);
 }
 

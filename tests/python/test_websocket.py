@@ -628,3 +628,24 @@ def test_websocket_scope_offers_the_denial_extension(kind: str, start_server: St
             return json.loads(await ws.recv())
 
     assert run(go())["extensions"] == {"websocket.http.response": {}}  # the app's own view of it
+
+
+def test_rejection_403_carries_no_server_headers(kind: str, start_server: StartServer) -> None:
+    """As uvicorn: a handshake refused with websocket.close gets a bare 403 (date, no server/--header lines);
+    an accepted one gets the --header values."""
+    srv = start_server(kind, RAW, "--header", "x-test:1")
+    handshake = (
+        b"Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with RawClient(srv.port) as c:
+        c.send(b"GET /reject HTTP/1.1\r\n" + handshake)
+        r = c.read_response()
+    assert r.status == 403
+    assert r.header("x-test") is None and r.header("server") is None
+    assert r.header("date") is not None
+    with RawClient(srv.port) as c:
+        c.send(b"GET /echo HTTP/1.1\r\n" + handshake)
+        _, status, _, headers, _ = c.read_head()
+    assert status == 101
+    assert ("x-test", "1") in [(k.lower(), v) for k, v in headers]
