@@ -349,6 +349,34 @@ std::string request_line(const Connection* c) {
   return s;
 }
 
+bool message_status(PyObject* message, long* status) {
+  PyObject* status_obj = PyDict_GetItemWithError(message, names.status);
+  if (status_obj == nullptr) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "status");
+    return false;
+  }
+  *status = PyLong_AsLong(status_obj);
+  return !(*status == -1 && PyErr_Occurred());
+}
+
+bool message_body(PyObject* message, std::string_view* data, Py_buffer* view, bool* view_used, bool* more) {
+  *view_used = false;
+  *data = {};
+  PyObject* body = PyDict_GetItemWithError(message, names.body);
+  if (body == nullptr && PyErr_Occurred()) return false;
+  PyObject* more_obj = PyDict_GetItemWithError(message, names.more_body);
+  if (more_obj == nullptr && PyErr_Occurred()) return false;
+  const int m = more_obj == nullptr ? 0 : PyObject_IsTrue(more_obj);
+  if (m < 0) return false;
+  *more = m != 0;
+  if (body != nullptr && body != Py_None && !get_bytes(body, data)) {
+    if (PyObject_GetBuffer(body, view, PyBUF_SIMPLE) < 0) return false;
+    *view_used = true;
+    *data = std::string_view(static_cast<const char*>(view->buf), static_cast<std::size_t>(view->len));
+  }
+  return true;
+}
+
 void app_finished(Exchange* ex) {
   ex->app_done = true;
   Py_CLEAR(ex->task);

@@ -113,6 +113,12 @@ bool type_is(PyObject* type, PyObject* interned);
 std::string request_line(const Connection* c);
 // The app is done (returned or raised): drop the Task and the drain waiter.
 void app_finished(Exchange* ex);
+// message["status"] as a long. False with a Python error set (KeyError when absent).
+bool message_status(PyObject* message, long* status);
+// message["body"] (absent or None: empty) and message["more_body"]. The data stays valid while `message` lives and
+// until release_body(view) when *view_used; bytes and bytearray are viewed directly, other buffers through
+// PyObject_GetBuffer. False with a Python error set.
+bool message_body(PyObject* message, std::string_view* data, Py_buffer* view, bool* view_used, bool* more);
 // As uvicorn: an ASGI callable must return None; anything else is logged.
 void log_non_none_result(Exchange* ex, PyObject* result);
 

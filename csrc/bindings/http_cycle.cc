@@ -59,13 +59,8 @@ PyObject* disconnect_ready() {
 }
 
 PyObject* send_start(Exchange* ex, PyObject* message) {
-  PyObject* status_obj = PyDict_GetItemWithError(message, names.status);
-  if (status_obj == nullptr) {
-    if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "status");
-    return nullptr;
-  }
-  const long status = PyLong_AsLong(status_obj);
-  if (status == -1 && PyErr_Occurred()) return nullptr;
+  long status = 0;
+  if (!message_status(message, &status)) return nullptr;
   PyObject* headers = PyDict_GetItemWithError(message, names.headers);
   if (headers == nullptr && PyErr_Occurred()) return nullptr;
   PyObject* seq = nullptr;
@@ -120,23 +115,13 @@ PyObject* send_start(Exchange* ex, PyObject* message) {
 }
 
 PyObject* send_body(Exchange* ex, PyObject* message) {
-  PyObject* body = PyDict_GetItemWithError(message, names.body);
-  if (body == nullptr && PyErr_Occurred()) return nullptr;
-  PyObject* more_obj = PyDict_GetItemWithError(message, names.more_body);
-  if (more_obj == nullptr && PyErr_Occurred()) return nullptr;
-  const int more = more_obj == nullptr ? 0 : PyObject_IsTrue(more_obj);
-  if (more < 0) return nullptr;
-  Py_buffer view{};
-  bool have_view = false;
   std::string_view data;
-  if (body != nullptr && body != Py_None && !get_bytes(body, &data)) {
-    if (PyObject_GetBuffer(body, &view, PyBUF_SIMPLE) < 0) return nullptr;
-    have_view = true;
-    data = std::string_view(static_cast<const char*>(view.buf), static_cast<std::size_t>(view.len));
-  }
+  Py_buffer view{};
+  bool have_view = false, more = false;
+  if (!message_body(message, &data, &view, &have_view, &more)) return nullptr;
   const char* err = nullptr;
   try {
-    err = ex->conn->write_body(data.data(), data.size(), more != 0);
+    err = ex->conn->write_body(data.data(), data.size(), more);
   } catch (...) {
     if (have_view) PyBuffer_Release(&view);
     throw;

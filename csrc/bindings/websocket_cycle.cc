@@ -174,14 +174,10 @@ PyObject* send_accept(Exchange* ex, PyObject* message) {
 // offers it too). Kept until the body is complete, then sent whole.
 PyObject* denial_start(Exchange* ex, PyObject* message) {
   WsState* w = ex->ws;
-  PyObject* status_obj = PyDict_GetItemWithError(message, names.status);
-  if (status_obj == nullptr) {
-    if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "status");
-    return nullptr;
-  }
-  const long status = PyLong_AsLong(status_obj);
-  if (status == -1 && PyErr_Occurred()) return nullptr;
-  if (status < 100 || status > 599) return PyErr_Format(PyExc_RuntimeError, "Invalid HTTP status code '%ld' in response.", status);
+  long status = 0;
+  if (!message_status(message, &status)) return nullptr;
+  if (status < 100 || status > 599)
+    return PyErr_Format(PyExc_RuntimeError, "Invalid HTTP status code '%ld' in response.", status);
   PyObject* keep = nullptr;
   std::vector<std::string_view> hnames, hvalues;
   if (!header_views(message, "response headers must be an iterable of [name, value] pairs", &keep, &hnames,
@@ -198,18 +194,17 @@ PyObject* denial_start(Exchange* ex, PyObject* message) {
 PyObject* denial_body(Exchange* ex, PyObject* message) {
   WsState* w = ex->ws;
   Connection* c = ex->conn;
-  PyObject* body = PyDict_GetItemWithError(message, names.body);
-  if (body == nullptr && PyErr_Occurred()) return nullptr;
-  PyObject* more_obj = PyDict_GetItemWithError(message, names.more_body);
-  if (more_obj == nullptr && PyErr_Occurred()) return nullptr;
-  const int more = more_obj == nullptr ? 0 : PyObject_IsTrue(more_obj);
-  if (more < 0) return nullptr;
   std::string_view data;
-  if (body != nullptr && body != Py_None && !get_bytes(body, &data)) {
-    PyErr_SetString(PyExc_TypeError, "websocket.http.response.body 'body' must be bytes");
-    return nullptr;
+  Py_buffer view{};
+  bool have_view = false, more = false;
+  if (!message_body(message, &data, &view, &have_view, &more)) return nullptr;
+  try {
+    w->denial_body.append(data);
+  } catch (...) {
+    if (have_view) PyBuffer_Release(&view);
+    throw;
   }
-  w->denial_body.append(data);
+  if (have_view) PyBuffer_Release(&view);
   if (more) return ready_none();
   // As uvicorn: Content-Length and Content-Type filled in when the app gave none; the connection closes after.
   std::vector<std::string_view> hnames, hvalues;
