@@ -61,7 +61,7 @@ class Server:
                     return int(line.split()[1]) / 1024
         return 0.0
 
-    def fds(self) -> int:
+    def sockets(self) -> int:
         """The server's open sockets (listener and connections). Other descriptors are left out: libuv opens
         its io_uring or eventfd lazily, which would read as growth."""
         base = f"/proc/{self.proc.pid}/fd"
@@ -162,7 +162,7 @@ async def soak(srv: Server, total: int) -> Outcome:
     mix = [get("/plaintext"), post("/echo", b"b" * 1024), get("/big?65536")]
     conns = 32
     per_conn = total // conns
-    marks: dict[str, tuple[float, int]] = {"start": (srv.rss_mb(), srv.fds())}
+    marks: dict[str, tuple[float, int]] = {"start": (srv.rss_mb(), srv.sockets())}
     done = 0
     errors = 0
 
@@ -175,14 +175,14 @@ async def soak(srv: Server, total: int) -> Outcome:
             errors += status != 200
             done += 1
             if done == total // 4 and "quarter" not in marks:
-                marks["quarter"] = (srv.rss_mb(), srv.fds())
+                marks["quarter"] = (srv.rss_mb(), srv.sockets())
         writer.close()
 
     t0 = time.monotonic()
     await asyncio.gather(*(worker(i) for i in range(conns)))
     elapsed = time.monotonic() - t0
     await asyncio.sleep(0.5)
-    marks["end"] = (srv.rss_mb(), srv.fds())
+    marks["end"] = (srv.rss_mb(), srv.sockets())
     q = marks.get("quarter", marks["start"])
     out.figures = {
         "requests": f"{done:,} in {elapsed:.0f} s",
@@ -235,7 +235,7 @@ async def idle(srv: Server, count: int) -> Outcome:
 
 async def disconnects(srv: Server, count: int) -> Outcome:
     out = Outcome("disconnects")
-    start_fds, start_rss = srv.fds(), srv.rss_mb()
+    start_sockets, start_rss = srv.sockets(), srv.rss_mb()
     sem = asyncio.Semaphore(100)
 
     async def vanish() -> None:
@@ -247,16 +247,16 @@ async def disconnects(srv: Server, count: int) -> Outcome:
 
     await asyncio.gather(*(vanish() for _ in range(count)), return_exceptions=True)
     await asyncio.sleep(3)  # the streams' own 2 s, then their tasks end
-    end_fds, end_rss = srv.fds(), srv.rss_mb()
+    end_sockets, end_rss = srv.sockets(), srv.rss_mb()
     status = await one_request(srv.port, get("/plaintext"))
     out.figures = {
         "clients gone mid-stream": f"{count:,}",
-        "sockets start/end": f"{start_fds} / {end_fds}",
+        "sockets start/end": f"{start_sockets} / {end_sockets}",
         "RSS MB start/end": f"{start_rss:.1f} / {end_rss:.1f}",
         "served after": str(status),
     }
-    if end_fds > start_fds + 2:
-        out.failures.append(f"sockets left open: {start_fds} -> {end_fds}")
+    if end_sockets > start_sockets + 2:
+        out.failures.append(f"sockets left open: {start_sockets} -> {end_sockets}")
     if status != 200:
         out.failures.append("not serving afterwards")
     return out
@@ -266,7 +266,7 @@ async def slow(srv: Server, count: int) -> Outcome:
     """Slow clients hold their sockets open for 10 s; the server's own descriptors then tell how many of their
     connections it still keeps (a bound closes them on the server side; the clients do not notice)."""
     out = Outcome("slow")
-    start_fds, before = srv.fds(), srv.rss_mb()
+    start_sockets, before = srv.sockets(), srv.rss_mb()
     # The bounds are 2 s of no progress; a loaded machine (CI) may still see the kernel take more of a 10 MB
     # response for a few seconds, which counts as progress, so the count is taken well after.
     hold = 10.0
@@ -315,7 +315,7 @@ async def slow(srv: Server, count: int) -> Outcome:
     stop.set()
     await normal_task  # its own connections closed (server side too) before counting
     await asyncio.sleep(1)
-    held = srv.fds() - start_fds
+    held = srv.sockets() - start_sockets
     for s in socks:
         s.close()
     out.figures = {

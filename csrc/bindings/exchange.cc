@@ -120,13 +120,13 @@ void receive_dealloc(PyObject* self) {
   PyObject_GC_Del(self);
 }
 
-PyObject* disconnect_message() {
+}  // namespace
+
+PyObject* type_message(PyObject* type) {
   PyObject* d = PyDict_New();
-  if (d != nullptr && PyDict_SetItem(d, names.type, names.http_disconnect) < 0) Py_CLEAR(d);
+  if (d != nullptr && PyDict_SetItem(d, names.type, type) < 0) Py_CLEAR(d);
   return d;
 }
-
-}  // namespace
 
 bool exchange_types_init() {
   ExchangeType.tp_name = "fasterapi_asgi._core.Send";
@@ -283,7 +283,7 @@ void complete_response(Exchange* ex) {
   clear_chunks(ex);
   if (waiting_receive(ex) != nullptr) {
     PyObject* msg = ex->ws != nullptr && ex->ws->disconnect != nullptr ? PyDict_Copy(ex->ws->disconnect)
-                                                                      : disconnect_message();
+                                                                      : type_message(names.http_disconnect);
     resolve_all_receives(ex, msg);
     Py_XDECREF(msg);
   }
@@ -308,7 +308,7 @@ void exchange_disconnected(Exchange* ex) {
   if (ex->ws != nullptr) {
     ws_stream_lost(ex);
   } else if (waiting_receive(ex) != nullptr) {
-    PyObject* msg = disconnect_message();
+    PyObject* msg = type_message(names.http_disconnect);
     resolve_all_receives(ex, msg);
     Py_XDECREF(msg);
   }

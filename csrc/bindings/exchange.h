@@ -102,6 +102,8 @@ void complete_response(Exchange* ex);
 // mark (backpressure), or the shared Ready(None).
 PyObject* drain_or_ready(Exchange* ex);
 void clear_chunks(Exchange* ex);
+// {"type": type}: a new message dict, or nullptr with an error set (http.disconnect, websocket.connect, ...).
+PyObject* type_message(PyObject* type);
 // The client went away while the request was in flight.
 void exchange_disconnected(Exchange* ex);
 // Sets RuntimeError(fmt % arg) and returns nullptr.

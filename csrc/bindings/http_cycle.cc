@@ -52,12 +52,6 @@ PyObject* take_body_message(Exchange* ex) {
   return msg;
 }
 
-PyObject* disconnect_ready() {
-  PyObject* d = PyDict_New();
-  if (d != nullptr && PyDict_SetItem(d, names.type, names.http_disconnect) < 0) Py_CLEAR(d);
-  return ready_steal(d);
-}
-
 PyObject* send_start(Exchange* ex, PyObject* message) {
   long status = 0;
   if (!message_status(message, &status)) return nullptr;
@@ -148,7 +142,8 @@ void close_connection(Exchange* ex) {
 }  // namespace
 
 PyObject* http_receive(Exchange* ex) {
-  if (ex->disconnected || ex->response_complete || ex->conn == nullptr) return disconnect_ready();
+  if (ex->disconnected || ex->response_complete || ex->conn == nullptr)
+    return ready_steal(type_message(names.http_disconnect));
   // Once the whole body was handed over, a further receive() waits for the disconnect / response end.
   if (!ex->final_delivered && (!ex->chunks->empty() || ex->body_complete)) {
     if (ex->body_complete) ex->final_delivered = true;

@@ -43,12 +43,6 @@ void set_disconnect(Exchange* ex, int code, std::string_view reason, bool with_r
   if (w->queue.empty()) resolve_all_receives(ex, w->disconnect);
 }
 
-PyObject* type_message(PyObject* type) {
-  PyObject* d = PyDict_New();
-  if (d != nullptr && PyDict_SetItem(d, names.type, type) < 0) Py_CLEAR(d);
-  return d;
-}
-
 PyObject* client_disconnected() {
   PyErr_SetNone(names.client_disconnected);
   return nullptr;
