@@ -178,6 +178,7 @@ class Config:
         timeout_request_header: float = TIMEOUT_REQUEST_HEADER_DEFAULT,
         timeout_request_body: float = TIMEOUT_REQUEST_BODY_DEFAULT,
         timeout_send: float = TIMEOUT_SEND_DEFAULT,
+        route_index: bool = True,
     ) -> None:
         self.app = app
         self.host = host
@@ -208,6 +209,7 @@ class Config:
         self.reuse_port = reuse_port
         self.native = native  # "module:attribute" of a fasterapi_asgi.native.Routes, or None
         self.stats = stats  # per-stage time accounting in the core (--stats)
+        self.route_index = route_index  # the native index of Starlette/FastAPI route tables (route_index.py)
         self.ws = (
             ws  # "none" turns WebSocket support off; every other value selects the native implementation
         )

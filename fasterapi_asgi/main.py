@@ -266,6 +266,13 @@ class _Command(click.Command):
     "and log the breakdown at shutdown. Off: no cost.",
 )
 @click.option(
+    "--route-index/--no-route-index",
+    default=True,
+    show_default=True,
+    help="Route Starlette and FastAPI apps through a native index of their route tables (Starlette still "
+    "decides each match; the result is the same as its plain scan).",
+)
+@click.option(
     "--native",
     type=str,
     default=None,
@@ -333,6 +340,7 @@ def run(
     reuse_port: bool = False,
     native: str | None = None,
     stats: bool = False,
+    route_index: bool = True,
     ws: str = "auto",
     ws_max_size: int = WS_MAX_SIZE_DEFAULT,
     timeout_request_header: float = TIMEOUT_REQUEST_HEADER_DEFAULT,
@@ -378,6 +386,7 @@ def run(
         reuse_port=reuse_port,
         native=native,
         stats=stats,
+        route_index=route_index,
         ws=ws,
         ws_max_size=ws_max_size,
         timeout_request_header=timeout_request_header,

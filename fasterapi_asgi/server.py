@@ -222,6 +222,9 @@ class Server:
             await self.lifespan.shutdown()
             sys.exit(STARTUP_FAILURE)
 
+        if config.route_index:
+            self._install_route_index()
+
         try:
             for sock in listeners:
                 if sockets is not None:
@@ -250,6 +253,24 @@ class Server:
         if routes:
             count = native.install(self.core, routes, app=config.raw_app)
             logger.info("Serving %d native route%s from C++.", count, "" if count == 1 else "s")
+
+    def _install_route_index(self) -> None:
+        from fasterapi_asgi import route_index
+
+        try:
+            routers, routes, indexed = route_index.install(self.config.loaded_app)
+        except Exception:  # noqa: BLE001 - the index is an optimisation: the app is served without it
+            logger.warning("Route index not installed; routing stays the app's own scan.", exc_info=True)
+            return
+        if routers:
+            logger.info(
+                "Route index: %d of %d route%s in %d router%s indexed natively.",
+                indexed,
+                routes,
+                "" if routes == 1 else "s",
+                routers,
+                "" if routers == 1 else "s",
+            )
 
     async def main_loop(self) -> None:
         while not await self.on_tick():

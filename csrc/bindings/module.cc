@@ -12,6 +12,7 @@
 #include "bindings/awaitables.h"
 #include "bindings/exchange.h"
 #include "bindings/py_names.h"
+#include "bindings/route_index.h"
 #include "bindings/runner.h"
 #include "core/uv_api.h"
 #include "server/metrics.h"
@@ -274,8 +275,11 @@ class PyServer {
 PYBIND11_MODULE(_core, mod) {
   using fa::PyServer;
   mod.doc() = "fasterapi-asgi native core (private; use the fasterapi_asgi package)";
-  if (!fa::py_names_init() || !fa::awaitables_init() || !fa::exchange_types_init() || !fa::runner_type_init())
+  if (!fa::py_names_init() || !fa::awaitables_init() || !fa::exchange_types_init() || !fa::runner_type_init() ||
+      !fa::route_index_types_init())
     throw py::error_already_set();
+  // The native route index for Starlette/FastAPI routers (fasterapi_asgi/route_index.py).
+  mod.attr("IndexedRouterApp") = py::reinterpret_borrow<py::object>(fa::indexed_router_app_type());
   mod.attr("LIBUV_HEADER_VERSION") = UV_VERSION_HEX;
 #ifdef FA_LLHTTP_VERSION
   mod.attr("LLHTTP_VERSION") = FA_LLHTTP_VERSION;

@@ -1,0 +1,307 @@
+"""The native route index for Starlette and FastAPI routers.
+
+Starlette's ``Router.app`` asks every route in table order whether it matches (``route.matches(scope)``, a
+regular expression each) until one does: in an app with 300 routes, routing is most of a request. The index
+reads each route's compiled path pattern once and keeps the literal text it must start with (``/users/`` for
+``^/users/(?P<id>[^/]+)$``; the whole path for a static route). Per request, the native side
+(``_core.IndexedRouterApp``, csrc/bindings/route_index.cc) walks the route path through a trie of those keys
+and calls the router's own, unchanged ``app`` function with a stand-in ``self`` whose ``routes`` are only
+the routes whose key fits, in table order. Starlette still decides every match, so path parameters,
+convertors, 405s, ``redirect_slashes`` (its probe reads the whole table) and scope updates are Starlette's
+own.
+
+Soundness: a route left out is one whose ``matches`` cannot answer anything but ``Match.NONE`` for the path:
+
+- only route classes whose ``matches`` is one of the known functions (Starlette's ``Route``,
+  ``WebSocketRoute``, ``Mount``; FastAPI's ``APIRoute`` and ``APIWebSocketRoute``) are indexed, by their
+  ``path_regex``; every other route (``Host``, FastAPI's included routers, custom classes) is a candidate
+  for every path;
+- a pattern's key is read with Python's own regular-expression parser: the literals after ``^`` up to the
+  first construct that is not a literal (so a quantified or case-insensitive character ends it);
+- the table is compared with the one the index was built from on every request (same list, same route
+  objects); any change rebuilds the index before the request is routed;
+- only routers whose class uses Starlette's or FastAPI's own ``app`` function are indexed; a request whose
+  scope carries a FastAPI effective route context takes the plain scan.
+
+Not seen: a route object whose ``path_regex`` is replaced after the route table was read (no public API does
+this; the table itself may change freely)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+try:  # Python 3.11+
+    from re import _constants as _sre_constants  # type: ignore[attr-defined]
+    from re import _parser as _sre_parse  # type: ignore[attr-defined]
+except ImportError:  # Python 3.10
+    import sre_constants as _sre_constants  # type: ignore[no-redef]
+    import sre_parse as _sre_parse  # type: ignore[no-redef]
+
+logger = logging.getLogger("uvicorn.error")
+
+_AT = _sre_constants.AT
+_LITERAL = _sre_constants.LITERAL
+_AT_BEGINNING = _sre_constants.AT_BEGINNING
+_AT_ENDS = (_sre_constants.AT_END, _sre_constants.AT_END_STRING)
+
+# A key of "" with exact=False: a candidate for every path.
+_ALWAYS = ("", False)
+
+
+def pattern_key(pattern: re.Pattern[Any]) -> tuple[str, bool]:
+    """``(key, exact)`` for a path pattern used with ``pattern.match(path)``: every path it matches
+    starts with ``key``; with ``exact`` it is ``key`` or ``key + "\\n"`` (what ``$`` allows).
+    ``("", False)`` when nothing can be said."""
+    if not isinstance(pattern.pattern, str):
+        return _ALWAYS
+    try:
+        parsed = _sre_parse.parse(pattern.pattern, pattern.flags)
+    except Exception:  # noqa: BLE001 - a pattern Python compiled but we cannot read: no key
+        return _ALWAYS
+    flags = parsed.state.flags
+    if flags & re.IGNORECASE:
+        return _ALWAYS
+    items = list(parsed)
+    i = 1 if items and items[0] == (_AT, _AT_BEGINNING) else 0
+    chars: list[str] = []
+    while i < len(items) and items[i][0] is _LITERAL:
+        chars.append(chr(items[i][1]))
+        i += 1
+    key = "".join(chars)
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate in the pattern
+        return _ALWAYS
+    exact = (
+        i == len(items) - 1
+        and items[i][0] is _AT
+        and items[i][1] in _AT_ENDS
+        and not flags & re.MULTILINE  # with MULTILINE, `$` also matches before any newline
+    )
+    return key, exact
+
+
+def _known_matches() -> set[Any]:
+    """The ``matches`` functions whose answer is Match.NONE whenever
+    ``route.path_regex.match(route_path)`` fails."""
+    from starlette import routing
+
+    known = {routing.Route.matches, routing.WebSocketRoute.matches, routing.Mount.matches}
+    try:
+        from fastapi import routing as fastapi_routing
+    except ImportError:
+        return known
+    for cls in (fastapi_routing.APIRoute, getattr(fastapi_routing, "APIWebSocketRoute", None)):
+        if cls is None or "matches" not in vars(cls):
+            continue
+        # FastAPI's override: super().matches(scope), then scope["route"]; since 0.16x, an "effective route
+        # context" in the scope may stand in for the route (the native side then takes the plain scan).
+        names = set(cls.matches.__code__.co_names)
+        allowed = {"super", "matches", "Match", "NONE", "original_route"}
+        allowed.add("_get_scope_effective_route_context")
+        if names <= allowed and _fastapi_context_keys() is not None:
+            known.add(cls.matches)
+    return known
+
+
+def _fastapi_context_keys() -> tuple[str, str] | tuple[None, None] | None:
+    """FastAPI's scope keys for its effective route context: (scope key, context key); (None, None) when the
+    installed FastAPI has no such context; None when it has one this module does not understand."""
+    try:
+        from fastapi import routing as fastapi_routing
+    except ImportError:
+        return None, None
+    getter = getattr(fastapi_routing, "_get_scope_effective_route_context", None)
+    if getter is None:
+        return None, None
+    scope_key = getattr(fastapi_routing, "_FASTAPI_SCOPE_KEY", None)
+    ctx_key = getattr(fastapi_routing, "_FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY", None)
+    if not isinstance(scope_key, str) or not isinstance(ctx_key, str):
+        return None
+    # scope.get(_FASTAPI_SCOPE_KEY, {}).get(_FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY): nothing else.
+    if set(getter.__code__.co_names) != {"get", "_FASTAPI_SCOPE_KEY", "_FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY"}:
+        return None
+    return scope_key, ctx_key
+
+
+def _indexable_app_functions() -> set[Any]:
+    """Router ``app`` functions that read their table only as ``self.routes`` and use ``self`` for
+    nothing that a stand-in forwarding every other attribute to the router would change."""
+    from starlette import routing
+
+    functions = {routing.Router.app}
+    try:
+        from fastapi import routing as fastapi_routing
+    except ImportError:
+        return functions
+    app = vars(fastapi_routing.APIRouter).get("app")
+    if app is not None and "__class__" not in app.__code__.co_freevars:  # no zero-argument super()
+        functions.add(app)
+    return functions
+
+
+class _Reader:
+    """Reads route tables for the native index (``keys_for``), and attaches the index to the routers it finds
+    inside them (mounts, hosts)."""
+
+    def __init__(self, min_routes: int) -> None:
+        from starlette import routing
+
+        self.min_routes = min_routes
+        self.known_matches = _known_matches()
+        self.app_functions = _indexable_app_functions()
+        self.get_route_path = routing.get_route_path
+        self.context_keys = _fastapi_context_keys()
+        self.router_type = routing.Router
+
+    def keys_for(self, routes: tuple[Any, ...]) -> list[tuple[str, bool]] | None:
+        """One (key, exact) pair per route, or None: this table is scanned as it is."""
+        if len(routes) < self.min_routes:
+            return None
+        keys = []
+        for route in routes:
+            key = _ALWAYS
+            if type(route).matches in self.known_matches:
+                regex = getattr(route, "path_regex", None)
+                if isinstance(regex, re.Pattern):
+                    key = pattern_key(regex)
+            keys.append(key)
+            for inner in _routers_inside(route, self.router_type):
+                attach(inner, self)
+        return keys
+
+
+def _routers_inside(route: Any, router_type: type) -> Iterator[Any]:
+    """The routers a Mount, a Host or a FastAPI included router dispatches to (through any middleware)."""
+    for name in ("_base_app", "app", "original_router"):
+        obj = getattr(route, name, None) if name in getattr(route, "__dict__", {}) else None
+        for _ in range(32):
+            if obj is None:
+                break
+            if isinstance(obj, router_type):
+                yield obj
+                break
+            obj = getattr(obj, "app", None) if "app" in getattr(obj, "__dict__", {}) else None
+
+
+def _is_bound_app(obj: Any, router: Any, func: Any) -> bool:
+    return getattr(obj, "__self__", None) is router and getattr(obj, "__func__", None) is func
+
+
+def indexed_app_of(router: Any) -> Any | None:
+    """The router's IndexedRouterApp when the index is attached to it, else None."""
+    from fasterapi_asgi._core import IndexedRouterApp
+
+    obj = getattr(router, "middleware_stack", None)
+    for _ in range(32):
+        if isinstance(obj, IndexedRouterApp):
+            return obj if obj.router is router else None
+        if obj is None or "app" not in getattr(obj, "__dict__", {}):
+            return None
+        obj = obj.app
+    return None
+
+
+def attach(router: Any, reader: _Reader) -> Any | None:
+    """Puts the index where the router's own ``app`` sits in its middleware stack. Returns the
+    IndexedRouterApp, or None when this router keeps the plain scan (a router class with its own ``app``,
+    or a stack the index cannot find the router's ``app`` in)."""
+    from fasterapi_asgi._core import IndexedRouterApp
+
+    existing = indexed_app_of(router)
+    if existing is not None:
+        return existing
+    func = next((vars(c)["app"] for c in type(router).__mro__ if "app" in vars(c)), None)
+    if func not in reader.app_functions:
+        return None
+    scope_key, ctx_key = reader.context_keys or (None, None)
+    indexed = IndexedRouterApp(
+        router, func, reader.get_route_path, reader.keys_for, ctx_scope_key=scope_key, ctx_key=ctx_key
+    )
+    stack = getattr(router, "middleware_stack", None)
+    if _is_bound_app(stack, router, func):
+        router.middleware_stack = indexed
+    else:
+        holder = stack
+        for _ in range(32):
+            inner = getattr(holder, "app", None) if "app" in getattr(holder, "__dict__", {}) else None
+            if inner is None:
+                return None
+            if _is_bound_app(inner, router, func):
+                holder.app = indexed
+                break
+            holder = inner
+        else:
+            return None
+    indexed.prepare()
+    return indexed
+
+
+def routers_of(app: Any) -> list[Any]:
+    """The Starlette routers reachable from an ASGI app: the app itself, ``app.router`` (Starlette,
+    FastAPI), the apps middleware wraps (``.app``), and routers inside mounts and hosts."""
+    try:
+        from starlette.routing import Router
+    except ImportError:
+        return []
+    found: list[Any] = []
+    seen: set[int] = set()
+    stack = [app]
+    while stack:
+        obj = stack.pop()
+        if obj is None or id(obj) in seen or len(seen) > 10_000:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, Router):
+            found.append(obj)
+            for route in list(getattr(obj, "routes", ())):
+                stack.extend(_routers_inside(route, Router))
+            continue
+        attrs = getattr(obj, "__dict__", None)
+        if not isinstance(attrs, dict):
+            continue
+        stack.extend(attrs[name] for name in ("router", "app") if name in attrs)
+    return found
+
+
+def install(app: Any, *, min_routes: int = 1) -> tuple[int, int, int]:
+    """Attaches the index to every router reachable from ``app``. Returns (routers indexed, routes in them,
+    routes the index can skip). Nothing happens (0, 0, 0) without Starlette."""
+    try:
+        reader = _Reader(min_routes)
+    except ImportError:
+        return 0, 0, 0
+    routers = indexed = routes = 0
+    for router in routers_of(app):
+        attached = attach(router, reader)
+        if attached is None:
+            continue
+        stats = attached.stats()
+        routers += 1
+        routes += stats["routes"]
+        indexed += stats["indexed"]
+    return routers, routes, indexed
+
+
+def force_on_every_router() -> Callable[[], None]:
+    """Attaches the index to every Starlette router as it is built (``Router.__init__``), however
+    small: for running Starlette's and FastAPI's own test suites with the index on. Returns the function
+    that undoes it."""
+    from starlette.routing import Router
+
+    reader = _Reader(min_routes=0)
+    original_init = Router.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        attach(self, reader)
+
+    Router.__init__ = __init__  # type: ignore[method-assign]
+
+    def undo() -> None:
+        Router.__init__ = original_init  # type: ignore[method-assign]
+
+    return undo
