@@ -147,10 +147,12 @@ class _Reader:
     """Reads route tables for the native index (``keys_for``), and attaches the index to the routers it finds
     inside them (mounts, hosts)."""
 
-    def __init__(self, min_routes: int) -> None:
+    def __init__(self, min_routes: int, *, verify: bool = False) -> None:
         from starlette import routing
 
         self.min_routes = min_routes
+        self.verify = self._verify if verify else None
+        self.match_none = routing.Match.NONE
         self.known_matches = _known_matches()
         self.app_functions = _indexable_app_functions()
         self.get_route_path = routing.get_route_path
@@ -173,18 +175,37 @@ class _Reader:
                 attach(inner, self)
         return keys
 
+    def _verify(self, scope: dict[str, Any], routes: tuple[Any, ...], candidates: tuple[Any, ...]) -> None:
+        """Test mode: every route the index left out must answer Match.NONE for this scope."""
+        chosen = {id(route) for route in candidates}
+        for route in routes:
+            if id(route) not in chosen and type(route).matches in self.known_matches:
+                match, _ = route.matches(scope)
+                if match is not self.match_none:
+                    raise AssertionError(
+                        f"route index left out {route!r}, which answers {match!r} "
+                        f"for path {scope.get('path')!r}"
+                    )
+
 
 def _routers_inside(route: Any, router_type: type) -> Iterator[Any]:
-    """The routers a Mount, a Host or a FastAPI included router dispatches to (through any middleware)."""
+    """The routers a Mount, a Host or a FastAPI included router dispatches to: through middleware (``.app``)
+    and Starlette/FastAPI applications (``.router``)."""
     for name in ("_base_app", "app", "original_router"):
-        obj = getattr(route, name, None) if name in getattr(route, "__dict__", {}) else None
+        obj = _own_attr(route, name)
         for _ in range(32):
             if obj is None:
                 break
             if isinstance(obj, router_type):
                 yield obj
                 break
-            obj = getattr(obj, "app", None) if "app" in getattr(obj, "__dict__", {}) else None
+            obj = _own_attr(obj, "router") or _own_attr(obj, "app")
+
+
+def _own_attr(obj: Any, name: str) -> Any:
+    """An attribute from the object's own ``__dict__`` (no properties or ``__getattr__`` run), else None."""
+    attrs = getattr(obj, "__dict__", None)
+    return attrs.get(name) if isinstance(attrs, dict) else None
 
 
 def _is_bound_app(obj: Any, router: Any, func: Any) -> bool:
@@ -219,7 +240,13 @@ def attach(router: Any, reader: _Reader) -> Any | None:
         return None
     scope_key, ctx_key = reader.context_keys or (None, None)
     indexed = IndexedRouterApp(
-        router, func, reader.get_route_path, reader.keys_for, ctx_scope_key=scope_key, ctx_key=ctx_key
+        router,
+        func,
+        reader.get_route_path,
+        reader.keys_for,
+        ctx_scope_key=scope_key,
+        ctx_key=ctx_key,
+        verify=reader.verify,
     )
     stack = getattr(router, "middleware_stack", None)
     if _is_bound_app(stack, router, func):
@@ -286,13 +313,14 @@ def install(app: Any, *, min_routes: int = 1) -> tuple[int, int, int]:
     return routers, routes, indexed
 
 
-def force_on_every_router() -> Callable[[], None]:
+def force_on_every_router(*, verify: bool = True) -> Callable[[], None]:
     """Attaches the index to every Starlette router as it is built (``Router.__init__``), however
     small: for running Starlette's and FastAPI's own test suites with the index on. Returns the function
-    that undoes it."""
+    that undoes it. With ``verify``, every indexed request also checks that each route the index left out
+    answers Match.NONE (AssertionError otherwise)."""
     from starlette.routing import Router
 
-    reader = _Reader(min_routes=0)
+    reader = _Reader(min_routes=0, verify=verify)
     original_init = Router.__init__
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:

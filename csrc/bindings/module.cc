@@ -280,6 +280,14 @@ PYBIND11_MODULE(_core, mod) {
     throw py::error_already_set();
   // The native route index for Starlette/FastAPI routers (fasterapi_asgi/route_index.py).
   mod.attr("IndexedRouterApp") = py::reinterpret_borrow<py::object>(fa::indexed_router_app_type());
+  mod.def(
+      "route_index_counters",
+      [] {
+        unsigned long long lookups = 0, plain = 0;
+        fa::route_index_counters(&lookups, &plain);
+        return std::make_pair(lookups, plain);
+      },
+      "(requests routed through a route index, requests that took the plain scan) since start-up.");
   mod.attr("LIBUV_HEADER_VERSION") = UV_VERSION_HEX;
 #ifdef FA_LLHTTP_VERSION
   mod.attr("LLHTTP_VERSION") = FA_LLHTTP_VERSION;

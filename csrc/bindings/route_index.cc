@@ -9,6 +9,7 @@
 #include "http/prefix_index.h"
 
 // Lifetime and ownership:
+// (`verify`, set only by the test plugin, is owned like the other callables.)
 // - An IndexedRouterApp owns strong references to its router, the router's original `app` function, Starlette's
 //   `get_route_path`, the Python `keys_for` reader, the routes list it was built from, a snapshot tuple of that
 //   list's items (so no route's address can be reused while the snapshot is compared by identity) and one tuple of
@@ -22,6 +23,8 @@ namespace fa {
 namespace {
 
 PyObject* g_routes_name = nullptr;  // "routes"
+unsigned long long g_lookups = 0;   // over every IndexedRouterApp (GIL held)
+unsigned long long g_plain = 0;
 PyObject* g_router_name = nullptr;  // "router"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -105,6 +108,7 @@ struct IndexedApp {
   PyObject* keys_for;        // keys_for(routes) -> [(key: str, exact: bool), ...] | None (route_index.py)
   PyObject* ctx_scope_key;   // FastAPI's scope key and effective-route-context key, or nullptr
   PyObject* ctx_key;
+  PyObject* verify;          // verify(scope, snapshot, candidates) before each indexed request, or nullptr (tests)
   PyObject* routes;          // the list the index was built from (nullptr: not built yet)
   PyObject* snapshot;        // tuple: its items then
   Built* built;              // nullptr: this table cannot be indexed; requests take the plain scan
@@ -279,9 +283,20 @@ PyObject* indexed_vectorcall(PyObject* self, PyObject* const* args, std::size_t 
   if (candidates == nullptr) {
     Py_XDECREF(routes);
     ++a->plain;
+    ++g_plain;
     return call_func(a, a->router, args, nargsf, kwnames);
   }
   ++a->lookups;
+  ++g_lookups;
+  if (a->verify != nullptr) {
+    PyObject* ok = PyObject_CallFunctionObjArgs(a->verify, args[0], a->snapshot, candidates, nullptr);
+    if (ok == nullptr) {
+      Py_DECREF(candidates);
+      Py_DECREF(routes);
+      return nullptr;
+    }
+    Py_DECREF(ok);
+  }
   PyObject* view = view_new(a->router, candidates, routes);
   Py_DECREF(candidates);
   Py_DECREF(routes);
@@ -300,10 +315,11 @@ PyObject* indexed_vectorcall(PyObject* self, PyObject* const* args, std::size_t 
 
 int indexed_init(PyObject* self, PyObject* args, PyObject* kwargs) {
   IndexedApp* a = reinterpret_cast<IndexedApp*>(self);
-  static const char* kw[] = {"router", "func", "get_route_path", "keys_for", "ctx_scope_key", "ctx_key", nullptr};
-  PyObject *router, *func, *grp, *keys_for, *ctx_scope_key = Py_None, *ctx_key = Py_None;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO|OO", const_cast<char**>(kw), &router, &func, &grp, &keys_for,
-                                   &ctx_scope_key, &ctx_key)) {
+  static const char* kw[] = {"router", "func",    "get_route_path", "keys_for", "ctx_scope_key",
+                             "ctx_key", "verify", nullptr};
+  PyObject *router, *func, *grp, *keys_for, *ctx_scope_key = Py_None, *ctx_key = Py_None, *verify = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO|OOO", const_cast<char**>(kw), &router, &func, &grp,
+                                   &keys_for, &ctx_scope_key, &ctx_key, &verify)) {
     return -1;
   }
   Py_XSETREF(a->router, Py_NewRef(router));
@@ -312,6 +328,8 @@ int indexed_init(PyObject* self, PyObject* args, PyObject* kwargs) {
   Py_XSETREF(a->keys_for, Py_NewRef(keys_for));
   Py_CLEAR(a->ctx_scope_key);
   Py_CLEAR(a->ctx_key);
+  Py_CLEAR(a->verify);
+  if (verify != Py_None) a->verify = Py_NewRef(verify);
   if (ctx_scope_key != Py_None && ctx_key != Py_None) {
     a->ctx_scope_key = Py_NewRef(ctx_scope_key);
     a->ctx_key = Py_NewRef(ctx_key);
@@ -332,6 +350,7 @@ int indexed_traverse(PyObject* self, visitproc visit, void* arg) {
   Py_VISIT(a->func);
   Py_VISIT(a->get_route_path);
   Py_VISIT(a->keys_for);
+  Py_VISIT(a->verify);
   Py_VISIT(a->routes);
   Py_VISIT(a->snapshot);
   if (a->built != nullptr) {
@@ -348,6 +367,7 @@ int indexed_clear(PyObject* self) {
   Py_CLEAR(a->keys_for);
   Py_CLEAR(a->ctx_scope_key);
   Py_CLEAR(a->ctx_key);
+  Py_CLEAR(a->verify);
   return 0;
 }
 void indexed_dealloc(PyObject* self) {
@@ -443,5 +463,10 @@ bool route_index_types_init() {
 }
 
 PyObject* indexed_router_app_type() { return reinterpret_cast<PyObject*>(&IndexedAppType); }
+
+void route_index_counters(unsigned long long* lookups, unsigned long long* plain) {
+  *lookups = g_lookups;
+  *plain = g_plain;
+}
 
 }  // namespace fa

@@ -12,5 +12,7 @@ namespace fa {
 bool route_index_types_init();
 // The `IndexedRouterApp` type object (borrowed), for the module to export.
 PyObject* indexed_router_app_type();
+// Requests routed through any index since start-up, and requests that took the plain scan (GIL held).
+void route_index_counters(unsigned long long* lookups, unsigned long long* plain);
 
 }  // namespace fa
