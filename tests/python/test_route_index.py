@@ -193,7 +193,8 @@ def test_pattern_key_is_a_prefix_of_every_match() -> None:
     """Whatever a pattern matches starts with its key (and is the key, or key + newline, when exact)."""
     rng = random.Random(7)
     samples = ["/a", "/a/", "/ab", "/abc", "/a\n", "/a/b", "/", "", "/a.b/c", "/x", "/aab", "/a\nb"]
-    patterns = [r"^/a$", r"^/a/(?P<x>.*)$", r"^/ab?c?$", r"^/a.b/(?P<x>.*)$", r"^/a\Z", r"^/a+b$", r"^/a\n?b$"]
+    patterns = [r"^/a$", r"^/a/(?P<x>.*)$"]
+    patterns += [r"^/ab?c?$", r"^/a.b/(?P<x>.*)$", r"^/a\Z", r"^/a+b$", r"^/a\n?b$"]
     for pattern in patterns:
         key, exact = route_index.pattern_key(re.compile(pattern))
         for _ in range(50):
