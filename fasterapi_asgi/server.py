@@ -376,4 +376,10 @@ def format_stage_stats(stats: dict[str, int]) -> list[str]:
         total_ns = stats.get(f"stage_{key}_ns", 0)
         mean_us = total_ns / count / 1000 if count else 0.0
         lines.append(f"  {label:<36} {mean_us:9.2f} us  x {count}")
+    tasks = stats.get("app_tasks", 0)
+    start = "eager (Python 3.12+)" if stats.get("eager_start") else "scheduled by the loop"
+    lines.append(
+        f"  app Tasks: {tasks} started ({start}), {stats.get('app_done_in_first_step', 0)} answered "
+        "in their first step"
+    )
     return lines

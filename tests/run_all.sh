@@ -45,6 +45,11 @@ fi
 step "Python tests"
 "$PY" -m pytest -q -p no:cacheprovider tests/python
 
+step "Starlette's and FastAPI's own test suites (from their sdists), the native route index forced on every router"
+# Fetched at test time (pip download of the installed versions), never committed; every indexed request also
+# checks that each route the index left out answers Match.NONE (tests/upstream/fa_force_route_index.py).
+"$PY" tests/upstream/run_upstream.py all --plugin tests.upstream.fa_force_route_index
+
 # The other supported interpreters (Python 3.10-3.13): build, then the real-socket smoke tests, the eager-task
 # tests (3.12+) and the binding lifetime tests. Interpreters are taken from pyenv when it has them.
 PYENV_ROOT=${PYENV_ROOT:-$HOME/.pyenv}

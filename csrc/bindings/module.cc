@@ -167,6 +167,9 @@ class PyServer {
     d["bytes_out"] = k.bytes_out;
     d["bad_requests"] = k.bad_requests;
     d["responses_5xx"] = k.responses_5xx;
+    d["app_tasks"] = handler_->tasks_started();
+    d["app_done_in_first_step"] = handler_->tasks_done_in_first_step();
+    d["eager_start"] = handler_->eager_start();
     const StageStats& st = server_->stages();
     if (st.enabled) {
       for (int s = 0; s < kStageCount; ++s) {

@@ -2,7 +2,9 @@
 
 #include <llhttp.h>
 
+#include <cstdlib>
 #include <new>
+#include <string_view>
 
 #include "bindings/exchange.h"
 #include "bindings/http_cycle.h"
@@ -43,6 +45,10 @@ PyAppHandler* PyAppHandler::create(PyObject* loop, PyObject* app, PyObject* erro
   h->root_path_ = Py_NewRef(root_path);
   h->create_task_ = PyObject_GetAttrString(loop, "create_task");
   h->create_future_ = h->create_task_ != nullptr ? PyObject_GetAttrString(loop, "create_future") : nullptr;
+  if (h->create_future_ != nullptr && !h->init_eager_start()) {
+    h->release();
+    return nullptr;
+  }
   h->root_path_bytes_ = h->create_future_ != nullptr ? PyUnicode_AsUTF8String(root_path) : nullptr;
   h->scope_template_ = h->root_path_bytes_ != nullptr ? make_scope_template(root_path, asgi_version) : nullptr;
   h->scope_asgi_ = h->scope_template_ != nullptr ? PyDict_GetItemWithError(h->scope_template_, names.asgi) : nullptr;
@@ -54,11 +60,46 @@ PyAppHandler* PyAppHandler::create(PyObject* loop, PyObject* app, PyObject* erro
   return h;
 }
 
+// Python 3.12+: requests start as eager Tasks (asyncio.Task(..., eager_start=True)), so the app's first step runs
+// at once, inside dispatch, instead of one loop iteration later through call_soon; an app that answers without
+// suspending never schedules anything. Only when the loop has no task factory: a factory the user installed
+// is always used through loop.create_task. FASTERAPI_ASGI_TASK_START=scheduled turns eager starts off (the Task's
+// first step then waits for the loop, as under uvicorn).
+bool PyAppHandler::init_eager_start() {
+#if PY_VERSION_HEX >= 0x030C0000
+  const char* mode = std::getenv("FASTERAPI_ASGI_TASK_START");
+  if (mode != nullptr && std::string_view(mode) == "scheduled") return true;
+  PyObject* factory = PyObject_CallMethod(loop_, "get_task_factory", nullptr);
+  if (factory == nullptr) return false;
+  const bool none = factory == Py_None;
+  Py_DECREF(factory);
+  if (!none) return true;
+  PyObject* asyncio = PyImport_ImportModule("asyncio");
+  if (asyncio == nullptr) return false;
+  eager_task_type_ = PyObject_GetAttrString(asyncio, "Task");
+  Py_DECREF(asyncio);
+  eager_kwnames_ = eager_task_type_ != nullptr ? Py_BuildValue("(ss)", "loop", "eager_start") : nullptr;
+  return eager_kwnames_ != nullptr;
+#else
+  return true;
+#endif
+}
+
+PyObject* PyAppHandler::start_task(PyObject* runner) {
+  if (eager_task_type_ != nullptr) {
+    PyObject* args[3] = {runner, loop_, Py_True};
+    return PyObject_Vectorcall(eager_task_type_, args, 1, eager_kwnames_);
+  }
+  return PyObject_CallOneArg(create_task_, runner);
+}
+
 PyAppHandler::~PyAppHandler() {
   --g_live_handlers;
   Py_XDECREF(loop_);
   Py_XDECREF(app_);
   Py_XDECREF(create_task_);
+  Py_XDECREF(eager_task_type_);
+  Py_XDECREF(eager_kwnames_);
   Py_XDECREF(create_future_);
   Py_XDECREF(error_log_);
   Py_XDECREF(access_log_);
@@ -180,8 +221,8 @@ void PyAppHandler::dispatch(Connection& c, const RequestHead& head, bool websock
   PyObject* receive = nullptr;
   PyObject* task = nullptr;
   if (exchange_create(this, &c, websocket, &ex, &receive)) {
-    // The connection's reference, taken before the app runs: with an eager task factory (Python 3.12+) the app's
-    // first step runs inside create_task and may complete the response before create_task returns.
+    // The connection's reference, taken before the app runs: with an eager start (Python 3.12+) the app's first
+    // step runs inside start_task and may complete the response before start_task returns.
     c.exchange = Py_NewRef(reinterpret_cast<PyObject*>(ex));
     StageStats& stages = c.server()->stages();
     const std::uint64_t t0 = stages.enabled ? monotonic_ns() : 0;
@@ -204,15 +245,17 @@ void PyAppHandler::dispatch(Connection& c, const RequestHead& head, bool websock
         Py_DECREF(app_coro);
       }
     }
-    if (runner != nullptr) task = PyObject_CallOneArg(create_task_, runner);
+    if (runner != nullptr) task = start_task(runner);
     Py_XDECREF(runner);
     Py_XDECREF(scope);
     if (stages.enabled) stages.add(kStageDispatch, monotonic_ns() - t1);
   }
   Py_XDECREF(receive);
   if (task != nullptr) {
+    ++tasks_started_;
+    if (ex->app_done) ++tasks_done_in_first_step_;
     // Kept until the app is done, so the Task is not collected while it runs; an app that already finished
-    // (eagerly, inside create_task) needs nothing kept.
+    // (eagerly, inside start_task) needs nothing kept.
     if (ex->app_done) Py_DECREF(task);
     else ex->task = task;
     Py_DECREF(reinterpret_cast<PyObject*>(ex));

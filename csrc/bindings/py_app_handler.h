@@ -14,6 +14,8 @@
 
 #include <Python.h>
 
+#include <cstdint>
+
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -92,6 +94,12 @@ class PyAppHandler final : public AppHandler {
   PyObject* state_ = nullptr;            // lifespan state, or nullptr
   PyObject* root_path_ = nullptr;        // str
   PyObject* root_path_bytes_ = nullptr;  // bytes
+  // Requests whose Task was started, and those among them whose app had finished when the Task was returned (it
+  // ran eagerly, Python 3.12+, and answered without suspending).
+  std::uint64_t tasks_started() const { return tasks_started_; }
+  std::uint64_t tasks_done_in_first_step() const { return tasks_done_in_first_step_; }
+  bool eager_start() const { return eager_task_type_ != nullptr; }
+
   PyObject* scope_template_ = nullptr;
   PyObject* scope_asgi_ = nullptr;  // scope_template_["asgi"] (borrowed from it): copied into every scope
 
@@ -99,10 +107,14 @@ class PyAppHandler final : public AppHandler {
   PyAppHandler() = default;
   ~PyAppHandler() override;
   void dispatch(Connection& c, const RequestHead& head, bool websocket);
+  bool init_eager_start();               // false with a Python error set
+  PyObject* start_task(PyObject* runner);  // the request's Task (new reference), or nullptr with an error set
 
   PyObject* loop_ = nullptr;
   PyObject* app_ = nullptr;
   PyObject* create_task_ = nullptr;
+  PyObject* eager_task_type_ = nullptr;  // asyncio.Task when requests start eagerly (3.12+, no task factory)
+  PyObject* eager_kwnames_ = nullptr;    // ("loop", "eager_start")
   PyObject* error_log_ = nullptr;
   PyObject* access_log_ = nullptr;  // access_log.core (from the head), or nullptr when off
   PyObject* access_app_ = nullptr;  // access_log.app (from the scope)
@@ -112,6 +124,8 @@ class PyAppHandler final : public AppHandler {
   PyObject* log_ = nullptr;
   Server* orphan_ = nullptr;
   std::size_t refs_ = 1;
+  std::uint64_t tasks_started_ = 0;
+  std::uint64_t tasks_done_in_first_step_ = 0;
   PyGILState_STATE gil_state_{};
   bool gil_held_ = false;
   bool wake_pending_ = false;
