@@ -377,9 +377,8 @@ def format_stage_stats(stats: dict[str, int]) -> list[str]:
         mean_us = total_ns / count / 1000 if count else 0.0
         lines.append(f"  {label:<36} {mean_us:9.2f} us  x {count}")
     tasks = stats.get("app_tasks", 0)
-    start = "eager (Python 3.12+)" if stats.get("eager_start") else "scheduled by the loop"
+    start = "started eagerly" if stats.get("eager_start") else "scheduled by the loop"
     lines.append(
-        f"  app Tasks: {tasks} started ({start}), {stats.get('app_done_in_first_step', 0)} answered "
-        "in their first step"
+        f"  app Tasks: {tasks} {start}, {stats.get('app_done_in_first_step', 0)} answered in their first step"
     )
     return lines
