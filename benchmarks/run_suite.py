@@ -94,14 +94,14 @@ class Scenario:
 
 
 SCENARIOS = [
-    Scenario("raw_plaintext", "raw ASGI plain text", target=">= 2.5x uvicorn, >= 1.3x granian"),
+    Scenario("raw_plaintext", "raw ASGI plain text", target=">= 3x uvicorn, >= 1.3x granian"),
     Scenario("raw_json", "raw ASGI JSON", path="/json"),
     Scenario(
         "fastapi_get",
         "FastAPI JSON GET, path parameter",
         app="fastapi_app:app",
         path="/items/42?q=x",
-        target=">= 1.3x uvicorn",
+        target=">= 1.8x uvicorn",
     ),  # fmt: skip
     Scenario(
         "fastapi_post_1k",
@@ -111,8 +111,22 @@ SCENARIOS = [
         method="POST",
         body_file="item_1k.json",
         headers=[("Content-Type", "application/json")],
-        target=">= 1.3x uvicorn",
+        target=">= 1.5x uvicorn",
     ),
+    Scenario(
+        "fastapi_300_routes",
+        "FastAPI, 300 routes, request to the last",
+        app="fastapi_routes:app",
+        path="/r299/items/5",
+        target=">= 3x uvicorn",
+    ),  # fmt: skip
+    Scenario(
+        "fastapi_middleware",
+        "FastAPI GET behind @app.middleware(\"http\")",
+        app="fastapi_middleware:app",
+        path="/items/42?q=x",
+        target=">= 1.5x uvicorn",
+    ),  # fmt: skip
     Scenario("stream_64k", "64 KB streamed response (16 chunks)", path="/stream"),
     Scenario(
         "native",

@@ -51,7 +51,8 @@ step "Starlette's and FastAPI's own test suites (from their sdists), the native 
 "$PY" tests/upstream/run_upstream.py all --plugin tests.upstream.fa_force_route_index
 
 # The other supported interpreters (Python 3.10-3.13): build, then the real-socket smoke tests, the eager-task
-# tests (3.12+), how request Tasks start, the route index and the binding lifetime tests. Interpreters are taken from pyenv when it has them.
+# tests (3.12+), how request Tasks start, the route index and the binding lifetime tests. Interpreters are taken
+# from pyenv when it has them.
 PYENV_ROOT=${PYENV_ROOT:-$HOME/.pyenv}
 for minor in 3.10 3.12 3.13; do
   other=$(ls -d "$PYENV_ROOT"/versions/"$minor".*/bin/python 2>/dev/null | sort -V | tail -n 1 || true)
