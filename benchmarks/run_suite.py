@@ -122,7 +122,7 @@ SCENARIOS = [
     ),  # fmt: skip
     Scenario(
         "fastapi_middleware",
-        "FastAPI GET behind @app.middleware(\"http\")",
+        'FastAPI GET behind @app.middleware("http")',
         app="fastapi_middleware:app",
         path="/items/42?q=x",
         target=">= 1.5x uvicorn",
