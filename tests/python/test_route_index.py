@@ -296,3 +296,36 @@ def test_plain_scan_for_router_classes_with_their_own_app(forced: None) -> None:
 
 def test_routing_app_is_importable_from_the_app_dir() -> None:
     assert (Path(REPO_ROOT) / APP_DIR / "routing_app.py").is_file()
+
+
+def test_router_level_middleware_keeps_running(forced: None) -> None:
+    """Router(middleware=...): the index takes the router's place inside the middleware chain, which still
+    runs."""
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route, Router
+    from starlette.testclient import TestClient
+
+    calls: list[str] = []
+
+    class Recorder:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                calls.append(scope["path"])
+            await self.app(scope, receive, send)
+
+    async def endpoint(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.url.path)
+
+    router = Router(routes=[Route(f"/r{i}/x", endpoint) for i in range(5)], middleware=[Middleware(Recorder)])
+    indexed = route_index.indexed_app_of(router)
+    assert indexed is not None
+    with TestClient(router) as client:
+        assert client.get("/r4/x").text == "/r4/x"
+        assert client.get("/r9/x").status_code == 404
+    assert calls == ["/r4/x", "/r9/x"]
+    assert indexed.stats()["lookups"] == 2
