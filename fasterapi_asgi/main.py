@@ -273,6 +273,13 @@ class _Command(click.Command):
     "decides each match; the result is the same as its plain scan).",
 )
 @click.option(
+    "--gc-freeze/--no-gc-freeze",
+    default=True,
+    show_default=True,
+    help="After startup, collect garbage once and move every object alive then out of the cyclic garbage "
+    "collector's reach (gc.freeze()): later collections no longer traverse the app's whole startup heap.",
+)
+@click.option(
     "--native",
     type=str,
     default=None,
@@ -341,6 +348,7 @@ def run(
     native: str | None = None,
     stats: bool = False,
     route_index: bool = True,
+    gc_freeze: bool = True,
     ws: str = "auto",
     ws_max_size: int = WS_MAX_SIZE_DEFAULT,
     timeout_request_header: float = TIMEOUT_REQUEST_HEADER_DEFAULT,
@@ -387,6 +395,7 @@ def run(
         native=native,
         stats=stats,
         route_index=route_index,
+        gc_freeze=gc_freeze,
         ws=ws,
         ws_max_size=ws_max_size,
         timeout_request_header=timeout_request_header,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import http
 import logging
 import os
@@ -224,6 +225,12 @@ class Server:
 
         if config.route_index:
             self._install_route_index()
+        if config.gc_freeze:
+            # The app, its routes, models and imported modules are alive for the whole process: left in the
+            # collector's generations, every full collection traverses them again. Garbage from startup is
+            # collected first; objects frozen here are still freed by reference counting.
+            gc.collect()
+            gc.freeze()
 
         try:
             for sock in listeners:

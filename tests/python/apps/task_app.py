@@ -50,6 +50,19 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 "new_task": new_task,
             },
         )
+    elif path == "/gc":
+        import gc
+        import weakref
+
+        class Node:
+            pass
+
+        node = Node()
+        node.self = node  # type: ignore[attr-defined]  # a cycle: only the cyclic collector frees it
+        ref = weakref.ref(node)
+        del node
+        gc.collect()
+        await respond(send, {"frozen": gc.get_freeze_count(), "cycle_collected": ref() is None})
     elif path == "/plain":
         await respond(send, {"ok": True})
     elif path == "/boom-first-step":
