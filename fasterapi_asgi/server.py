@@ -364,25 +364,43 @@ class Server:
 
 
 _STAGES = (
-    ("read_parse", "read + parse (native)"),
+    ("parse", "read callback + parse (native)"),
     ("route", "native route lookup"),
     ("native", "native handler"),
     ("scope", "scope building"),
-    ("dispatch", "task creation"),
-    ("app", "app incl. loop queueing (Task to last send)"),
-    ("write", "writing (native)"),
+    ("task_start", "Task start"),
+    ("route_index", "route index lookup (native)"),
+    ("app", "app (Python: framework + endpoint)"),
+    ("receive", "receive()"),
+    ("send", "send() serialisation"),
+    ("write", "write system call"),
 )
 
 
-def format_stage_stats(stats: dict[str, int]) -> list[str]:
-    """The ``--stats`` report: mean time per request in each stage, from the core's counters."""
-    requests = stats.get("requests", 0)
-    lines = [f"Where the time went ({requests} requests; mean microseconds per occurrence):"]
+def stage_breakdown(stats: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """(label, CPU microseconds per request, calls per request) for each stage of ``--stats``, then the rest
+    of the loop thread's CPU time (epoll and the read system call in libuv, uvloop, asyncio's Task stepping)
+    and the total. The rows add up to the total."""
+    requests = stats.get("requests", 0) or 1
+    rows = []
+    staged = 0
     for key, label in _STAGES:
-        count = stats.get(f"stage_{key}_count", 0)
-        total_ns = stats.get(f"stage_{key}_ns", 0)
-        mean_us = total_ns / count / 1000 if count else 0.0
-        lines.append(f"  {label:<36} {mean_us:9.2f} us  x {count}")
+        ns = stats.get(f"stage_{key}_ns", 0)
+        staged += ns
+        rows.append((label, ns / requests / 1000, stats.get(f"stage_{key}_count", 0) / requests))
+    cpu = stats.get("cpu_ns", 0)
+    rows.append(("loop, libuv, asyncio (the rest)", max(cpu - staged, 0) / requests / 1000, 0.0))
+    rows.append(("total: loop thread CPU", cpu / requests / 1000, 0.0))
+    return rows
+
+
+def format_stage_stats(stats: dict[str, Any]) -> list[str]:
+    """The ``--stats`` report: the loop thread's CPU time per request, by stage."""
+    requests = stats.get("requests", 0)
+    lines = [f"Where the CPU time went ({requests} requests; microseconds of loop-thread CPU per request):"]
+    for label, us, calls in stage_breakdown(stats):
+        per = f"  x {calls:.2f}/request" if calls else ""
+        lines.append(f"  {label:<36} {us:9.2f} us{per}")
     tasks = stats.get("app_tasks", 0)
     start = "started eagerly" if stats.get("eager_start") else "scheduled by the loop"
     lines.append(

@@ -11,6 +11,7 @@
 #include "bindings/py_names.h"
 #include "bindings/websocket_cycle.h"
 #include "server/connection.h"
+#include "server/stage_clock.h"
 
 namespace fa {
 
@@ -48,6 +49,7 @@ PyObject* receive_call(PyObject* self, PyObject* const*, size_t nargsf, PyObject
     return nullptr;
   }
   Exchange* ex = reinterpret_cast<Receive*>(self)->ex;
+  StageScope receive_stage(kStageReceive);
   return guarded([ex] { return ex->ws != nullptr ? ws_receive(ex) : http_receive(ex); });
 }
 
@@ -67,6 +69,7 @@ PyObject* send_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObje
     if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "type");
     return nullptr;
   }
+  StageScope send_stage(kStageSend);  // the write system call inside is its own stage (kStageWrite)
   return guarded([&] { return ex->ws != nullptr ? ws_send(ex, message, type) : http_send(ex, message, type); });
 }
 

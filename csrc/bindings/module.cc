@@ -17,6 +17,7 @@
 #include "core/uv_api.h"
 #include "server/metrics.h"
 #include "server/server.h"
+#include "server/stage_clock.h"
 
 namespace py = pybind11;
 
@@ -99,7 +100,7 @@ class PyServer {
     handler_->set_log(log.ptr());
     handler_->set_ws_log(ws_log.ptr());
     server_ = new Server(uvl, handler_, std::move(cfg));
-    server_->stages().enabled = stats;
+    if (stats) stage_clock().enable();
     if (own_loop_ != nullptr) {
       try {
         embed_ = py::module_::import("fasterapi_asgi._embed")
@@ -170,11 +171,12 @@ class PyServer {
     d["app_tasks"] = handler_->tasks_started();
     d["app_done_in_first_step"] = handler_->tasks_done_in_first_step();
     d["eager_start"] = handler_->eager_start();
-    const StageStats& st = server_->stages();
-    if (st.enabled) {
+    const StageClock& clock = stage_clock();
+    if (clock.enabled()) {
+      d["cpu_ns"] = clock.thread_cpu_ns();
       for (int s = 0; s < kStageCount; ++s) {
-        d[py::str(std::string("stage_") + stage_name(s) + "_ns")] = st.ns[s];
-        d[py::str(std::string("stage_") + stage_name(s) + "_count")] = st.count[s];
+        d[py::str(std::string("stage_") + stage_name(s) + "_ns")] = clock.ns(s);
+        d[py::str(std::string("stage_") + stage_name(s) + "_count")] = clock.count(s);
       }
     }
     return d;

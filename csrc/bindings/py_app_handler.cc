@@ -15,6 +15,7 @@
 #include "http/websocket.h"
 #include "server/connection.h"
 #include "server/server.h"
+#include "server/stage_clock.h"
 
 namespace fa {
 
@@ -224,12 +225,12 @@ void PyAppHandler::dispatch(Connection& c, const RequestHead& head, bool websock
     // The connection's reference, taken before the app runs: with an eager start (Python 3.12+) the app's first
     // step runs inside start_task and may complete the response before start_task returns.
     c.exchange = Py_NewRef(reinterpret_cast<PyObject*>(ex));
-    StageStats& stages = c.server()->stages();
-    const std::uint64_t t0 = stages.enabled ? monotonic_ns() : 0;
     bool forwarded = false;
-    PyObject* scope = websocket ? build_ws_scope(*this, c, head, &forwarded) : build_scope(*this, c, head, &forwarded);
-    const std::uint64_t t1 = stages.enabled ? monotonic_ns() : 0;
-    if (stages.enabled) stages.add(kStageScope, t1 - t0);
+    PyObject* scope = nullptr;
+    {
+      StageScope scope_stage(kStageScope);
+      scope = websocket ? build_ws_scope(*this, c, head, &forwarded) : build_scope(*this, c, head, &forwarded);
+    }
     if (scope != nullptr && proxy_fix_ != nullptr && forwarded) {
       PyObject* r = PyObject_CallOneArg(proxy_fix_, scope);
       if (r == nullptr) Py_CLEAR(scope);
@@ -245,10 +246,12 @@ void PyAppHandler::dispatch(Connection& c, const RequestHead& head, bool websock
         Py_DECREF(app_coro);
       }
     }
-    if (runner != nullptr) task = start_task(runner);
+    if (runner != nullptr) {
+      StageScope task_stage(kStageTaskStart);  // an eager first step's app time is nested (kStageApp)
+      task = start_task(runner);
+    }
     Py_XDECREF(runner);
     Py_XDECREF(scope);
-    if (stages.enabled) stages.add(kStageDispatch, monotonic_ns() - t1);
   }
   Py_XDECREF(receive);
   if (task != nullptr) {

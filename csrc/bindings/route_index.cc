@@ -7,6 +7,7 @@
 
 #include "bindings/py_names.h"
 #include "http/prefix_index.h"
+#include "server/stage_clock.h"
 
 // Lifetime and ownership:
 // (`verify`, set only by the test plugin, is owned like the other callables.)
@@ -270,21 +271,19 @@ PyObject* candidates_for(IndexedApp* a, PyObject* scope, PyObject* routes) {
   return merged;
 }
 
-PyObject* indexed_vectorcall(PyObject* self, PyObject* const* args, std::size_t nargsf, PyObject* kwnames) {
-  IndexedApp* a = reinterpret_cast<IndexedApp*>(self);
-  PyObject* routes = nullptr;
+// The view for this request (new reference), nullptr without an error set for the plain scan, or nullptr with an
+// error set. Charged to kStageRouteIndex.
+PyObject* indexed_view(IndexedApp* a, PyObject* const* args, std::size_t nargsf, PyObject* kwnames) {
+  StageScope index_stage(kStageRouteIndex);
+  if (PyVectorcall_NARGS(nargsf) != 3 || kwnames != nullptr || !PyDict_CheckExact(args[0])) return nullptr;
+  PyObject* routes = PyObject_GetAttr(a->router, g_routes_name);
   PyObject* candidates = nullptr;
-  if (PyVectorcall_NARGS(nargsf) == 3 && kwnames == nullptr && PyDict_CheckExact(args[0])) {
-    routes = PyObject_GetAttr(a->router, g_routes_name);
-    if (routes != nullptr && PyList_CheckExact(routes)) candidates = candidates_for(a, args[0], routes);
-    // Whatever went wrong above, the plain scan gives the router's own answer (or its own error) for it.
-    if (candidates == nullptr) PyErr_Clear();
-  }
+  if (routes != nullptr && PyList_CheckExact(routes)) candidates = candidates_for(a, args[0], routes);
   if (candidates == nullptr) {
+    // Whatever went wrong above, the plain scan gives the router's own answer (or its own error) for it.
+    PyErr_Clear();
     Py_XDECREF(routes);
-    ++a->plain;
-    ++g_plain;
-    return call_func(a, a->router, args, nargsf, kwnames);
+    return nullptr;
   }
   ++a->lookups;
   ++g_lookups;
@@ -293,7 +292,7 @@ PyObject* indexed_vectorcall(PyObject* self, PyObject* const* args, std::size_t 
     if (ok == nullptr) {
       Py_DECREF(candidates);
       Py_DECREF(routes);
-      return nullptr;
+      return nullptr;  // the verifier's error stands
     }
     Py_DECREF(ok);
   }
@@ -307,6 +306,18 @@ PyObject* indexed_vectorcall(PyObject* self, PyObject* const* args, std::size_t 
   if (has < 0 || (has == 0 && PyDict_SetItem(scope, g_router_name, a->router) < 0)) {
     Py_DECREF(view);
     return nullptr;
+  }
+  return view;
+}
+
+PyObject* indexed_vectorcall(PyObject* self, PyObject* const* args, std::size_t nargsf, PyObject* kwnames) {
+  IndexedApp* a = reinterpret_cast<IndexedApp*>(self);
+  PyObject* view = indexed_view(a, args, nargsf, kwnames);
+  if (view == nullptr) {
+    if (PyErr_Occurred()) return nullptr;
+    ++a->plain;
+    ++g_plain;
+    return call_func(a, a->router, args, nargsf, kwnames);
   }
   PyObject* out = call_func(a, view, args, nargsf, kwnames);
   Py_DECREF(view);

@@ -3,6 +3,7 @@
 #include <new>
 
 #include "bindings/exchange.h"
+#include "server/stage_clock.h"
 
 namespace fa {
 
@@ -46,7 +47,11 @@ PySendResult runner_am_send(PyObject* self, PyObject* arg, PyObject** result) {
     return PYGEN_ERROR;
   }
   PyObject* out = nullptr;
-  const PySendResult status = PyIter_Send(r->coro, arg, &out);
+  PySendResult status;
+  {
+    StageScope app_stage(kStageApp);
+    status = PyIter_Send(r->coro, arg, &out);
+  }
   if (status == PYGEN_NEXT) {
     *result = out;
     return PYGEN_NEXT;
@@ -80,7 +85,11 @@ PyObject* runner_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) 
   }
   PyObject* meth = PyObject_GetAttrString(r->coro, "throw");
   if (meth == nullptr) return nullptr;
-  PyObject* out = PyObject_Vectorcall(meth, args, static_cast<size_t>(nargs), nullptr);
+  PyObject* out;
+  {
+    StageScope app_stage(kStageApp);
+    out = PyObject_Vectorcall(meth, args, static_cast<size_t>(nargs), nullptr);
+  }
   Py_DECREF(meth);
   if (out != nullptr) return out;  // the app's coroutine caught it and yielded again
   if (PyErr_ExceptionMatches(PyExc_StopIteration)) {

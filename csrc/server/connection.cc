@@ -9,6 +9,7 @@
 #include "core/uv_api.h"
 #include "server/native_handlers.h"
 #include "server/server.h"
+#include "server/stage_clock.h"
 
 // Connection, part 1: accepting, reading and parsing, dispatching requests (native or app), timers, closing.
 // Writing is in connection_write.cc, the WebSocket session in connection_websocket.cc.
@@ -98,7 +99,7 @@ void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
 
 void Connection::on_read_data(ssize_t nread, const uv_buf_t* buf) {
   Connection* c = this;
-  if (server_->stages().enabled) read_start_ns_ = monotonic_ns();
+  StageScope parse_stage(kStageParse);  // the whole callback; what it starts (route, app, writes) is nested
   if (nread < 0) {
     c->handle_eof();
   } else {
@@ -207,7 +208,6 @@ void Connection::on_request_begin() {
   // Until the head is complete, an error answer knows nothing of this request (not even whether it is a HEAD).
   response_.reset(false, false, false);
   request_start_ns_ = monotonic_ns();
-  request_write_ns_ = 0;
 }
 
 int Connection::on_request_head(RequestHead& head) {
@@ -236,13 +236,6 @@ int Connection::on_request_head(RequestHead& head) {
     close_when_flushed();
     return kPause;
   }
-  StageStats& stages = server_->stages();
-  std::uint64_t t = 0;
-  if (stages.enabled) {
-    t = monotonic_ns();
-    const std::uint64_t begin = read_start_ns_ > request_start_ns_ ? read_start_ns_ : request_start_ns_;
-    stages.add(kStageReadParse, t - begin);
-  }
   const Router& router = server_->router();
   if (!router.empty()) {
     const std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(head.method));
@@ -250,7 +243,11 @@ int Connection::on_request_head(RequestHead& head) {
     // The server's scratch (one loop, one thread): a RouteParams on the stack here (16 views zero-initialised per
     // request) and a thread_local one (a __tls_get_addr call in a shared object) both cost native requests.
     RouteParams& params = server_->route_params_scratch_;
-    const Router::Match m = router.match(method, head.path_view(), &native_, &params, &native_allow_);
+    Router::Match m;
+    {
+      StageScope route_stage(kStageRoute);
+      m = router.match(method, head.path_view(), &native_, &params, &native_allow_);
+    }
     // Kept for the handler only when there are any, in storage made once per connection that needs it (the
     // views point into the request head, valid until the next request begins). NOTE: a RouteParams inline in
     // every Connection cost 260 bytes per idle connection (benchmarks/stress.py idle: 1.6 -> 1.9 KB).
@@ -260,7 +257,6 @@ int Connection::on_request_head(RequestHead& head) {
     } else if (native_params_ != nullptr) {
       native_params_->count = 0;
     }
-    if (stages.enabled) stages.add(kStageRoute, monotonic_ns() - t);
     if (m != Router::Match::kNone) {
       native_405_ = m == Router::Match::kMethodNotAllowed;
       if (native_405_) native_ = nullptr;
@@ -276,7 +272,6 @@ int Connection::on_request_head(RequestHead& head) {
   server_->active_requests_++;
   continue_pending_ = head.expect_continue;
   server_->handler()->on_request(*this, head);
-  if (stages.enabled) app_start_ns_ = monotonic_ns();
   return kContinue;
 }
 
@@ -312,13 +307,14 @@ int Connection::on_request_complete() {
 }
 
 void Connection::answer_native() {
-  StageStats& stages = server_->stages();
-  const std::uint64_t t = stages.enabled ? monotonic_ns() : 0;
-  const int status = native_405_ ? answer_method_not_allowed(*this, native_allow_)
+  int status;
+  {
+    StageScope native_stage(kStageNative);
+    status = native_405_ ? answer_method_not_allowed(*this, native_allow_)
                                  : run_native_route(*this, *native_, native_params_ != nullptr ? *native_params_
                                                                                             : kNoParams,
                                                     native_body_);
-  if (stages.enabled) stages.add(kStageNative, monotonic_ns() - t);
+  }
   server_->handler()->on_native_response(*this, status);
   in_flight_ = false;
   server_->active_requests_--;

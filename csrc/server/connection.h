@@ -190,10 +190,6 @@ class Connection final : public ParserListener, public ws::FrameListener {
   std::string peer_host_, local_host_;
   int peer_port_ = 0, local_port_ = 0;
   std::uint64_t request_start_ns_ = 0;
-  // --stats only: when the current read began, when the app took over, write time spent on this request.
-  std::uint64_t read_start_ns_ = 0;
-  std::uint64_t app_start_ns_ = 0;
-  std::uint64_t request_write_ns_ = 0;
   int open_handles_ = 0;
   int pending_writes_ = 0;
   bool tcp_;

@@ -7,6 +7,7 @@
 
 #include "core/uv_api.h"
 #include "server/server.h"
+#include "server/stage_clock.h"
 
 namespace fa {
 
@@ -94,8 +95,7 @@ void Connection::flush(const char* extra, std::size_t extra_len) {
     if (close_after_flush_ && pending_writes_ == 0) close();
     return;
   }
-  StageStats& stages = server_->stages();
-  const std::uint64_t t0 = stages.enabled ? monotonic_ns() : 0;
+  StageScope write_stage(kStageWrite);
   std::size_t written = 0;
   if (pending_writes_ == 0) {
     uv_buf_t bufs[2];
@@ -145,11 +145,6 @@ void Connection::flush(const char* extra, std::size_t extra_len) {
     }
   }
   out_.clear();
-  if (stages.enabled) {
-    const std::uint64_t dt = monotonic_ns() - t0;
-    stages.add(kStageWrite, dt);
-    request_write_ns_ += dt;
-  }
   if (close_after_flush_ && pending_writes_ == 0) close();
 }
 
@@ -213,12 +208,6 @@ void Connection::send_continue() {
 void Connection::finish_response() {
   if (!in_flight_) return;
   in_flight_ = false;
-  if (server_->stages().enabled && app_start_ns_ != 0) {
-    // App time: from the Task's creation to the final send(), without the write time spent inside send().
-    const std::uint64_t total = monotonic_ns() - app_start_ns_;
-    server_->stages().add(kStageApp, total > request_write_ns_ ? total - request_write_ns_ : 0);
-    app_start_ns_ = 0;
-  }
   // The app answered without asking for the body of an `Expect: 100-continue` request: the client may or may not
   // send that body now, so the stream position is unknowable and the connection cannot be reused.
   if (continue_pending_ && parser_.message_in_progress()) close_after_response_ = true;

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "server/server.h"
+#include "server/stage_clock.h"
 
 namespace fa {
 
@@ -44,6 +45,36 @@ void append_metric(std::string& out, const char* name, const char* help, const c
   out += '\n';
 }
 
+// --stats: the loop thread's CPU time by stage; "loop" is the rest of the thread's CPU time (libuv, uvloop,
+// asyncio's Task stepping), so the stages add up to fasterapi_loop_thread_cpu_seconds_total.
+void append_stage_metrics(std::string& out) {
+  const StageClock& clock = stage_clock();
+  if (!clock.enabled()) return;
+  const std::uint64_t cpu = clock.thread_cpu_ns();
+  auto seconds = [&out](std::uint64_t ns) {
+    char buf[32];
+    const int n = std::snprintf(buf, sizeof buf, "%.9f", static_cast<double>(ns) / 1e9);
+    out.append(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+  };
+  out += "# HELP fasterapi_loop_thread_cpu_seconds_total CPU time of the event loop's thread since start-up.\n";
+  out += "# TYPE fasterapi_loop_thread_cpu_seconds_total counter\nfasterapi_loop_thread_cpu_seconds_total ";
+  seconds(cpu);
+  out += "\n# HELP fasterapi_stage_seconds_total Loop-thread time by request stage (--stats); loop is the rest.\n";
+  out += "# TYPE fasterapi_stage_seconds_total counter\n";
+  std::uint64_t staged = 0;
+  for (int s = 0; s < kStageCount; ++s) {
+    staged += clock.ns(s);
+    out += "fasterapi_stage_seconds_total{stage=\"";
+    out += stage_name(s);
+    out += "\"} ";
+    seconds(clock.ns(s));
+    out += '\n';
+  }
+  out += "fasterapi_stage_seconds_total{stage=\"loop\"} ";
+  seconds(cpu > staged ? cpu - staged : 0);
+  out += '\n';
+}
+
 }  // namespace
 
 std::string render_metrics(const Server& server) {
@@ -58,6 +89,7 @@ std::string render_metrics(const Server& server) {
   append_metric(out, "fasterapi_bytes_in_total", "Bytes read from clients.", "counter", k.bytes_in);
   append_metric(out, "fasterapi_bytes_out_total", "Bytes written to clients.", "counter", k.bytes_out);
   append_metric(out, "fasterapi_bad_requests_total", "Requests rejected as malformed.", "counter", k.bad_requests);
+  append_stage_metrics(out);
   const std::vector<const NativeRoute*> routes = server.router().routes();
   out += "# HELP fasterapi_route_requests_total Requests per native route.\n";
   out += "# TYPE fasterapi_route_requests_total counter\n";

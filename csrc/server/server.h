@@ -40,24 +40,6 @@ struct ServerConfig {
   std::uint64_t ws_close_timeout_ms = 10000;      // wait for the peer's close reply at most this long
 };
 
-// Per-stage time accounting for `--stats` ("where does the time go"). Off by default; when off each stage costs one
-// predictable branch.
-enum Stage : int { kStageReadParse, kStageRoute, kStageScope, kStageDispatch, kStageApp, kStageWrite, kStageNative,
-                   kStageCount };
-inline const char* stage_name(int s) {
-  static const char* const kNames[] = {"read_parse", "route", "scope", "dispatch", "app", "write", "native"};
-  return kNames[s];
-}
-struct StageStats {
-  bool enabled = false;
-  std::uint64_t ns[kStageCount] = {};
-  std::uint64_t count[kStageCount] = {};
-  void add(int stage, std::uint64_t dt) {
-    ns[stage] += dt;
-    count[stage]++;
-  }
-};
-
 struct ServerCounters {
   std::uint64_t requests = 0;
   std::uint64_t native_requests = 0;
@@ -92,7 +74,6 @@ class Server {
   const ServerConfig& config() const { return config_; }
   ServerCounters& counters() { return counters_; }
   const ServerCounters& counters() const { return counters_; }
-  StageStats& stages() { return stages_; }
   DateCache& date() { return date_; }
   const Router& router() const { return router_; }
   // Register a native route (see Router::add). Returns "" or an error.
@@ -138,7 +119,6 @@ class Server {
   AppHandler* handler_;
   ServerConfig config_;
   ServerCounters counters_;
-  StageStats stages_;
   DateCache date_;
   Router router_;
   std::vector<RouteStats> route_stats_;  // by NativeRoute::id
