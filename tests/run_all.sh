@@ -50,9 +50,9 @@ step "Starlette's and FastAPI's own test suites (from their sdists), the native 
 # checks that each route the index left out answers Match.NONE (tests/upstream/fa_force_route_index.py).
 "$PY" tests/upstream/run_upstream.py all --plugin tests.upstream.fa_force_route_index
 
-# The other supported interpreters (Python 3.10-3.13): build, then the real-socket smoke tests, the eager-task
-# tests (3.12+), how request Tasks start, the route index and the binding lifetime tests. Interpreters are taken
-# from pyenv when it has them.
+# The other supported interpreters (Python 3.10-3.13): build, then on 3.13 every test (eager Task starts), on
+# 3.10 and 3.12 the real-socket smoke tests, the eager-task tests (3.12+), how request Tasks start, the route index
+# and the binding lifetime tests. Interpreters are taken from pyenv when it has them.
 PYENV_ROOT=${PYENV_ROOT:-$HOME/.pyenv}
 for minor in 3.10 3.12 3.13; do
   other=$(ls -d "$PYENV_ROOT"/versions/"$minor".*/bin/python 2>/dev/null | sort -V | tail -n 1 || true)
@@ -61,9 +61,13 @@ for minor in 3.10 3.12 3.13; do
   fi
   step "Python $minor: build and smoke tests ($other)"
   "$other" -m pip install -q --disable-pip-version-check -e ".[test]"
-  "$other" -m pytest -q -p no:cacheprovider tests/python/test_http_basic.py tests/python/test_eager_tasks.py \
-    tests/python/test_task_start.py tests/python/test_route_index.py \
-    tests/python/test_core_lifetime.py
+  if [ "$minor" = 3.13 ]; then
+    # Every test: on 3.12+ request Tasks start eagerly, so the app runs inside the server's callbacks.
+    "$other" -m pytest -q -p no:cacheprovider tests/python
+  else
+    "$other" -m pytest -q -p no:cacheprovider tests/python/test_http_basic.py tests/python/test_eager_tasks.py \
+      tests/python/test_task_start.py tests/python/test_route_index.py tests/python/test_core_lifetime.py
+  fi
 done
 
 step "stress smoke run (bounded, loopback; fails when memory or descriptors grow)"

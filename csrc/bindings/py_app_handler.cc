@@ -86,8 +86,8 @@ bool PyAppHandler::init_eager_start() {
 #endif
 }
 
-PyObject* PyAppHandler::start_task(PyObject* runner) {
-  if (eager_task_type_ != nullptr) {
+PyObject* PyAppHandler::start_task(PyObject* runner, bool eager) {
+  if (eager && eager_task_type_ != nullptr) {
     PyObject* args[3] = {runner, loop_, Py_True};
     return PyObject_Vectorcall(eager_task_type_, args, 1, eager_kwnames_);
   }
@@ -248,7 +248,10 @@ void PyAppHandler::dispatch(Connection& c, const RequestHead& head, bool websock
     }
     if (runner != nullptr) {
       StageScope task_stage(kStageTaskStart);  // an eager first step's app time is nested (kStageApp)
-      task = start_task(runner);
+      // Not for a request with a body: its first step would call receive() before the body in the same read is
+      // parsed and get it in pieces (a chunk, then an empty final message); scheduled, the app finds the body
+      // buffered and gets it in one message, as under uvicorn.
+      task = start_task(runner, !head.has_body);
     }
     Py_XDECREF(runner);
     Py_XDECREF(scope);

@@ -108,7 +108,9 @@ class PyAppHandler final : public AppHandler {
   ~PyAppHandler() override;
   void dispatch(Connection& c, const RequestHead& head, bool websocket);
   bool init_eager_start();               // false with a Python error set
-  PyObject* start_task(PyObject* runner);  // the request's Task (new reference), or nullptr with an error set
+  // The request's Task (new reference), or nullptr with an error set; started eagerly when `eager` and the
+  // interpreter and loop allow (init_eager_start).
+  PyObject* start_task(PyObject* runner, bool eager);
 
   PyObject* loop_ = nullptr;
   PyObject* app_ = nullptr;

@@ -302,7 +302,9 @@ int Connection::on_request_complete() {
     // Pipelining: do not parse the next request until this response is complete.
     if (in_flight_) return kPause;
   }
-  // The response is complete already (an app that answered synchronously): the same output bound as above.
+  // The response is complete already (an app that answered synchronously: its Task started eagerly and finished
+  // while this message was still being parsed, so finish_response() left the keep-alive bound to this point).
+  if (!in_flight_ && !close_after_response_) arm_keep_alive();
   return close_after_flush_ || block_on_output() ? kPause : kContinue;
 }
 

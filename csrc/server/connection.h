@@ -73,7 +73,8 @@ class Connection final : public ParserListener, public ws::FrameListener {
   void finish_response();
   // Body consumed / response done: restart parsing buffered input and reading.
   void resume();
-  // Ask for on_drain() once queued writes fall below the low-water mark. Returns false when already below it.
+  // Ask for on_drain() once queued writes fall below the low-water mark. Returns false when already below it
+  // (after handing out_ to libuv: only bytes libuv queued are waited for, so an on_write always follows).
   bool want_drain();
   // Write "HTTP/1.1 100 Continue" if the request asked for it and it was not sent yet.
   void send_continue();

@@ -192,7 +192,13 @@ std::size_t Connection::write_queue_bytes() const {
 }
 
 bool Connection::want_drain() {
-  if (write_queue_bytes() <= server_->config().write_high_water) return false;
+  const std::size_t high = server_->config().write_high_water;
+  if (write_queue_bytes() <= high) return false;
+  // Bytes still in out_ (a send() inside a read callback, where flushing waits for the callback's end) would be
+  // written synchronously by that flush with no on_write to follow, and the waiting send() would never be woken:
+  // let libuv take what it can now, as block_on_output() does; only what it queues is waited for.
+  if (!out_.empty()) flush();
+  if (closing_ || write_queue_bytes() <= high) return false;
   drain_wanted_ = true;
   return true;
 }
