@@ -640,8 +640,8 @@ def test_suite_report_marks_unavailable_scenarios(monkeypatch: pytest.MonkeyPatc
     suite_mod = _load_suite(monkeypatch)
     keys = [s.key for s in suite_mod.SCENARIOS]
     assert keys == [
-        "raw_plaintext", "raw_json", "fastapi_get", "fastapi_post_1k", "fastapi_300_routes", "fastapi_middleware",
-        "stream_64k", "native", "native_pipeline16", "fixed_rate_latency", "idle_rss",
+        "raw_plaintext", "raw_json", "fastapi_get", "fastapi_post_1k", "fastapi_300_routes",
+        "fastapi_middleware", "stream_64k", "native", "native_pipeline16", "fixed_rate_latency", "idle_rss",
     ]  # fmt: skip
     fake = _fake([("fasterapi-asgi", 1, 30000), ("uvicorn", 1, 10000)], ["fasterapi-asgi", "uvicorn"])
     suite = {
