@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -84,15 +85,20 @@ def pattern_key(pattern: re.Pattern[Any]) -> tuple[str, bool]:
     return key, exact
 
 
+def _loaded_fastapi_routing() -> Any | None:
+    """fastapi.routing when the process has imported it (an app with FastAPI routes has), else None:
+    FastAPI is never imported for an app that does not use it (the import alone costs tens of megabytes)."""
+    return sys.modules.get("fastapi.routing")
+
+
 def _known_matches() -> set[Any]:
     """The ``matches`` functions whose answer is Match.NONE whenever
     ``route.path_regex.match(route_path)`` fails."""
     from starlette import routing
 
     known = {routing.Route.matches, routing.WebSocketRoute.matches, routing.Mount.matches}
-    try:
-        from fastapi import routing as fastapi_routing
-    except ImportError:
+    fastapi_routing = _loaded_fastapi_routing()
+    if fastapi_routing is None:
         return known
     for cls in (fastapi_routing.APIRoute, getattr(fastapi_routing, "APIWebSocketRoute", None)):
         if cls is None or "matches" not in vars(cls):
@@ -110,9 +116,8 @@ def _known_matches() -> set[Any]:
 def _fastapi_context_keys() -> tuple[str, str] | tuple[None, None] | None:
     """FastAPI's scope keys for its effective route context: (scope key, context key); (None, None) when the
     installed FastAPI has no such context; None when it has one this module does not understand."""
-    try:
-        from fastapi import routing as fastapi_routing
-    except ImportError:
+    fastapi_routing = _loaded_fastapi_routing()
+    if fastapi_routing is None:
         return None, None
     getter = getattr(fastapi_routing, "_get_scope_effective_route_context", None)
     if getter is None:
@@ -133,9 +138,8 @@ def _indexable_app_functions() -> set[Any]:
     from starlette import routing
 
     functions = {routing.Router.app}
-    try:
-        from fastapi import routing as fastapi_routing
-    except ImportError:
+    fastapi_routing = _loaded_fastapi_routing()
+    if fastapi_routing is None:
         return functions
     app = vars(fastapi_routing.APIRouter).get("app")
     if app is not None and "__class__" not in app.__code__.co_freevars:  # no zero-argument super()
@@ -296,11 +300,11 @@ def routers_of(app: Any) -> list[Any]:
 
 def install(app: Any, *, min_routes: int = 1) -> tuple[int, int, int]:
     """Attaches the index to every router reachable from ``app``. Returns (routers indexed, routes in them,
-    routes the index can skip). Nothing happens (0, 0, 0) without Starlette."""
-    try:
-        reader = _Reader(min_routes)
-    except ImportError:
+    routes the index can skip). Nothing happens (0, 0, 0) when the process has not imported Starlette's
+    routing: the app then has no Starlette router, and importing it here would cost memory for nothing."""
+    if "starlette.routing" not in sys.modules:
         return 0, 0, 0
+    reader = _Reader(min_routes)
     routers = indexed = routes = 0
     for router in routers_of(app):
         attached = attach(router, reader)
@@ -320,6 +324,10 @@ def force_on_every_router(*, verify: bool = True) -> Callable[[], None]:
     answers Match.NONE (AssertionError otherwise)."""
     from starlette.routing import Router
 
+    try:  # the suites build FastAPI routers too: their route classes must be known to the reader
+        import fastapi.routing  # noqa: F401
+    except ImportError:
+        pass
     reader = _Reader(min_routes=0, verify=verify)
     original_init = Router.__init__
 

@@ -151,6 +151,14 @@ def test_routes_changed_while_serving(fresh_server: StartServer) -> None:
     assert late == [None, "root", "late", "item_by_int", "late", None]
 
 
+def test_raw_app_imports_no_framework(kind: str, start_server: StartServer) -> None:
+    """The index costs nothing for an app without Starlette: it never imports Starlette or FastAPI itself
+    (their import alone is tens of megabytes of RSS per worker)."""
+    srv = start_server(kind, "task_app:app")
+    modules = httpx.get(srv.url + "/modules", timeout=10).json()
+    assert modules == {"starlette": False, "fastapi": False}
+
+
 @pytest.mark.parametrize("kind,extra", VARIANTS, ids=["index", "no-index", "uvicorn"])
 def test_websocket_route(kind: str, extra: tuple[str, ...], start_server: StartServer) -> None:
     import websockets.sync.client

@@ -63,6 +63,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         del node
         gc.collect()
         await respond(send, {"frozen": gc.get_freeze_count(), "cycle_collected": ref() is None})
+    elif path == "/modules":
+        import sys
+
+        await respond(send, {name: name in sys.modules for name in ("starlette", "fastapi")})
     elif path == "/plain":
         await respond(send, {"ok": True})
     elif path == "/boom-first-step":
