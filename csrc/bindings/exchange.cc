@@ -26,6 +26,15 @@ struct Receive {
 PyTypeObject ExchangeType = {PyVarObject_HEAD_INIT(nullptr, 0)};
 PyTypeObject ReceiveType = {PyVarObject_HEAD_INIT(nullptr, 0)};
 
+// Free lists of the per-request objects (GIL held): a finished request's Send and Receive keep their memory (and the
+// Send its body-chunk vector) for the next request, as CPython's own free lists do. An object taken from a list
+// is re-initialised with PyObject_Init (type, reference count 1) and tracked again by the GC.
+constexpr int kPoolMax = 64;
+Exchange* g_exchange_pool[kPoolMax];
+int g_exchange_pool_size = 0;
+Receive* g_receive_pool[kPoolMax];
+int g_receive_pool_size = 0;
+
 // No C++ exception may unwind through the CPython frames that called us: an allocation failure in the core
 // (std::bad_alloc from a std::string) becomes MemoryError, anything else a RuntimeError.
 template <class Fn>
@@ -97,14 +106,19 @@ void exchange_dealloc(PyObject* self) {
   Exchange* ex = reinterpret_cast<Exchange*>(self);
   PyObject_GC_UnTrack(self);
   exchange_clear(self);
-  if (ex->chunks != nullptr) {
-    clear_chunks(ex);
-    delete ex->chunks;
-  }
+  if (ex->chunks != nullptr) clear_chunks(ex);
   delete ex->more_waiters;
+  ex->more_waiters = nullptr;
   delete ex->ws;
+  ex->ws = nullptr;
   PyAppHandler* handler = ex->handler;
-  PyObject_GC_Del(self);
+  ex->handler = nullptr;
+  if (ex->chunks != nullptr && g_exchange_pool_size < kPoolMax) {
+    g_exchange_pool[g_exchange_pool_size++] = ex;  // untracked, cleared; the chunk vector is kept
+  } else {
+    delete ex->chunks;
+    PyObject_GC_Del(self);
+  }
   if (handler != nullptr) handler->release();  // may delete the handler: last
 }
 
@@ -120,7 +134,8 @@ int receive_clear(PyObject* self) {
 void receive_dealloc(PyObject* self) {
   PyObject_GC_UnTrack(self);
   receive_clear(self);
-  PyObject_GC_Del(self);
+  if (g_receive_pool_size < kPoolMax) g_receive_pool[g_receive_pool_size++] = reinterpret_cast<Receive*>(self);
+  else PyObject_GC_Del(self);
 }
 
 }  // namespace
@@ -153,19 +168,30 @@ bool exchange_types_init() {
 }
 
 bool exchange_create(PyAppHandler* handler, Connection* c, bool websocket, Exchange** out_ex, PyObject** out_receive) {
-  auto* chunks = new (std::nothrow) std::vector<PyObject*>();
   WsState* ws = websocket ? new (std::nothrow) WsState() : nullptr;
-  if (chunks == nullptr || (websocket && ws == nullptr)) {
-    delete chunks;
-    delete ws;
+  if (websocket && ws == nullptr) {
     PyErr_NoMemory();
     return false;
   }
-  Exchange* ex = PyObject_GC_New(Exchange, &ExchangeType);
-  if (ex == nullptr) {
-    delete chunks;
-    delete ws;
-    return false;
+  Exchange* ex;
+  std::vector<PyObject*>* chunks;
+  if (g_exchange_pool_size > 0) {
+    ex = g_exchange_pool[--g_exchange_pool_size];
+    chunks = ex->chunks;  // empty (cleared in dealloc), its capacity kept
+    PyObject_Init(reinterpret_cast<PyObject*>(ex), &ExchangeType);
+  } else {
+    chunks = new (std::nothrow) std::vector<PyObject*>();
+    if (chunks == nullptr) {
+      delete ws;
+      PyErr_NoMemory();
+      return false;
+    }
+    ex = PyObject_GC_New(Exchange, &ExchangeType);
+    if (ex == nullptr) {
+      delete chunks;
+      delete ws;
+      return false;
+    }
   }
   ex->vectorcall = send_call;
   ex->handler = handler;
@@ -181,7 +207,13 @@ bool exchange_create(PyAppHandler* handler, Connection* c, bool websocket, Excha
   ex->body_paused = ex->app_done = ex->final_delivered = false;
   ex->ws = ws;
   PyObject_GC_Track(reinterpret_cast<PyObject*>(ex));
-  Receive* r = PyObject_GC_New(Receive, &ReceiveType);
+  Receive* r;
+  if (g_receive_pool_size > 0) {
+    r = g_receive_pool[--g_receive_pool_size];
+    PyObject_Init(reinterpret_cast<PyObject*>(r), &ReceiveType);
+  } else {
+    r = PyObject_GC_New(Receive, &ReceiveType);
+  }
   if (r == nullptr) {
     ex->conn = nullptr;
     Py_DECREF(reinterpret_cast<PyObject*>(ex));

@@ -16,6 +16,11 @@ struct Runner {
 };
 PyTypeObject RunnerType = {PyVarObject_HEAD_INIT(nullptr, 0)};
 
+// Free list (GIL held): a finished request's Runner keeps its memory for the next request (see exchange.cc).
+constexpr int kPoolMax = 64;
+Runner* g_runner_pool[kPoolMax];
+int g_runner_pool_size = 0;
+
 // The app's coroutine ended (value on return, or the Python error set). Reports it to the exchange.
 void runner_finish(Runner* r, PyObject* value) {
   Exchange* ex = r->ex;
@@ -129,7 +134,8 @@ void runner_dealloc(PyObject* self) {
   PyObject_GC_UnTrack(self);
   Py_CLEAR(r->coro);
   Py_CLEAR(r->ex);
-  PyObject_GC_Del(self);
+  if (g_runner_pool_size < kPoolMax) g_runner_pool[g_runner_pool_size++] = r;
+  else PyObject_GC_Del(self);
 }
 int runner_traverse(PyObject* self, visitproc visit, void* arg) {
   Runner* r = reinterpret_cast<Runner*>(self);
@@ -178,8 +184,14 @@ bool runner_type_init() {
 }
 
 PyObject* runner_new(PyObject* coro, Exchange* ex) {
-  Runner* r = PyObject_GC_New(Runner, &RunnerType);
-  if (r == nullptr) return nullptr;
+  Runner* r;
+  if (g_runner_pool_size > 0) {
+    r = g_runner_pool[--g_runner_pool_size];
+    PyObject_Init(reinterpret_cast<PyObject*>(r), &RunnerType);
+  } else {
+    r = PyObject_GC_New(Runner, &RunnerType);
+    if (r == nullptr) return nullptr;
+  }
   r->coro = Py_NewRef(coro);
   r->ex = reinterpret_cast<Exchange*>(Py_NewRef(reinterpret_cast<PyObject*>(ex)));
   PyObject_GC_Track(reinterpret_cast<PyObject*>(r));
