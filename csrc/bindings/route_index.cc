@@ -10,11 +10,11 @@
 #include "server/stage_clock.h"
 
 // Lifetime and ownership:
-// (`verify`, set only by the test plugin, is owned like the other callables.)
 // - An IndexedRouterApp owns strong references to its router, the router's original `app` function, Starlette's
-//   `get_route_path`, the Python `keys_for` reader, the routes list it was built from, a snapshot tuple of that
-//   list's items (so no route's address can be reused while the snapshot is compared by identity) and one tuple of
-//   routes per candidate set. It is GC-tracked: the router holds it (in `middleware_stack`) and it holds the router.
+//   `get_route_path`, the Python `keys_for` reader (and `verify`, set only by the test plugin), the routes list it
+//   was built from, a snapshot tuple of that list's items (so no route's address can be reused while the snapshot
+//   is compared by identity) and one tuple of routes per candidate set. It is GC-tracked: the router holds it (in
+//   `middleware_stack`) and it holds the router.
 // - A RouterView holds its router, its candidate tuple and the routes list; the app function's coroutine frame holds
 //   the view for as long as the request is routed and handled.
 // Everything here runs with the GIL held (it is called by Python code).
