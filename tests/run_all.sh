@@ -59,7 +59,7 @@ for minor in 3.10 3.12 3.13; do
   if [ -z "$other" ] || [ "$("$other" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" ]; then
     continue
   fi
-  step "Python $minor: build and smoke tests ($other)"
+  step "Python $minor: build and tests ($other)"
   "$other" -m pip install -q --disable-pip-version-check -e ".[test]"
   if [ "$minor" = 3.13 ]; then
     # Every test: on 3.12+ request Tasks start eagerly, so the app runs inside the server's callbacks.
