@@ -224,9 +224,9 @@ def indexed_app_of(router: Any) -> Any | None:
     for _ in range(32):
         if isinstance(obj, IndexedRouterApp):
             return obj if obj.router is router else None
-        if obj is None or "app" not in getattr(obj, "__dict__", {}):
+        obj = _own_attr(obj, "app")
+        if obj is None:
             return None
-        obj = obj.app
     return None
 
 
@@ -258,7 +258,7 @@ def attach(router: Any, reader: _Reader) -> Any | None:
     else:
         holder = stack
         for _ in range(32):
-            inner = getattr(holder, "app", None) if "app" in getattr(holder, "__dict__", {}) else None
+            inner = _own_attr(holder, "app")
             if inner is None:
                 return None
             if _is_bound_app(inner, router, func):
@@ -291,10 +291,7 @@ def routers_of(app: Any) -> list[Any]:
             for route in list(getattr(obj, "routes", ())):
                 stack.extend(_routers_inside(route, Router))
             continue
-        attrs = getattr(obj, "__dict__", None)
-        if not isinstance(attrs, dict):
-            continue
-        stack.extend(attrs[name] for name in ("router", "app") if name in attrs)
+        stack.extend(_own_attr(obj, name) for name in ("router", "app"))
     return found
 
 

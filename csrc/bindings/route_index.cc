@@ -218,6 +218,25 @@ PyObject* call_func(IndexedApp* a, PyObject* self, PyObject* const* args, std::s
   return PyObject_Vectorcall(a->func, stack, static_cast<std::size_t>(nargs + 1), kwnames);
 }
 
+// The candidate routes for a route path, in table order (new reference), or nullptr with an error set. Usually a
+// precomputed tuple; both a longer key and an exact key K fit a path "K\n" (rare): the two sets merged.
+PyObject* candidates_of_path(IndexedApp* a, std::string_view path) {
+  const PrefixIndex::Result r = a->built->index.lookup(path);
+  PyObject* first = a->built->set_tuples[r.first];
+  if (r.second == PrefixIndex::kNoSet) return Py_NewRef(first);
+  const auto& s1 = a->built->index.sets()[r.first];
+  const auto& s2 = a->built->index.sets()[r.second];
+  PyObject* merged = PyTuple_New(static_cast<Py_ssize_t>(s1.size() + s2.size()));
+  if (merged == nullptr) return nullptr;
+  std::size_t i = 0, j = 0;
+  Py_ssize_t k = 0;
+  while (i < s1.size() || j < s2.size()) {
+    const std::uint32_t next = j == s2.size() || (i < s1.size() && s1[i] < s2[j]) ? s1[i++] : s2[j++];
+    PyTuple_SET_ITEM(merged, k++, Py_NewRef(PyTuple_GET_ITEM(a->snapshot, next)));
+  }
+  return merged;
+}
+
 // The request's candidates (new reference), nullptr without an error set when this request takes the plain scan,
 // or nullptr with an error set.
 PyObject* candidates_for(IndexedApp* a, PyObject* scope, PyObject* routes) {
@@ -253,22 +272,9 @@ PyObject* candidates_for(IndexedApp* a, PyObject* scope, PyObject* routes) {
     Py_DECREF(route_path);
     return nullptr;  // not a str, or lone surrogates: the plain scan decides
   }
-  const PrefixIndex::Result r = a->built->index.lookup(std::string_view(utf8, static_cast<std::size_t>(len)));
+  PyObject* out = candidates_of_path(a, std::string_view(utf8, static_cast<std::size_t>(len)));
   Py_DECREF(route_path);
-  PyObject* first = a->built->set_tuples[r.first];
-  if (r.second == PrefixIndex::kNoSet) return Py_NewRef(first);
-  // Both a longer key and an exact key K fit a path "K\n": merge the two sets in table order.
-  const auto& s1 = a->built->index.sets()[r.first];
-  const auto& s2 = a->built->index.sets()[r.second];
-  PyObject* merged = PyTuple_New(static_cast<Py_ssize_t>(s1.size() + s2.size()));
-  if (merged == nullptr) return nullptr;
-  std::size_t i = 0, j = 0;
-  Py_ssize_t k = 0;
-  while (i < s1.size() || j < s2.size()) {
-    const std::uint32_t next = j == s2.size() || (i < s1.size() && s1[i] < s2[j]) ? s1[i++] : s2[j++];
-    PyTuple_SET_ITEM(merged, k++, Py_NewRef(PyTuple_GET_ITEM(a->snapshot, next)));
-  }
-  return merged;
+  return out;
 }
 
 // The view for this request (new reference), nullptr without an error set for the plain scan, or nullptr with an
@@ -414,11 +420,7 @@ PyObject* indexed_candidates(PyObject* self, PyObject* path) {
   Py_ssize_t len = 0;
   const char* utf8 = PyUnicode_AsUTF8AndSize(path, &len);
   if (utf8 == nullptr) return nullptr;
-  const PrefixIndex::Result r = a->built->index.lookup(std::string_view(utf8, static_cast<std::size_t>(len)));
-  PyObject* first = a->built->set_tuples[r.first];
-  if (r.second == PrefixIndex::kNoSet) return Py_NewRef(first);
-  PyObject* pair = PyTuple_Pack(2, first, a->built->set_tuples[r.second]);
-  return pair;
+  return candidates_of_path(a, std::string_view(utf8, static_cast<std::size_t>(len)));
 }
 PyObject* indexed_get_router(PyObject* self, void*) {
   PyObject* r = reinterpret_cast<IndexedApp*>(self)->router;
