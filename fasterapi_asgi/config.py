@@ -14,6 +14,7 @@ import logging
 import logging.config
 import os
 import socket
+import ssl
 import stat
 import sys
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from fasterapi_asgi.middleware.proxy_headers import ProxyHeadersMiddleware
 LifespanType = Literal["auto", "on", "off"]
 LoopFactoryType = Literal["none", "auto", "asyncio", "uvloop"]
 InterfaceType = Literal["auto", "asgi3", "asgi2"]
+HTTPProtocolType = Literal["auto", "h11", "httptools", "zttp"]
 
 LOG_LEVELS: dict[str, int] = {
     "critical": logging.CRITICAL,
@@ -44,6 +46,11 @@ LIFESPAN: dict[str, str] = {
 }
 LOOP_FACTORIES: tuple[str, ...] = ("none", "auto", "asyncio", "uvloop")
 INTERFACES: list[InterfaceType] = ["auto", "asgi3", "asgi2"]
+# uvicorn's --http choices. The native parser serves every one of them (as every --ws value selects the native
+# WebSocket implementation): the name only picks which Python library uvicorn would have used.
+HTTP_PROTOCOLS: tuple[str, ...] = ("auto", "h11", "httptools", "zttp")
+# uvicorn's default --ssl-version: ssl.PROTOCOL_TLS_SERVER.
+SSL_PROTOCOL_VERSION: int = ssl.PROTOCOL_TLS_SERVER
 
 # Exit status when the app cannot be loaded, the socket cannot be bound or lifespan startup fails
 # (uvicorn's value, so supervisors and scripts written for uvicorn keep working).
@@ -55,6 +62,12 @@ WS_MAX_SIZE_DEFAULT = 16 * 1024 * 1024
 TIMEOUT_REQUEST_HEADER_DEFAULT = 30.0
 TIMEOUT_REQUEST_BODY_DEFAULT = 60.0
 TIMEOUT_SEND_DEFAULT = 60.0
+# uvicorn's WebSocket defaults.
+WS_MAX_QUEUE_DEFAULT = 32
+WS_PING_INTERVAL_DEFAULT = 20.0
+WS_PING_TIMEOUT_DEFAULT = 20.0
+# uvicorn's --timeout-worker-healthcheck default (seconds).
+TIMEOUT_WORKER_HEALTHCHECK_DEFAULT = 5
 
 LOGGING_CONFIG: dict[str, Any] = {
     "version": 1,
@@ -122,6 +135,33 @@ def load_env_file(path: str | os.PathLike[str]) -> None:
         load_dotenv(dotenv_path=path)
 
 
+def one_line_error(exc: BaseException) -> str:
+    """An exception as one line: ``FileNotFoundError: [Errno 2] No such file or directory: 'x.pem'``."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def create_ssl_context(
+    certfile: str | os.PathLike[str],
+    keyfile: str | os.PathLike[str] | None,
+    password: str | None,
+    ssl_version: int,
+    cert_reqs: int,
+    ca_certs: str | os.PathLike[str] | None,
+    ciphers: str | None,
+) -> ssl.SSLContext:
+    """The ``ssl.SSLContext`` uvicorn builds from its ``--ssl-*`` options; the core serves TLS with its
+    ``SSL_CTX`` (so every option, default and error is exactly Python's and uvicorn's)."""
+    context = ssl.SSLContext(ssl_version)
+    context.load_cert_chain(certfile, keyfile, (lambda: password) if password else None)
+    context.verify_mode = ssl.VerifyMode(cert_reqs)
+    if ca_certs:
+        context.load_verify_locations(ca_certs)
+    if ciphers:
+        context.set_ciphers(ciphers)
+    return context
+
+
 def _asyncio_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return asyncio.SelectorEventLoop
 
@@ -180,6 +220,27 @@ class Config:
         timeout_send: float = TIMEOUT_SEND_DEFAULT,
         route_index: bool = True,
         gc_freeze: bool = True,
+        http: str = "auto",
+        http2: bool = False,
+        ws_max_queue: int = WS_MAX_QUEUE_DEFAULT,
+        ws_ping_interval: float | None = WS_PING_INTERVAL_DEFAULT,
+        ws_ping_timeout: float | None = WS_PING_TIMEOUT_DEFAULT,
+        ws_per_message_deflate: bool = True,
+        reload: bool = False,
+        reload_dirs: list[str] | str | None = None,
+        reload_delay: float = 0.25,
+        reload_includes: list[str] | str | None = None,
+        reload_excludes: list[str] | str | None = None,
+        timeout_worker_healthcheck: int = TIMEOUT_WORKER_HEALTHCHECK_DEFAULT,
+        ssl_keyfile: str | os.PathLike[str] | None = None,
+        ssl_certfile: str | os.PathLike[str] | None = None,
+        ssl_keyfile_password: str | None = None,
+        ssl_version: int = SSL_PROTOCOL_VERSION,
+        ssl_cert_reqs: int = ssl.CERT_NONE,
+        ssl_ca_certs: str | os.PathLike[str] | None = None,
+        ssl_ciphers: str | None = None,
+        ssl_context_factory: Callable[[Config, Callable[[], ssl.SSLContext]], ssl.SSLContext] | None = None,
+        reset_contextvars: bool = False,
     ) -> None:
         self.app = app
         self.host = host
@@ -216,6 +277,29 @@ class Config:
             ws  # "none" turns WebSocket support off; every other value selects the native implementation
         )
         self.ws_max_size = ws_max_size
+        self.ws_max_queue = ws_max_queue
+        self.ws_ping_interval = ws_ping_interval
+        self.ws_ping_timeout = ws_ping_timeout
+        self.ws_per_message_deflate = ws_per_message_deflate
+        self.http = http
+        self.http2 = http2
+        self.reload = reload
+        self.reload_delay = reload_delay
+        self.reload_dirs: list[Any] = []
+        self.reload_dirs_excludes: list[Any] = []
+        self.reload_includes: list[str] = []
+        self.reload_excludes: list[str] = []
+        self.timeout_worker_healthcheck = timeout_worker_healthcheck
+        self.ssl_keyfile = ssl_keyfile
+        self.ssl_certfile = ssl_certfile
+        self.ssl_keyfile_password = ssl_keyfile_password
+        self.ssl_version = ssl_version
+        self.ssl_cert_reqs = ssl_cert_reqs
+        self.ssl_ca_certs = ssl_ca_certs
+        self.ssl_ciphers = ssl_ciphers
+        self.ssl_context_factory = ssl_context_factory
+        self.ssl: ssl.SSLContext | None = None
+        self.reset_contextvars = reset_contextvars
         for name, value in (
             ("timeout_request_header", timeout_request_header),
             ("timeout_request_body", timeout_request_body),
@@ -257,7 +341,67 @@ class Config:
 
     @property
     def use_subprocess(self) -> bool:
-        return self.workers > 1
+        return bool(self.reload or self.workers > 1)
+
+    @property
+    def should_reload(self) -> bool:
+        return isinstance(self.app, str) and self.reload
+
+    @property
+    def is_ssl(self) -> bool:
+        return bool(self.ssl_keyfile or self.ssl_certfile or self.ssl_context_factory)
+
+    def check_protocols(self) -> None:
+        """``--http`` and ``--http2`` as uvicorn names them; raises ``ValueError`` with a one-line reason."""
+        if self.http not in HTTP_PROTOCOLS:
+            raise ValueError(
+                f"--http {self.http!r}: fasterapi-asgi parses HTTP natively and accepts uvicorn's names "
+                f"{'|'.join(HTTP_PROTOCOLS)} (all served by the native parser), not a protocol class"
+            )
+        if self.http2:
+            raise ValueError("--http2: HTTP/2 is not supported yet; serve HTTP/1.1 (drop --http2)")
+
+    def load_ssl(self) -> None:
+        """Build ``self.ssl`` as uvicorn does (``create_ssl_context`` or ``ssl_context_factory``)."""
+        if self.ssl_context_factory is not None:
+
+            def default_factory() -> ssl.SSLContext:
+                if not self.ssl_certfile:
+                    raise ValueError(
+                        "`default_ssl_context_factory()` requires `ssl_certfile` to be set on `Config`. "
+                        "Either pass `ssl_certfile` (and optionally `ssl_keyfile`) or build the `SSLContext` "
+                        "directly inside `ssl_context_factory` without calling the default factory."
+                    )
+                return create_ssl_context(
+                    keyfile=self.ssl_keyfile,
+                    certfile=self.ssl_certfile,
+                    password=self.ssl_keyfile_password,
+                    ssl_version=self.ssl_version,
+                    cert_reqs=self.ssl_cert_reqs,
+                    ca_certs=self.ssl_ca_certs,
+                    ciphers=self.ssl_ciphers,
+                )
+
+            context = self.ssl_context_factory(self, default_factory)
+            if not isinstance(context, ssl.SSLContext):
+                raise TypeError(
+                    f"`ssl_context_factory` must return an `ssl.SSLContext`, got {type(context).__name__}"
+                )
+            self.ssl = context
+        elif self.is_ssl:
+            if not self.ssl_certfile:
+                raise ValueError("--ssl-keyfile needs --ssl-certfile (the certificate chain to serve)")
+            self.ssl = create_ssl_context(
+                keyfile=self.ssl_keyfile,
+                certfile=self.ssl_certfile,
+                password=self.ssl_keyfile_password,
+                ssl_version=self.ssl_version,
+                cert_reqs=self.ssl_cert_reqs,
+                ca_certs=self.ssl_ca_certs,
+                ciphers=self.ssl_ciphers,
+            )
+        else:
+            self.ssl = None
 
     @property
     def core_server_header(self) -> bool:
@@ -313,6 +457,12 @@ class Config:
     def load(self) -> None:
         """Import the app, call the factory, detect ASGI 2 / 3 and apply the middleware."""
         assert not self.loaded
+        try:
+            self.check_protocols()
+            self.load_ssl()
+        except (OSError, ValueError, TypeError) as exc:  # ssl.SSLError is an OSError
+            logger.error("Cannot set up the server: %s", one_line_error(exc))
+            sys.exit(STARTUP_FAILURE)
         self.lifespan_class = import_from_string(LIFESPAN[self.lifespan])
 
         app = self.load_app()
@@ -483,7 +633,7 @@ class Config:
             port = self.port or listeners[0].getsockname()[1]
             logger.info(
                 f"fasterapi-asgi running on {addr_format} (Press CTRL+C to quit)",
-                "http",
+                "https" if self.is_ssl else "http",
                 host,
                 port,
                 extra={

@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from configparser import RawConfigParser
 from typing import IO, Any
 
@@ -17,23 +18,30 @@ import click
 
 import fasterapi_asgi
 from fasterapi_asgi.config import (
+    HTTP_PROTOCOLS,
     INTERFACES,
     LIFESPAN,
     LOG_LEVELS,
     LOGGING_CONFIG,
+    SSL_PROTOCOL_VERSION,
     STARTUP_FAILURE,
     TIMEOUT_REQUEST_BODY_DEFAULT,
     TIMEOUT_REQUEST_HEADER_DEFAULT,
     TIMEOUT_SEND_DEFAULT,
+    TIMEOUT_WORKER_HEALTHCHECK_DEFAULT,
+    WS_MAX_QUEUE_DEFAULT,
     WS_MAX_SIZE_DEFAULT,
+    WS_PING_INTERVAL_DEFAULT,
+    WS_PING_TIMEOUT_DEFAULT,
     Config,
     InterfaceType,
     LifespanType,
     LoopFactoryType,
+    one_line_error,
     parse_header,
 )
 from fasterapi_asgi.server import Server
-from fasterapi_asgi.supervisors import Multiprocess
+from fasterapi_asgi.supervisors import ChangeReload, Multiprocess
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -55,6 +63,20 @@ def _parse_headers(ctx: click.Context, param: click.Parameter, value: Sequence[s
         raise click.BadParameter(str(exc)) from None
 
 
+ENVVAR_PREFIX = "FASTERAPI_ASGI"
+UVICORN_ENVVAR_PREFIX = "UVICORN"
+
+
+def _adopt_uvicorn_environment(command: click.Command, environ: dict[str, str]) -> None:
+    """A deployment configured through uvicorn's ``UVICORN_<OPTION>`` variables keeps working: each one fills
+    the ``FASTERAPI_ASGI_<OPTION>`` variable of the same option unless that is set (ours win)."""
+    names = ["APP"] + [param.name.upper() for param in command.params if param.name]
+    for name in names:
+        theirs = environ.get(f"{UVICORN_ENVVAR_PREFIX}_{name}")
+        if theirs is not None:
+            environ.setdefault(f"{ENVVAR_PREFIX}_{name}", theirs)
+
+
 class _Command(click.Command):
     """Adds the ``bench`` sub-command in front of the single-command interface."""
 
@@ -64,11 +86,12 @@ class _Command(click.Command):
             from fasterapi_asgi.bench.cli import main as bench_main
 
             sys.exit(bench_main(argv[1:]))
+        _adopt_uvicorn_environment(self, os.environ)  # type: ignore[arg-type]
         return super().main(argv, *pargs, **kwargs)
 
 
-@click.command(cls=_Command, context_settings={"auto_envvar_prefix": "FASTERAPI_ASGI"})
-@click.argument("app", envvar="FASTERAPI_ASGI_APP")
+@click.command(cls=_Command, context_settings={"auto_envvar_prefix": ENVVAR_PREFIX})
+@click.argument("app", envvar=f"{ENVVAR_PREFIX}_APP")
 @click.option("--host", type=str, default="127.0.0.1", show_default=True, help="Bind socket to this host.")
 @click.option(
     "--port",
@@ -79,6 +102,35 @@ class _Command(click.Command):
 )
 @click.option("--uds", type=str, default=None, help="Bind to a UNIX domain socket.")
 @click.option("--fd", type=int, default=None, help="Bind to socket from this file descriptor.")
+@click.option("--reload", is_flag=True, default=False, help="Enable auto-reload.")
+@click.option(
+    "--reload-dir",
+    "reload_dirs",
+    multiple=True,
+    help="Set reload directories explicitly, instead of using the current working directory.",
+    type=click.Path(exists=True),
+)
+@click.option(
+    "--reload-include",
+    "reload_includes",
+    multiple=True,
+    help="Set glob patterns to include while watching for files. Includes '*.py' by default; these defaults "
+    "can be overridden with `--reload-exclude`.",
+)
+@click.option(
+    "--reload-exclude",
+    "reload_excludes",
+    multiple=True,
+    help="Set glob patterns to exclude while watching for files. Includes '.*, .py[cod], .sw.*, ~*' by "
+    "default; these defaults can be overridden with `--reload-include`.",
+)
+@click.option(
+    "--reload-delay",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="Delay between previous and next check if application needs to be. Defaults to 0.25s.",
+)
 @click.option(
     "--workers",
     type=int,
@@ -93,6 +145,21 @@ class _Command(click.Command):
     default="auto",
     show_default=True,
     help="Event loop factory implementation (or a 'module:factory' import string).",
+)
+@click.option(
+    "--http",
+    type=click.Choice(list(HTTP_PROTOCOLS)),
+    default="auto",
+    show_default=True,
+    help="HTTP protocol implementation: every value uses the native parser (uvicorn's names are accepted for "
+    "compatibility).",
+)
+@click.option(
+    "--http2",
+    is_flag=True,
+    default=False,
+    show_default=True,
+    help="Enable HTTP/2 support (not available yet: refused with an error).",
 )
 @click.option(
     "--lifespan",
@@ -217,6 +284,37 @@ class _Command(click.Command):
     help="Maximum number of seconds to wait for graceful shutdown.",
 )
 @click.option(
+    "--timeout-worker-healthcheck",
+    type=int,
+    default=TIMEOUT_WORKER_HEALTHCHECK_DEFAULT,
+    show_default=True,
+    help="Maximum number of seconds to wait for a worker to respond to a healthcheck.",
+)
+@click.option("--ssl-keyfile", type=str, default=None, help="SSL key file")
+@click.option("--ssl-certfile", type=str, default=None, help="SSL certificate file")
+@click.option("--ssl-keyfile-password", type=str, default=None, help="SSL keyfile password")
+@click.option(
+    "--ssl-version",
+    type=int,
+    default=int(SSL_PROTOCOL_VERSION),
+    show_default=True,
+    help="SSL version to use (see stdlib ssl module's)",
+)
+@click.option(
+    "--ssl-cert-reqs",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Whether client certificate is required (see stdlib ssl module's)",
+)
+@click.option("--ssl-ca-certs", type=str, default=None, help="CA certificates file")
+@click.option(
+    "--ssl-ciphers",
+    type=str,
+    default=None,
+    help="Ciphers to use (see stdlib ssl module's). Defaults to OpenSSL's safe defaults.",
+)
+@click.option(
     "--header",
     "headers",
     multiple=True,
@@ -260,6 +358,35 @@ class _Command(click.Command):
     help="WebSocket max message size in bytes (larger messages close the session with 1009).",
 )
 @click.option(
+    "--ws-max-queue",
+    type=int,
+    default=WS_MAX_QUEUE_DEFAULT,
+    show_default=True,
+    help="The maximum length of the WebSocket message queue (messages buffered for the app before reading "
+    "pauses).",
+)
+@click.option(
+    "--ws-ping-interval",
+    type=float,
+    default=WS_PING_INTERVAL_DEFAULT,
+    show_default=True,
+    help="WebSocket ping interval in seconds.",
+)
+@click.option(
+    "--ws-ping-timeout",
+    type=float,
+    default=WS_PING_TIMEOUT_DEFAULT,
+    show_default=True,
+    help="WebSocket ping timeout in seconds.",
+)
+@click.option(
+    "--ws-per-message-deflate",
+    type=bool,
+    default=True,
+    show_default=True,
+    help="WebSocket per-message-deflate compression",
+)
+@click.option(
     "--stats/--no-stats",
     default=False,
     help="Measure where each request's time goes (read+parse, route, scope, dispatch, app, write), "
@@ -290,6 +417,13 @@ class _Command(click.Command):
     is_flag=True,
     default=False,
     help="Set SO_REUSEPORT on the listening socket.",
+)
+@click.option(
+    "--reset-contextvars",
+    is_flag=True,
+    default=False,
+    show_default=True,
+    help="Run each ASGI request in a fresh contextvars.Context. Hides context set in the lifespan.",
 )
 @click.option(
     "--factory",
@@ -354,6 +488,27 @@ def run(
     timeout_request_header: float = TIMEOUT_REQUEST_HEADER_DEFAULT,
     timeout_request_body: float = TIMEOUT_REQUEST_BODY_DEFAULT,
     timeout_send: float = TIMEOUT_SEND_DEFAULT,
+    http: str = "auto",
+    http2: bool = False,
+    ws_max_queue: int = WS_MAX_QUEUE_DEFAULT,
+    ws_ping_interval: float | None = WS_PING_INTERVAL_DEFAULT,
+    ws_ping_timeout: float | None = WS_PING_TIMEOUT_DEFAULT,
+    ws_per_message_deflate: bool = True,
+    reload: bool = False,
+    reload_dirs: list[str] | str | None = None,
+    reload_includes: list[str] | str | None = None,
+    reload_excludes: list[str] | str | None = None,
+    reload_delay: float = 0.25,
+    timeout_worker_healthcheck: int = TIMEOUT_WORKER_HEALTHCHECK_DEFAULT,
+    ssl_keyfile: str | os.PathLike[str] | None = None,
+    ssl_certfile: str | os.PathLike[str] | None = None,
+    ssl_keyfile_password: str | None = None,
+    ssl_version: int = SSL_PROTOCOL_VERSION,
+    ssl_cert_reqs: int = 0,
+    ssl_ca_certs: str | os.PathLike[str] | None = None,
+    ssl_ciphers: str | None = None,
+    ssl_context_factory: Callable[[Config, Callable[[], ssl.SSLContext]], ssl.SSLContext] | None = None,
+    reset_contextvars: bool = False,
 ) -> None:
     """Serve ``app`` (an ASGI app, or a ``"module:attribute"`` import string) until stopped.
 
@@ -401,18 +556,54 @@ def run(
         timeout_request_header=timeout_request_header,
         timeout_request_body=timeout_request_body,
         timeout_send=timeout_send,
+        http=http,
+        http2=http2,
+        ws_max_queue=ws_max_queue,
+        ws_ping_interval=ws_ping_interval,
+        ws_ping_timeout=ws_ping_timeout,
+        ws_per_message_deflate=ws_per_message_deflate,
+        reload=reload,
+        reload_dirs=reload_dirs,
+        reload_includes=reload_includes,
+        reload_excludes=reload_excludes,
+        reload_delay=reload_delay,
+        timeout_worker_healthcheck=timeout_worker_healthcheck,
+        ssl_keyfile=ssl_keyfile,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile_password=ssl_keyfile_password,
+        ssl_version=ssl_version,
+        ssl_cert_reqs=ssl_cert_reqs,
+        ssl_ca_certs=ssl_ca_certs,
+        ssl_ciphers=ssl_ciphers,
+        ssl_context_factory=ssl_context_factory,
+        reset_contextvars=reset_contextvars,
     )
-    if config.workers > 1:
+    # Options that cannot work fail now, with one line, before any socket is bound or process started.
+    try:
+        config.check_protocols()
+        config.load_ssl()
+    except (OSError, ValueError, TypeError) as exc:  # ssl.SSLError is an OSError
+        logger.error("Cannot set up the server: %s", one_line_error(exc))
+        sys.exit(STARTUP_FAILURE)
+    finally:
+        config.ssl = None  # rebuilt by Config.load() where the server runs (an SSLContext does not pickle)
+    if config.reload or config.workers > 1:
         if not isinstance(app, str):
-            logger.warning("You must pass the application as an import string to enable 'workers'.")
+            logger.warning(
+                "You must pass the application as an import string to enable 'reload' or 'workers'."
+            )
             sys.exit(STARTUP_FAILURE)
     else:
         config.load_app()  # fail fast, with one line, before any socket is bound
 
     server = Server(config=config)
-    supervisor: Multiprocess | None = None
+    supervisor: Multiprocess | ChangeReload | None = None
     try:
-        if config.workers > 1:
+        if config.should_reload:
+            sock = config.bind_socket()
+            supervisor = ChangeReload(config, target=server.run, sockets=[sock])
+            supervisor.run()
+        elif config.workers > 1:
             sock = config.bind_socket()
             supervisor = Multiprocess(config, sockets=[sock])
             supervisor.run()
@@ -425,7 +616,7 @@ def run(
             os.remove(config.uds)
 
     if supervisor is not None:
-        if supervisor.startup_failed:
+        if isinstance(supervisor, Multiprocess) and supervisor.startup_failed:
             sys.exit(STARTUP_FAILURE)
     elif not server.started:
         sys.exit(STARTUP_FAILURE)
