@@ -212,6 +212,9 @@ class Server:
             timeout_send=config.timeout_send,
             log=_log,
             ws_log=_ws_log,
+            ssl_context=config.ssl,
+            # The TLS handshake is bounded like a request head; asyncio's 60 s when that bound is off.
+            ssl_handshake_timeout=config.timeout_request_header or 60.0,
         )
         if config.proxy_rewrite is not None:
             self.core.set_proxy_headers(config.proxy_rewrite)

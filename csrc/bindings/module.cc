@@ -9,6 +9,7 @@
 #include <string>
 
 #include "bindings/py_app_handler.h"
+#include "bindings/ssl_context.h"
 #include "bindings/awaitables.h"
 #include "bindings/exchange.h"
 #include "bindings/py_names.h"
@@ -39,7 +40,7 @@ class PyServer {
            double timeout_keep_alive, py::object state, py::object limit_concurrency,
            py::object max_header_bytes, std::string asgi_version, bool stats, bool websocket,
            std::size_t ws_max_size, double timeout_request_header, double timeout_request_body, double timeout_send,
-           py::object log, py::object ws_log) {
+           py::object log, py::object ws_log, py::object ssl_context, double ssl_handshake_timeout) {
     bind_libuv();
     py::module_ uvloop_loop = py::module_::import("uvloop.loop");
     py::object loop_type = py::module_::import("uvloop").attr("Loop");
@@ -73,6 +74,18 @@ class PyServer {
       throw py::value_error("ws_max_size must be positive");
     }
     cfg.ws_max_message = ws_max_size;
+    if (!ssl_context.is_none()) {
+      cfg.tls = tls_context_from_python(ssl_context.ptr());
+      if (cfg.tls == nullptr) {
+        free_own_loop();
+        throw py::error_already_set();
+      }
+      if (ssl_handshake_timeout <= 0) {
+        free_own_loop();
+        throw py::value_error("ssl_handshake_timeout must be positive");
+      }
+      cfg.tls_handshake_timeout_ms = static_cast<std::uint64_t>(ssl_handshake_timeout * 1000.0);
+    }
     bool has_server = false;
     std::string custom;
     for (auto& [n, v] : default_headers) {
@@ -167,6 +180,7 @@ class PyServer {
     d["bytes_in"] = k.bytes_in;
     d["bytes_out"] = k.bytes_out;
     d["bad_requests"] = k.bad_requests;
+    d["tls_handshake_failures"] = k.tls_handshake_failures;
     d["responses_5xx"] = k.responses_5xx;
     d["app_tasks"] = handler_->tasks_started();
     d["app_done_in_first_step"] = handler_->tasks_done_in_first_step();
@@ -311,7 +325,8 @@ PYBIND11_MODULE(_core, mod) {
   py::class_<PyServer>(mod, "Server")
       .def(py::init<py::object, py::object, py::object, py::object, std::string, bool, bool,
                     std::vector<std::pair<py::bytes, py::bytes>>, double, py::object, py::object, py::object,
-                    std::string, bool, bool, std::size_t, double, double, double, py::object, py::object>(),
+                    std::string, bool, bool, std::size_t, double, double, double, py::object, py::object,
+                    py::object, double>(),
            py::arg("loop"), py::arg("app"), py::kw_only(), py::arg("error_log"), py::arg("access_log") = py::none(),
            py::arg("root_path") = "", py::arg("server_header") = true, py::arg("date_header") = true,
            py::arg("default_headers") = std::vector<std::pair<py::bytes, py::bytes>>{},
@@ -320,7 +335,8 @@ PYBIND11_MODULE(_core, mod) {
            py::arg("asgi_version") = "3.0", py::arg("stats") = false, py::arg("websocket") = true,
            py::arg("ws_max_size") = fa::ws::kDefaultMaxMessage, py::arg("timeout_request_header") = 30.0,
            py::arg("timeout_request_body") = 60.0, py::arg("timeout_send") = 60.0, py::arg("log") = py::none(),
-           py::arg("ws_log") = py::none())
+           py::arg("ws_log") = py::none(), py::arg("ssl_context") = py::none(),
+           py::arg("ssl_handshake_timeout") = 60.0)
       .def("listen", &PyServer::listen, py::arg("sock"), py::arg("backlog") = 2048)
       .def("stop_accepting", &PyServer::stop_accepting)
       .def("shutdown", &PyServer::shutdown)

@@ -337,6 +337,14 @@ void PyAppHandler::on_timeout(Connection& c, const char* what) {
   log(kDebug, msg);
 }
 
+void PyAppHandler::on_tls_error(Connection& c, const char* reason) {
+  // Debug, as uvicorn (asyncio logs a failed SSL handshake only in debug mode): a scanner or a client that does
+  // not trust the certificate is not the server's error. Counted in the metrics.
+  std::string msg = std::string("TLS error: ") + reason;
+  if (c.is_tcp()) msg += " (client " + c.peer_host() + ":" + std::to_string(c.peer_port()) + ")";
+  log(kDebug, msg);
+}
+
 bool PyAppHandler::on_ws_message(Connection& c, bool text, const char* data, std::size_t len) {
   auto* ex = static_cast<Exchange*>(c.exchange);
   if (ex == nullptr || ex->ws == nullptr) return false;

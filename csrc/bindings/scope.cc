@@ -214,6 +214,7 @@ PyObject* build_scope(PyAppHandler& h, Connection& c, const RequestHead& head, b
       (cache->client == nullptr || PyDict_SetItem(scope, n.client, cache->client) == 0) &&
       (cache->server == nullptr || PyDict_SetItem(scope, n.server, cache->server) == 0) &&
       (head.http_minor != 0 || PyDict_SetItem(scope, n.http_version, n.v10) == 0) &&
+      (!c.is_tls() || PyDict_SetItem(scope, n.scheme, n.https) == 0) &&
       PyDict_SetItem(scope, n.method, method) == 0 && set_paths(h, scope, head) &&
       (q.empty() ? PyDict_SetItem(scope, n.query_string, n.empty_bytes) == 0
                  : set_steal(scope, n.query_string,
@@ -275,7 +276,7 @@ PyObject* build_ws_scope(PyAppHandler& h, Connection& c, const RequestHead& head
   };
   if (ok)
     ok = PyDict_SetItem(scope, n.type, n.websocket) == 0 && PyDict_SetItem(scope, n.asgi, asgi) == 0 &&
-         PyDict_SetItem(scope, n.http_version, n.v11) == 0 && PyDict_SetItem(scope, n.scheme, n.ws) == 0;
+         PyDict_SetItem(scope, n.http_version, n.v11) == 0 && PyDict_SetItem(scope, n.scheme, c.is_tls() ? n.wss : n.ws) == 0;
   copy(n.server);
   copy(n.client);
   copy(n.root_path);

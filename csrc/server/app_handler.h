@@ -43,6 +43,9 @@ class AppHandler {
   virtual void on_bad_request(Connection& c, int status, const char* reason) = 0;
   // A time bound fired and the connection is being closed (`what`: "header timeout", ...). For debug logging.
   virtual void on_timeout(Connection& c, const char* what) { (void)c, (void)what; }
+  // TLS failed on this connection (handshake refused, plain HTTP on the TLS port, a bad record); `reason` is
+  // OpenSSL's. The connection is being closed. For debug logging.
+  virtual void on_tls_error(Connection& c, const char* reason) { (void)c, (void)reason; }
 
   // ---- WebSocket (only with ServerConfig::websocket; otherwise upgrade requests are answered as plain HTTP) ----
   // A valid opening handshake arrived. Like on_request: the handler keeps its state in c.exchange and answers either

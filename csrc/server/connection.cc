@@ -69,8 +69,15 @@ bool Connection::accept_from(uv_stream_t* listener) {
       addr_to_host_port(ss, &local_host_, &local_port_);
   }
   server_->counters().connections_total++;
+  if (server_->config().tls != nullptr) {
+    tls_ = std::make_unique<TlsSession>(*server_->config().tls);
+    if (!tls_->ok()) {
+      close();
+      return false;
+    }
+  }
   start_reading();
-  arm_keep_alive();
+  arm_keep_alive();  // a client that connects and sends nothing (not even a TLS ClientHello) is idle
   return true;
 }
 
@@ -105,19 +112,76 @@ void Connection::on_read_data(ssize_t nread, const uv_buf_t* buf) {
   } else {
     c->server_->counters().bytes_in += static_cast<std::uint64_t>(nread);
     c->in_read_ = true;
-    if (c->paused_) {
-      c->in_.append(buf->base, static_cast<std::size_t>(nread));
-      // Bounded read-ahead: stop pulling from the socket while the app is behind.
-      if (c->in_.size() > c->server_->config().body_high_water) c->stop_reading();
+    if (c->tls_ != nullptr) {
+      if (!c->tls_read(buf->base, static_cast<std::size_t>(nread))) return;
     } else {
-      c->process(buf->base, static_cast<std::size_t>(nread));
+      c->take_input(buf->base, static_cast<std::size_t>(nread));
     }
     c->in_read_ = false;
-    // Also with nothing to write: a close decided during this read (close_when_flushed) happens here.
-    if ((!c->out_.empty() || c->close_after_flush_) && !c->closing_) c->flush();
+    // Also with nothing to write: a close decided during this read (close_when_flushed) happens here, and TLS
+    // handshake records go out.
+    if ((!c->out_.empty() || c->close_after_flush_ || (c->tls_ != nullptr && c->tls_->pending_output() > 0)) &&
+        !c->closing_)
+      c->flush();
     // A WebSocket peer that sends pings (or closes) but never reads: its pongs must not pile up.
     if (c->ws_ != nullptr && !c->closing_) c->block_on_output();
   }
+}
+
+void Connection::take_input(char* data, std::size_t len) {
+  if (paused_) {
+    in_.append(data, len);
+    // Bounded read-ahead: stop pulling from the socket while the app is behind.
+    if (in_.size() > server_->config().body_high_water) stop_reading();
+  } else {
+    process(data, len);
+  }
+}
+
+bool Connection::tls_read(const char* data, std::size_t len) {
+  if (!tls_->handshake_done() && !reading_head_) {
+    // The handshake has begun: it is bounded like a request head (a client that stalls mid-handshake).
+    idle_ = false;
+    reading_head_ = true;
+    head_started_ms_ = server_->loop()->time;
+    arm_timer(head_started_ms_ + server_->config().tls_handshake_timeout_ms);
+  }
+  tls_->feed(data, len);
+  char* plain = server_->tls_buffer();
+  // Everything fed is decrypted now, also while parsing is paused (the plaintext then waits in in_, bounded by one
+  // socket read): ciphertext left in the BIO would not be looked at again until the socket had more.
+  while (!closing_) {
+    const bool was_done = tls_->handshake_done();
+    const int n = tls_->read(plain, Server::kTlsBufferSize);
+    if (!was_done && tls_->handshake_done()) tls_handshake_done();
+    if (n > 0) {
+      take_input(plain, static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n == TlsSession::kWantMore) return true;
+    in_read_ = false;
+    if (n == TlsSession::kClosed) {  // close_notify: the peer is done sending
+      handle_eof();
+      return false;
+    }
+    if (!tls_->handshake_done()) {
+      server_->counters().tls_handshake_failures++;
+      server_->handler()->on_tls_error(*this, tls_->failure().c_str());
+      // The alert OpenSSL queued for the peer (e.g. unknown CA) is sent, then the connection closes.
+      close_when_flushed();
+    } else {
+      server_->handler()->on_tls_error(*this, tls_->failure().c_str());
+      close();
+    }
+    return false;
+  }
+  return true;
+}
+
+void Connection::tls_handshake_done() {
+  // From here the connection waits for its first request like any idle keep-alive connection.
+  reading_head_ = false;
+  arm_keep_alive();
 }
 
 void Connection::handle_eof() {
@@ -419,6 +483,13 @@ void Connection::check_timeouts() {
         return;
       }
       next_due = std::min(next_due, ws_close_due_ms_);
+    }
+  } else if (reading_head_ && tls_ != nullptr && !tls_->handshake_done()) {
+    if (due(head_started_ms_, cfg.tls_handshake_timeout_ms)) {
+      server_->counters().tls_handshake_failures++;
+      server_->handler()->on_timeout(*this, "TLS handshake timeout: the handshake did not complete in time");
+      close();
+      return;
     }
   } else if (reading_head_) {
     if (cfg.header_timeout_ms > 0 && due(head_started_ms_, cfg.header_timeout_ms)) {

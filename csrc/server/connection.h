@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/tls_session.h"
 #include "http/parser.h"
 #include "http/response.h"
 #include "http/router.h"
@@ -110,6 +111,8 @@ class Connection final : public ParserListener, public ws::FrameListener {
   const std::string& local_host() const { return local_host_; }
   int local_port() const { return local_port_; }
   bool is_tcp() const { return tcp_; }
+  // Served over TLS (the server has a TLS context): scope scheme https/wss.
+  bool is_tls() const { return tls_ != nullptr; }
   std::uint64_t request_start_ns() const { return request_start_ns_; }
 
   // Per-request state owned by the AppHandler (a Python object in the bindings). Opaque to the core.
@@ -136,6 +139,11 @@ class Connection final : public ParserListener, public ws::FrameListener {
   static void on_handle_closed(uv_handle_t* h);
 
   void on_read_data(ssize_t nread, const uv_buf_t* buf);
+  // Bytes of the byte stream (plaintext): parsed now, or kept while parsing is paused.
+  void take_input(char* data, std::size_t len);
+  // TLS: decrypt what was read and take the plaintext; false when the connection closed.
+  bool tls_read(const char* data, std::size_t len);
+  void tls_handshake_done();
   void process(char* data, std::size_t len);
   int start_websocket(const RequestHead& head);
   void ws_process(char* data, std::size_t len);
@@ -161,6 +169,10 @@ class Connection final : public ParserListener, public ws::FrameListener {
   void answer_native();
   void close_when_flushed();
   bool start_websocket_session();
+  // Encrypt out_ (+ extra) and send the ciphertext (TLS connections' flush()).
+  void flush_tls(const char* extra, std::size_t extra_len);
+  // Hand bytes to the socket: tried now, the rest copied and queued. False when the connection closed on an error.
+  bool write_raw(const char* a, std::size_t a_len, const char* b, std::size_t b_len);
 
   union {
     uv_tcp_t tcp;
@@ -184,6 +196,7 @@ class Connection final : public ParserListener, public ws::FrameListener {
   enum WsPhase : std::uint8_t { kWsNone, kWsHandshake, kWsOpen, kWsClosing, kWsDone };
   WsPhase ws_state_ = kWsNone;
   std::unique_ptr<ws::FrameParser> ws_;  // created on accept
+  std::unique_ptr<TlsSession> tls_;      // created on accept when the server has a TLS context
   static constexpr std::size_t kNativeMaxBody = 1 << 20;
   static constexpr std::size_t kCorkMaxBytes = 16 * 1024;
   // Body chunks from this size on go to the socket by reference instead of being copied into out_.

@@ -90,25 +90,56 @@ void Connection::flush(const char* extra, std::size_t extra_len) {
     out_.clear();
     return;
   }
+  if (tls_ != nullptr) {
+    flush_tls(extra, extra_len);
+    return;
+  }
   const std::size_t total = out_.size() + extra_len;
   if (total == 0) {
     if (close_after_flush_ && pending_writes_ == 0) close();
     return;
   }
   StageScope write_stage(kStageWrite);
+  if (!write_raw(out_.data(), out_.size(), extra, extra_len)) return;
+  out_.clear();
+  if (close_after_flush_ && pending_writes_ == 0) close();
+}
+
+void Connection::flush_tls(const char* extra, std::size_t extra_len) {
+  StageScope write_stage(kStageWrite);
+  if ((!out_.empty() && !tls_->write(out_.data(), out_.size())) ||
+      (extra_len > 0 && !tls_->write(extra, extra_len))) {
+    out_.clear();
+    server_->handler()->on_tls_error(*this, tls_->failure().c_str());
+    close();
+    return;
+  }
+  out_.clear();
+  if (close_after_flush_) tls_->shutdown();  // close_notify before the stream closes
+  // The ciphertext leaves through the server's TLS buffer in steps (a large body is several steps).
+  char* buf = server_->tls_buffer();
+  while (tls_->pending_output() > 0) {
+    const std::size_t n = tls_->take_output(buf, Server::kTlsBufferSize);
+    if (n == 0 || !write_raw(buf, n, nullptr, 0)) return;
+  }
+  if (close_after_flush_ && pending_writes_ == 0) close();
+}
+
+bool Connection::write_raw(const char* a, std::size_t a_len, const char* b, std::size_t b_len) {
+  const std::size_t total = a_len + b_len;
   std::size_t written = 0;
   if (pending_writes_ == 0) {
     uv_buf_t bufs[2];
     unsigned n = 0;
-    if (!out_.empty()) bufs[n++] = uv.uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
-    if (extra_len > 0) bufs[n++] = uv.uv_buf_init(const_cast<char*>(extra), static_cast<unsigned>(extra_len));
+    if (a_len > 0) bufs[n++] = uv.uv_buf_init(const_cast<char*>(a), static_cast<unsigned>(a_len));
+    if (b_len > 0) bufs[n++] = uv.uv_buf_init(const_cast<char*>(b), static_cast<unsigned>(b_len));
     const int r = uv.uv_try_write(&io_.stream, bufs, n);
     if (r > 0) {
       written = static_cast<std::size_t>(r);
     } else if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) {
       out_.clear();
       close();
-      return;
+      return false;
     }
   }
   server_->counters().bytes_out += written;
@@ -117,25 +148,23 @@ void Connection::flush(const char* extra, std::size_t extra_len) {
     auto* w = static_cast<WriteReq*>(std::malloc(sizeof(WriteReq) + rest));
     if (w == nullptr) {
       close();
-      return;
+      return false;
     }
     w->len = rest;
-    std::size_t pos = 0;
-    if (written < out_.size()) {
-      std::memcpy(w->data, out_.data() + written, out_.size() - written);
-      pos = out_.size() - written;
-      std::memcpy(w->data + pos, extra, extra_len);
+    if (written < a_len) {
+      std::memcpy(w->data, a + written, a_len - written);
+      if (b_len > 0) std::memcpy(w->data + (a_len - written), b, b_len);
     } else {
-      const std::size_t skip = written - out_.size();
-      std::memcpy(w->data, extra + skip, extra_len - skip);
+      const std::size_t skip = written - a_len;
+      std::memcpy(w->data, b + skip, b_len - skip);
     }
     w->req.data = this;
-    uv_buf_t b = uv.uv_buf_init(w->data, static_cast<unsigned>(rest));
-    if (uv.uv_write(&w->req, &io_.stream, &b, 1, &Connection::on_write) != 0) {
+    uv_buf_t buf = uv.uv_buf_init(w->data, static_cast<unsigned>(rest));
+    if (uv.uv_write(&w->req, &io_.stream, &buf, 1, &Connection::on_write) != 0) {
       std::free(w);
       out_.clear();
       close();
-      return;
+      return false;
     }
     if (pending_writes_++ == 0) {
       // Output is now waiting for the client: the send bound starts.
@@ -144,8 +173,7 @@ void Connection::flush(const char* extra, std::size_t extra_len) {
       if (server_->config().send_timeout_ms > 0) arm_timer(last_write_ms_ + server_->config().send_timeout_ms);
     }
   }
-  out_.clear();
-  if (close_after_flush_ && pending_writes_ == 0) close();
+  return true;
 }
 
 void Connection::cork() {

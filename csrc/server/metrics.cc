@@ -89,6 +89,9 @@ std::string render_metrics(const Server& server) {
   append_metric(out, "fasterapi_bytes_in_total", "Bytes read from clients.", "counter", k.bytes_in);
   append_metric(out, "fasterapi_bytes_out_total", "Bytes written to clients.", "counter", k.bytes_out);
   append_metric(out, "fasterapi_bad_requests_total", "Requests rejected as malformed.", "counter", k.bad_requests);
+  append_metric(out, "fasterapi_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out (plain HTTP on the TLS port included).", "counter",
+                k.tls_handshake_failures);
   append_stage_metrics(out);
   const std::vector<const NativeRoute*> routes = server.router().routes();
   out += "# HELP fasterapi_route_requests_total Requests per native route.\n";

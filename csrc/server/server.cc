@@ -31,7 +31,9 @@ std::uint64_t monotonic_ns() {
 
 Server::Server(uv_loop_t* loop, AppHandler* handler, ServerConfig config)
     : loop_(loop), handler_(handler), config_(std::move(config)),
-      read_buf_(static_cast<char*>(std::malloc(kReadBufferSize))) {}
+      read_buf_(static_cast<char*>(std::malloc(kReadBufferSize))) {
+  if (config_.tls != nullptr) tls_buf_.reset(new char[kTlsBufferSize]);
+}
 
 Server::~Server() {
   close_cork_handle();

@@ -5,10 +5,12 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/date_cache.h"
+#include "core/tls_session.h"
 #include "http/parser.h"
 #include "http/response.h"
 #include "http/router.h"
@@ -38,6 +40,10 @@ struct ServerConfig {
   bool websocket = false;                    // serve WebSocket upgrades (else: answered as plain HTTP, then closed)
   std::size_t ws_max_message = ws::kDefaultMaxMessage;  // larger incoming messages fail the connection with 1009
   std::uint64_t ws_close_timeout_ms = 10000;      // wait for the peer's close reply at most this long
+  // TLS: every accepted connection is served over TLS with this context (null: plain). Shared by the server and
+  // nothing else; it outlives every connection because the server does.
+  std::shared_ptr<TlsContext> tls;
+  std::uint64_t tls_handshake_timeout_ms = 30000;  // from the first byte of the handshake to its end -> close
 };
 
 struct ServerCounters {
@@ -48,6 +54,7 @@ struct ServerCounters {
   std::uint64_t bytes_out = 0;
   std::uint64_t bad_requests = 0;
   std::uint64_t responses_5xx = 0;
+  std::uint64_t tls_handshake_failures = 0;  // handshakes refused, failed or timed out
 };
 
 // Number of libuv handles opened by fasterapi-asgi and not yet closed (all servers). Tests assert it returns to zero.
@@ -94,6 +101,9 @@ class Server {
   // Shared read buffer: reads are processed synchronously, leftovers are copied into the connection.
   char* read_buffer() { return read_buf_; }
   static constexpr std::size_t kReadBufferSize = 256 * 1024;
+  // TLS: decrypted input (one read's plaintext is taken in steps of this size) and ciphertext on its way out.
+  char* tls_buffer() { return tls_buf_.get(); }
+  static constexpr std::size_t kTlsBufferSize = 64 * 1024;
 
  private:
   friend class Connection;
@@ -133,6 +143,7 @@ class Server {
   std::size_t active_requests_ = 0;
   bool shutting_down_ = false;
   char* read_buf_;
+  std::unique_ptr<char[]> tls_buf_;  // allocated when config_.tls is set
 };
 
 }  // namespace fa
