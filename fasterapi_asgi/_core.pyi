@@ -7,6 +7,7 @@ import this module.
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -69,7 +70,16 @@ class Server:
         timeout_request_body: float = 60.0,
         timeout_send: float = 60.0,
         log: Callable[[int, str], None] | None = None,
-    ) -> None: ...
+        ws_log: Callable[[MutableMapping[str, Any], int], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        ssl_handshake_timeout: float = 60.0,
+    ) -> None:
+        """``ssl_context``: serve every connection over TLS with this context's OpenSSL context (its
+        certificate, key, verify mode, CA and ciphers as configured in Python); the core sets its ALPN. Contexts
+        with ``sni_callback``/``keylog_filename`` set are refused. ``ssl_handshake_timeout``: seconds from the
+        first handshake byte to its end."""
+    def set_reset_contextvars(self, on: bool) -> None:
+        """Start every request Task in a fresh, empty ``contextvars.Context`` (uvicorn's --reset-contextvars)."""
     def listen(self, sock: socket.socket, backlog: int = 2048) -> None:
         """Serve connections accepted on an already bound and listening socket (TCP or Unix).
 

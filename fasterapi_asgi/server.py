@@ -218,6 +218,8 @@ class Server:
         )
         if config.proxy_rewrite is not None:
             self.core.set_proxy_headers(config.proxy_rewrite)
+        if config.reset_contextvars:
+            self.core.set_reset_contextvars(True)
         try:
             self._install_native_routes()
         except (ImportError, OSError, RuntimeError, TypeError, ValueError) as exc:

@@ -266,6 +266,7 @@ class PyServer {
   }
   void set_wakeup(py::object fn) { handler_->set_wakeup(fn.is_none() ? nullptr : fn.ptr()); }
   void set_proxy_fix(py::object fn) { handler_->set_proxy_fix(fn.ptr()); }
+  void set_reset_contextvars(bool on) { handler_->set_reset_contextvars(on); }
   bool embedded() const { return own_loop_ != nullptr; }
 
  private:
@@ -354,6 +355,7 @@ PYBIND11_MODULE(_core, mod) {
       .def("_backend_timeout", &PyServer::backend_timeout)
       .def("_run_once", &PyServer::run_once)
       .def("_set_wakeup", &PyServer::set_wakeup)
+      .def("set_reset_contextvars", &PyServer::set_reset_contextvars, py::arg("on"))
       .def("set_proxy_headers", &PyServer::set_proxy_fix, py::arg("rewrite"),
            "Call rewrite(scope) for requests that carry x-forwarded-for / x-forwarded-proto (None: off).")
       .def_property_readonly("embedded", &PyServer::embedded);

@@ -87,6 +87,23 @@ bool PyAppHandler::init_eager_start() {
 }
 
 PyObject* PyAppHandler::start_task(PyObject* runner, bool eager) {
+  if (reset_contextvars_) {
+    // A Task copies the context current at its creation: entered here, a new empty one is what it copies (on every
+    // Python version, with or without a task factory; an eager first step runs in the Task's copy too).
+    PyObject* fresh = PyContext_New();
+    if (fresh == nullptr) return nullptr;
+    if (PyContext_Enter(fresh) < 0) {
+      Py_DECREF(fresh);
+      return nullptr;
+    }
+    reset_contextvars_ = false;
+    PyObject* task = start_task(runner, eager);
+    reset_contextvars_ = true;
+    const int exited = PyContext_Exit(fresh);
+    Py_DECREF(fresh);
+    if (exited < 0) Py_CLEAR(task);
+    return task;
+  }
   if (eager && eager_task_type_ != nullptr) {
     PyObject* args[3] = {runner, loop_, Py_True};
     return PyObject_Vectorcall(eager_task_type_, args, 1, eager_kwnames_);

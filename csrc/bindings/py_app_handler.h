@@ -89,6 +89,9 @@ class PyAppHandler final : public AppHandler {
   void log(int level, const std::string& message);
   // Called as fn(scope) for requests carrying x-forwarded-for/-proto, when proxy headers are enabled (None: off).
   void set_proxy_fix(PyObject* fn) { Py_XSETREF(proxy_fix_, fn == Py_None ? nullptr : Py_XNewRef(fn)); }
+  // --reset-contextvars: every request Task starts in a fresh, empty contextvars.Context (as uvicorn), instead
+  // of a copy of the context current when the server dispatches.
+  void set_reset_contextvars(bool on) { reset_contextvars_ = on; }
 
   // Read by the scope builder and the exchanges (owned references).
   PyObject* create_future_ = nullptr;
@@ -118,6 +121,7 @@ class PyAppHandler final : public AppHandler {
   PyObject* create_task_ = nullptr;
   PyObject* eager_task_type_ = nullptr;  // asyncio.Task when requests start eagerly (3.12+, no task factory)
   PyObject* eager_kwnames_ = nullptr;    // ("loop", "eager_start")
+  bool reset_contextvars_ = false;
   PyObject* error_log_ = nullptr;
   PyObject* access_log_ = nullptr;  // access_log.core (from the head), or nullptr when off
   PyObject* access_app_ = nullptr;  // access_log.app (from the scope)

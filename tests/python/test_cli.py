@@ -515,3 +515,87 @@ def test_python_api_run_in_subprocess(tmp_path: Path, app_dir: Path) -> None:
         assert "Started server process" not in server.log()  # --log-level warning
     finally:
         server.stop()
+
+
+# Where an option's type differs from uvicorn's on purpose: uvicorn's --http and --ws also take a Python protocol
+# class ("module:Class"), which a native server cannot use, so ours are the choices of uvicorn's names; our
+# timeouts take fractions of a second where uvicorn's take whole seconds.
+_TYPE_DIFFERENCES = {"http", "ws", "timeout_keep_alive", "timeout_graceful_shutdown"}
+
+
+def test_every_uvicorn_option_is_accepted_with_its_meaning_and_default() -> None:
+    """The option list of the uvicorn release the tests pin (pyproject's test extra): a new uvicorn flag appears
+    here as a failure when the pin moves."""
+    import importlib
+    from importlib.metadata import version
+
+    import uvicorn
+
+    assert uvicorn.__version__ == version("uvicorn")
+    # `uvicorn.main` (and `fasterapi_asgi.main`) as attributes are the click commands, not the modules.
+    theirs = importlib.import_module("uvicorn.main").main
+    ours = {param.name: param for param in importlib.import_module("fasterapi_asgi.main").main.params}
+    for param in theirs.params:
+        mine = ours.get(param.name)
+        assert mine is not None, f"uvicorn {uvicorn.__version__} option {param.opts} is missing"
+        assert set(param.opts) <= set(mine.opts), param.name
+        assert set(param.secondary_opts) <= set(mine.secondary_opts), param.name
+        assert mine.default == param.default, param.name
+        assert getattr(mine, "multiple", False) == getattr(param, "multiple", False), param.name
+        assert getattr(mine, "is_flag", False) == getattr(param, "is_flag", False), param.name
+        if param.name not in _TYPE_DIFFERENCES:
+            assert type(mine.type) is type(param.type), (param.name, mine.type, param.type)
+    # The run() entry point takes every keyword uvicorn.run() takes, with the same defaults.
+    import inspect
+
+    from fasterapi_asgi.main import run
+
+    ours_run = inspect.signature(run).parameters
+    for name, p in inspect.signature(uvicorn.run).parameters.items():
+        assert name in ours_run, f"run() lacks uvicorn's {name}"
+        if p.default is not inspect.Parameter.empty and name not in ("log_config", "app_dir"):
+            assert ours_run[name].default == p.default, name
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--http", "h11"), ("--http", "httptools"), ("--http", "zttp"), ("--ws-per-message-deflate", "false")],
+)
+def test_uvicorn_protocol_names_are_served_natively(args: tuple[str, ...], fresh_server: StartServer) -> None:
+    server = fresh_server("fasterapi", "raw_app:app", *args)
+    assert get(server, "/").text == "hello, world"
+
+
+def test_http2_is_refused_with_one_line() -> None:
+    result = run_cli("raw_app:app", "--app-dir", "tests/python/apps", "--http2")
+    assert result.returncode == 3
+    assert "HTTP/2 is not supported yet" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_uvicorn_environment_variables_are_read(tmp_path: Path) -> None:
+    """UVICORN_<OPTION> works like FASTERAPI_ASGI_<OPTION> (ours wins when both are set)."""
+    port = free_port()
+    env = dict(os.environ, UVICORN_PORT=str(port), UVICORN_HOST="256.0.0.1", FASTERAPI_ASGI_HOST="127.0.0.1")
+    log = (tmp_path / "env.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fasterapi_asgi", "raw_app:app", "--app-dir", "tests/python/apps"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/", trust_env=False, timeout=5)
+                break
+            except httpx.ConnectError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        assert r.text == "hello, world"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
