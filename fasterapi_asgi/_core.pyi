@@ -9,12 +9,17 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
 
-# (client "host:port" or "-", method, path with "?query" if any, http_version "1.1", status)
-AccessLogFn = Callable[[str, str, str, str, int], None]
+class AccessLog(Protocol):
+    """What the core calls for each response's access line (server.py's _AccessLog)."""
+
+    def app(self, scope: MutableMapping[str, Any], status: int) -> None:
+        """A response of the app, when it starts."""
+    def core(self, client: str, method: str, path_qs: str, http_version: str, status: int) -> None:
+        """A response the server answered itself (client "host:port" or "-", path with "?query" if any)."""
 # (message, exception or None); used for "Exception in ASGI application" and friends
 ErrorLogFn = Callable[[str, BaseException | None], None]
 
@@ -53,7 +58,7 @@ class Server:
         app: ASGIApp,
         *,
         error_log: ErrorLogFn,
-        access_log: AccessLogFn | None = None,
+        access_log: AccessLog | None = None,
         root_path: str = "",
         server_header: bool = True,
         date_header: bool = True,
@@ -121,3 +126,26 @@ class Server:
     def _set_wakeup(self, fn: Callable[[], None] | None) -> None: ...
     def stats(self) -> dict[str, int]:
         """Counters: requests, connections_total, bytes_in, bytes_out, ..."""
+
+class IndexedRouterApp:
+    """The native route index of one Starlette/FastAPI router (fasterapi_asgi.route_index): calls
+    ``func(view, scope, receive, send)`` where the view's routes are only the candidates for the path."""
+
+    router: Any
+    def __init__(
+        self,
+        router: Any,
+        func: Any,
+        get_route_path: Callable[[MutableMapping[str, Any]], str],
+        keys_for: Callable[[tuple[Any, ...]], list[tuple[str, bool]] | None],
+        ctx_scope_key: str | None = None,
+        ctx_key: str | None = None,
+        verify: Callable[..., Any] | None = None,
+    ) -> None: ...
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None: ...
+    def candidates(self, route_path: str) -> tuple[Any, ...] | None:
+        """The candidate routes for a route path (None: plain scan)."""
+    def prepare(self) -> None:
+        """Build the index now (else at the first request)."""
+    def stats(self) -> dict[str, int]:
+        """Counters: routes, indexed, active, lookups, plain, rebuilds."""

@@ -110,7 +110,7 @@ class AccessFormatter(ColourizedFormatter):
             {
                 "client_addr": client_addr,
                 "request_line": request_line,
-                "status_code": self.get_status_code(int(status_code)),  # type: ignore[call-overload]
+                "status_code": self.get_status_code(int(status_code)),  # type: ignore[call-overload,arg-type]
             }
         )
         return super().formatMessage(recordcopy)

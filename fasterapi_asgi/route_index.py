@@ -256,7 +256,7 @@ def attach(router: Any, reader: _Reader) -> Any | None:
     if _is_bound_app(stack, router, func):
         router.middleware_stack = indexed
     else:
-        holder = stack
+        holder: Any = stack
         for _ in range(32):
             inner = _own_attr(holder, "app")
             if inner is None:

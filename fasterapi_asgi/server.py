@@ -18,7 +18,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, MutableMapping
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +52,7 @@ class _AccessLog:
     def __init__(self) -> None:
         self._info = access_logger.info
 
-    def app(self, scope: dict[str, Any], status: int) -> None:
+    def app(self, scope: MutableMapping[str, Any], status: int) -> None:
         # The same args as uvicorn's access record, so custom access formatters keep working.
         self._info(
             '%s - "%s %s HTTP/%s" %d',
@@ -67,7 +67,7 @@ class _AccessLog:
         self._info('%s - "%s %s HTTP/%s" %d', client, method, path_qs, http_version, status)
 
 
-def _ws_log(scope: dict[str, Any], outcome: int) -> None:
+def _ws_log(scope: MutableMapping[str, Any], outcome: int) -> None:
     """uvicorn's lines for a WebSocket handshake (on its error logger, whatever the access log setting)."""
     if outcome == 101:
         path = get_path_with_query_string(scope)

@@ -10,10 +10,11 @@ step() { printf '\n=== %s ===\n' "$*"; }
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   step "system packages (apt-get)"
   # catch2: C++ tests (v2 on Debian 12, v3 on Debian 13); wrk: benchmark smoke run; g++ for the build;
-  # clang + libclang-rt-dev: libFuzzer for the fuzz targets.
+  # clang + libclang-rt-dev: libFuzzer for the fuzz targets; libssl-dev: OpenSSL's headers (TLS; the code is the
+  # OpenSSL Python's ssl module loads).
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends catch2 wrk nghttp2-client g++ \
-    clang libclang-rt-dev >/dev/null
+    clang libclang-rt-dev libssl-dev >/dev/null
 fi
 
 step "build and install fasterapi-asgi (editable) with test extras"
@@ -23,6 +24,7 @@ step "build and install fasterapi-asgi (editable) with test extras"
 step "lint"
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .
+"$PY" -m mypy  # setup.cfg
 
 step "C++ tests"
 cmake -S . -B build/cpp -G Ninja -DFA_BUILD_TESTS=ON -DFA_BUILD_PYTHON=OFF -DCMAKE_BUILD_TYPE=Debug >/dev/null
