@@ -47,8 +47,17 @@ class FasterAPIWorker(Worker):  # type: ignore[misc]
             "limit_max_requests": self.max_requests or None,
             "forwarded_allow_ips": self.cfg.forwarded_allow_ips,
         }
-        if self.cfg.is_ssl:
-            raise RuntimeError("fasterapi-asgi does not terminate TLS: put a TLS proxy in front of it")
+        if self.cfg.is_ssl:  # gunicorn's --certfile/--keyfile/...: served by the core, as uvicorn's worker maps them
+            options = self.cfg.ssl_options
+            config_kwargs.update(
+                ssl_keyfile=options.get("keyfile"),
+                ssl_certfile=options.get("certfile"),
+                ssl_keyfile_password=options.get("password"),
+                ssl_version=options.get("ssl_version"),
+                ssl_cert_reqs=options.get("cert_reqs"),
+                ssl_ca_certs=options.get("ca_certs"),
+                ssl_ciphers=options.get("ciphers"),
+            )
         if self.cfg.settings["backlog"].value:
             config_kwargs["backlog"] = self.cfg.settings["backlog"].value
         config_kwargs.update(self.CONFIG_KWARGS)

@@ -65,3 +65,37 @@ def test_gunicorn_worker_serves_and_stops_gracefully(tmp_path: Path) -> None:
     text = log_path.read_text()
     assert code == 0, text
     assert text.count("Application shutdown complete.") == 2, text
+
+
+@pytest.mark.timeout(60)
+def test_gunicorn_tls_options_are_served_by_the_core(tmp_path: Path) -> None:
+    """gunicorn's --certfile/--keyfile reach the worker's Config, as uvicorn's worker maps them."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    port = free_port()
+    log_path = tmp_path / "gunicorn-tls.log"
+    cmd = [sys.executable, "-m", "gunicorn", "-k", "fasterapi_asgi.workers.FasterAPIWorker", "-w", "1"]
+    cmd += ["-b", f"127.0.0.1:{port}", "--chdir", str(REPO_ROOT / "tests/python/apps")]
+    cmd += ["--certfile", str(tmp_path / "server.pem"), "--keyfile", str(tmp_path / "server.pem"), "tls_app:app"]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        ctx = ssl.create_default_context()
+        ca.configure_trust(ctx)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                r = httpx.get(f"https://localhost:{port}/scope", verify=ctx, trust_env=False, timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None, log_path.read_text()
+                time.sleep(0.1)
+        assert r.json()["scheme"] == "https"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
