@@ -20,6 +20,7 @@ class AccessLog(Protocol):
         """A response of the app, when it starts."""
     def core(self, client: str, method: str, path_qs: str, http_version: str, status: int) -> None:
         """A response the server answered itself (client "host:port" or "-", path with "?query" if any)."""
+
 # (message, exception or None); used for "Exception in ASGI application" and friends
 ErrorLogFn = Callable[[str, BaseException | None], None]
 
@@ -80,11 +81,11 @@ class Server:
         ssl_handshake_timeout: float = 60.0,
     ) -> None:
         """``ssl_context``: serve every connection over TLS with this context's OpenSSL context (its
-        certificate, key, verify mode, CA and ciphers as configured in Python); the core sets its ALPN. Contexts
-        with ``sni_callback``/``keylog_filename`` set are refused. ``ssl_handshake_timeout``: seconds from the
-        first handshake byte to its end."""
+        certificate, key, verify mode, CA and ciphers as configured in Python); the core sets its ALPN.
+        Contexts with ``sni_callback``/``keylog_filename`` set are refused. ``ssl_handshake_timeout``: seconds
+        from the first handshake byte to its end."""
     def set_reset_contextvars(self, on: bool) -> None:
-        """Start every request Task in a fresh, empty ``contextvars.Context`` (uvicorn's --reset-contextvars)."""
+        """Start every request Task in a fresh, empty ``contextvars.Context`` (--reset-contextvars)."""
     def listen(self, sock: socket.socket, backlog: int = 2048) -> None:
         """Serve connections accepted on an already bound and listening socket (TCP or Unix).
 

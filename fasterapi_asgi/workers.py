@@ -47,7 +47,7 @@ class FasterAPIWorker(Worker):  # type: ignore[misc]
             "limit_max_requests": self.max_requests or None,
             "forwarded_allow_ips": self.cfg.forwarded_allow_ips,
         }
-        if self.cfg.is_ssl:  # gunicorn's --certfile/--keyfile/...: served by the core, as uvicorn's worker maps them
+        if self.cfg.is_ssl:  # gunicorn's --certfile/--keyfile/...: served by the core (as uvicorn's worker)
             options = self.cfg.ssl_options
             config_kwargs.update(
                 ssl_keyfile=options.get("keyfile"),

@@ -175,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra command-line arguments for one server (or 'all'), e.g. 'uvicorn:--timeout-keep-alive 30'",
     )
     p.add_argument(
+        "--tls",
+        metavar="CERTFILE:KEYFILE",
+        help="serve and load over HTTPS with this certificate chain and key (PEM; PKCS#8 key for granian); "
+        "each server gets its own TLS options. With --header 'Connection: close' every request is a new TLS "
+        "connection (handshakes/s)",
+    )
+    p.add_argument(
         "--out", type=Path, default=Path("bench-results"), help="output directory (default bench-results)"
     )
     p.add_argument("--baseline", type=Path, help="bench.json of an earlier run to compare with (CI gate)")
@@ -221,6 +228,16 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> runner.Be
         targets = list(servers.SERVERS) if name == "all" else [name]
         for t in targets:
             server_args.setdefault(t, []).extend(extra)
+    if args.tls is not None:
+        cert, sep, key = args.tls.partition(":")
+        if not sep or not Path(cert).is_file() or not Path(key).is_file():
+            raise runner.BenchError(f"--tls {args.tls}: expected CERTFILE:KEYFILE, two existing files")
+        for name in names:
+            tls_args = servers.TLS_ARGS.get(name)
+            if tls_args is None:
+                raise runner.BenchError(f"--tls: the harness does not know how {name} serves TLS")
+            cert_path, key_path = str(Path(cert).resolve()), str(Path(key).resolve())
+            server_args.setdefault(name, []).extend(tls_args(cert_path, key_path))
     app_dir = args.app_dir.resolve()
     if not app_dir.is_dir():
         raise runner.BenchError(f"--app-dir {args.app_dir} is not a directory")
@@ -247,6 +264,7 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> runner.Be
         workdir=(args.out / "logs").resolve(),
         startup_timeout=args.startup_timeout,
         command_line="fasterapi-asgi bench " + shlex.join(argv),
+        tls=args.tls is not None,
     )
 
 

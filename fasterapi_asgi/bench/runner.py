@@ -43,6 +43,7 @@ class BenchConfig:
     workdir: Path | None = None
     startup_timeout: float = 30.0
     command_line: str = ""
+    tls: bool = False  # the servers serve HTTPS (their TLS options are in server_args); the load is https://
 
     def public(self) -> dict[str, object]:
         d = asdict(self)
@@ -139,7 +140,7 @@ def _lua_path(config: BenchConfig, workdir: Path) -> Path:
 def _run_load(
     config: BenchConfig, port: int, duration: int, pinning: servers.Pinning, workdir: Path, tag: str
 ) -> load.LoadResult:
-    url = f"http://{servers.HOST}:{port}{config.path}"
+    url = f"{'https' if config.tls else 'http'}://{servers.HOST}:{port}{config.path}"
     if config.rate is not None:
         body_file = None
         if config.body is not None:
@@ -257,11 +258,12 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Benc
                     probe_request=probe,
                     startup_timeout_s=config.startup_timeout,
                     log_name=f"server-{name}-r{rnd}.log",
+                    tls=config.tls,
                 )
             except servers.ServerStartError as exc:
                 raise BenchError(str(exc)) from None
             try:
-                status = servers.http_probe(srv.port, probe(srv.port))
+                status = servers.http_probe(srv.port, probe(srv.port), tls=config.tls)
                 if status >= 400:
                     msg = f"{name} answers {config.method} {config.path} with HTTP {status}"
                     say(f"warning: {msg}")

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -172,6 +173,16 @@ SERVERS: dict[str, ServerSpec] = {
         build=_nginx_command,
         description="nginx `return 200` (1 worker, access log off; ignores the app)",
     ),
+}
+
+
+# `fasterapi-asgi bench --tls CERT:KEY`: each server's own options for serving HTTPS with that certificate
+# and key.
+TLS_ARGS: dict[str, Callable[[str, str], list[str]]] = {
+    "fasterapi-asgi": lambda cert, key: ["--ssl-certfile", cert, "--ssl-keyfile", key],
+    "uvicorn": lambda cert, key: ["--ssl-certfile", cert, "--ssl-keyfile", key],
+    "granian": lambda cert, key: ["--ssl-certificate", cert, "--ssl-keyfile", key],
+    "hypercorn": lambda cert, key: ["--certfile", cert, "--keyfile", key],
 }
 
 
@@ -449,9 +460,16 @@ class CpuWindow:
 # ------------------------------------------------------------------------------------------ running
 
 
-def http_probe(port: int, request: bytes, timeout_s: float = 2.0) -> int:
-    """Send one raw request, return the response status code (raises OSError/ValueError)."""
-    with socket.create_connection((HOST, port), timeout=timeout_s) as s:
+def http_probe(port: int, request: bytes, timeout_s: float = 2.0, tls: bool = False) -> int:
+    """Send one raw request (over TLS, unverified, with ``tls``), return the response status code (raises
+    OSError/ValueError)."""
+    with socket.create_connection((HOST, port), timeout=timeout_s) as raw:
+        s = raw
+        if tls:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            s = context.wrap_socket(raw, server_hostname=HOST)
         s.sendall(request)
         data = b""
         while b"\r\n" not in data:
@@ -531,6 +549,7 @@ def start_server(
     probe_request: Callable[[int], bytes] | None = None,
     startup_timeout_s: float = 30.0,
     log_name: str | None = None,
+    tls: bool = False,
 ) -> RunningServer:
     """Start ``name`` serving ``app`` on a free loopback port and wait until it answers HTTP."""
     spec = SERVERS[name]
@@ -564,7 +583,7 @@ def start_server(
                 + server.log_tail()
             )
         try:
-            http_probe(port, request, timeout_s=2.0)
+            http_probe(port, request, timeout_s=2.0, tls=tls)
             return server
         except (OSError, ValueError) as exc:
             last_error = str(exc)

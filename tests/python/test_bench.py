@@ -760,3 +760,38 @@ def test_real_smoke_run_and_gate(tmp_path: Path) -> None:
     proc = _run_bench(tmp_path / "out2", baseline, names)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "regression gate passed" in proc.stdout
+
+
+def test_tls_smoke_run(tmp_path: Path) -> None:
+    """--tls: each server gets its own TLS options, wrk loads https:// (a real 1 s run, uvicorn as peer)."""
+    import trustme
+
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    for i, blob in enumerate(cert.cert_chain_pems):
+        blob.write_to_path(str(tmp_path / "chain.pem"), append=i > 0)
+    out = tmp_path / "out"
+    argv = [
+        sys.executable, "-m", "fasterapi_asgi.bench", "raw_asgi:app", "--app-dir", str(APPS),
+        "--path", "/plaintext", "--only", "fasterapi-asgi,uvicorn", "--duration", "1", "--rounds", "1",
+        "--warmup", "0", "--connections", "8", "--out", str(out), "--no-chart",
+        "--tls", f"{tmp_path / 'chain.pem'}:{tmp_path / 'key.pem'}",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("GITHUB_STEP_SUMMARY", None)
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=str(ROOT), env=env, timeout=100)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((out / "bench.json").read_text())
+    for run in data["runs"]:
+        assert run["requests"] > 0 and run["errors"] == 0, run
+    load_logs = "".join(p.read_text() for p in (out / "logs").rglob("load-*.txt"))
+    assert "https://127.0.0.1:" in load_logs
+    server_logs = "".join(p.read_text() for p in (out / "logs").rglob("server-*.log"))
+    assert server_logs.count("--ssl-certfile") == 2
+
+
+def test_tls_option_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["main:app", "--tls", "nocolon", "--out", str(tmp_path)]) == 2
+    both = f"{__file__}:{__file__}"
+    assert cli.main(["main:app", "--only", "nginx", "--tls", both, "--out", str(tmp_path)]) == 2
+    assert "does not know how nginx serves TLS" in capsys.readouterr().err
