@@ -17,8 +17,9 @@ import socket
 import ssl
 import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from configparser import RawConfigParser
+from pathlib import Path
 from typing import IO, Any, Literal
 
 from fasterapi_asgi.importer import ImportFromStringError, import_from_string
@@ -162,6 +163,48 @@ def create_ssl_context(
     return context
 
 
+def _as_list(value: Sequence[str] | str | None) -> list[str]:
+    """One option value or several (a CLI tuple, a list) as a list without repeats, in order."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(dict.fromkeys(value))
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.resolve().is_dir()
+    except OSError:
+        return False
+
+
+def _directories_named_by(pattern: str) -> Iterable[Path]:
+    """The directory a reload pattern names, or the directories it matches in the current directory."""
+    path = Path(pattern)
+    if _is_dir(path):
+        return [path]
+    if not pattern or path.is_absolute():
+        return []  # Path.glob() takes relative patterns only
+    try:
+        return [match for match in Path.cwd().glob(pattern) if _is_dir(match)]
+    except (OSError, ValueError):
+        return []
+
+
+def resolve_reload_patterns(patterns: list[str], directories: list[str]) -> tuple[list[str], list[Path]]:
+    """``(patterns, directories)`` for ``--reload-include``/``--reload-exclude``: every pattern is kept; those
+    naming directories also contribute them (``.*`` excepted: it is meant for hidden files, not to match every
+    hidden directory). Directories come back absolute, existing, and without any nested in another one."""
+    found = [Path(directory) for directory in directories]
+    for pattern in patterns:
+        if pattern != ".*":
+            found.extend(_directories_named_by(pattern))
+    resolved = list(dict.fromkeys(path.resolve() for path in found if _is_dir(path)))
+    outermost = [path for path in resolved if not any(other in path.parents for other in resolved)]
+    return list(dict.fromkeys(patterns)), outermost
+
+
 def _asyncio_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return asyncio.SelectorEventLoop
 
@@ -285,8 +328,9 @@ class Config:
         self.http2 = http2
         self.reload = reload
         self.reload_delay = reload_delay
-        self.reload_dirs: list[Any] = []
-        self.reload_dirs_excludes: list[Any] = []
+        # Resolved below when reloading (uvicorn's rules): absolute directories, glob patterns.
+        self.reload_dirs: list[Path] = []
+        self.reload_dirs_excludes: list[Path] = []
         self.reload_includes: list[str] = []
         self.reload_excludes: list[str] = []
         self.timeout_worker_healthcheck = timeout_worker_healthcheck
@@ -322,6 +366,14 @@ class Config:
         self.loaded = False
         self.configure_logging()
 
+        if (reload_dirs or reload_includes or reload_excludes) and not self.should_reload:
+            logger.warning(
+                "Current configuration will not reload as not all conditions are met, "
+                "please refer to documentation."
+            )
+        if self.should_reload:
+            self._resolve_reload_paths(reload_dirs, reload_includes, reload_excludes)
+
         if env_file is not None:
             logger.info("Loading environment from '%s'", env_file)
             load_env_file(env_file)
@@ -334,6 +386,41 @@ class Config:
             self.forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
         else:
             self.forwarded_allow_ips = forwarded_allow_ips
+
+        if self.reload and self.workers > 1:
+            logger.warning('"workers" flag is ignored when reloading is enabled.')
+
+    def _resolve_reload_paths(
+        self,
+        reload_dirs: Sequence[str] | str | None,
+        reload_includes: Sequence[str] | str | None,
+        reload_excludes: Sequence[str] | str | None,
+    ) -> None:
+        """``--reload-dir/--reload-include/--reload-exclude`` as uvicorn resolves them: a pattern naming
+        directories (itself or its matches in the current directory) adds them to the watched (include) or
+        excluded (exclude) directories; watched directories inside an excluded one are dropped; a pattern
+        both included and excluded is excluded; nothing valid to watch means the current directory."""
+        given_dirs = _as_list(reload_dirs)
+        includes, excludes = _as_list(reload_includes), _as_list(reload_excludes)
+        self.reload_includes, self.reload_dirs = resolve_reload_patterns(includes, given_dirs)
+        self.reload_excludes, self.reload_dirs_excludes = resolve_reload_patterns(excludes, [])
+        self.reload_dirs = [
+            watched
+            for watched in self.reload_dirs
+            if not any(
+                watched == excluded or excluded in watched.parents for excluded in self.reload_dirs_excludes
+            )
+        ]
+        self.reload_includes = [p for p in self.reload_includes if p not in self.reload_excludes]
+        if not self.reload_dirs:
+            if given_dirs:
+                logger.warning(
+                    "Provided reload directories %s did not contain valid directories, "
+                    "watching current working directory.",
+                    given_dirs,
+                )
+            self.reload_dirs = [Path.cwd()]
+        logger.info("Will watch for changes in these directories: %s", sorted(map(str, self.reload_dirs)))
 
     @property
     def asgi_version(self) -> Literal["2.0", "3.0"]:
