@@ -517,15 +517,15 @@ def test_python_api_run_in_subprocess(tmp_path: Path, app_dir: Path) -> None:
         server.stop()
 
 
-# Where an option's type differs from uvicorn's on purpose: uvicorn's --http and --ws also take a Python protocol
-# class ("module:Class"), which a native server cannot use, so ours are the choices of uvicorn's names; our
-# timeouts take fractions of a second where uvicorn's take whole seconds.
+# Where an option's type differs from uvicorn's on purpose: uvicorn's --http and --ws also take a Python
+# protocol class ("module:Class"), which a native server cannot use, so ours are the choices of uvicorn's
+# names; our timeouts take fractions of a second where uvicorn's take whole seconds.
 _TYPE_DIFFERENCES = {"http", "ws", "timeout_keep_alive", "timeout_graceful_shutdown"}
 
 
 def test_every_uvicorn_option_is_accepted_with_its_meaning_and_default() -> None:
-    """The option list of the uvicorn release the tests pin (pyproject's test extra): a new uvicorn flag appears
-    here as a failure when the pin moves."""
+    """The option list of the uvicorn release the tests pin (pyproject's test extra): a new uvicorn flag
+    appears here as a failure when the pin moves."""
     import importlib
     from importlib.metadata import version
 
@@ -561,7 +561,9 @@ def test_every_uvicorn_option_is_accepted_with_its_meaning_and_default() -> None
     "args",
     [("--http", "h11"), ("--http", "httptools"), ("--http", "zttp"), ("--ws-per-message-deflate", "false")],
 )
-def test_uvicorn_protocol_names_are_served_natively(args: tuple[str, ...], fresh_server: StartServer) -> None:
+def test_uvicorn_protocol_names_are_served_natively(
+    args: tuple[str, ...], fresh_server: Callable[..., ServerProcess]
+) -> None:
     server = fresh_server("fasterapi", "raw_app:app", *args)
     assert get(server, "/").text == "hello, world"
 

@@ -1,5 +1,6 @@
-"""--reset-contextvars against uvicorn: each request in a fresh contextvars.Context hides context set outside
-it (at import); without the flag a request sees what uvicorn's requests see. Requests never see each other's."""
+"""--reset-contextvars against uvicorn: each request in a fresh contextvars.Context hides context set
+outside it (at import); without the flag a request sees what uvicorn's requests see. Requests never see each
+other's."""
 
 from __future__ import annotations
 

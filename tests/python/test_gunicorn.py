@@ -81,7 +81,8 @@ def test_gunicorn_tls_options_are_served_by_the_core(tmp_path: Path) -> None:
     log_path = tmp_path / "gunicorn-tls.log"
     cmd = [sys.executable, "-m", "gunicorn", "-k", "fasterapi_asgi.workers.FasterAPIWorker", "-w", "1"]
     cmd += ["-b", f"127.0.0.1:{port}", "--chdir", str(REPO_ROOT / "tests/python/apps")]
-    cmd += ["--certfile", str(tmp_path / "server.pem"), "--keyfile", str(tmp_path / "server.pem"), "tls_app:app"]
+    pem = str(tmp_path / "server.pem")
+    cmd += ["--certfile", pem, "--keyfile", pem, "tls_app:app"]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
