@@ -1,6 +1,6 @@
 """Open N keep-alive connections to a server, make one request on each, then hold them idle.
 
-    python benchmarks/idle_connections.py --port 8000 --count 10000 [--path /plaintext]
+    python benchmarks/idle_connections.py --port 8000 --count 10000 [--path /plaintext] [--tls]
 
 Prints ``READY <open> <failed>`` on stdout once every connection has its response, then holds the
 connections until a line (or EOF) arrives on stdin, closes them all and prints ``CLOSED``. The suite
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
+import ssl
 import sys
 
 
@@ -25,10 +26,12 @@ def raise_nofile(wanted: int) -> int:
     return target
 
 
-async def _one(host: str, port: int, request: bytes, sem: asyncio.Semaphore) -> asyncio.StreamWriter | None:
+async def _one(
+    host: str, port: int, request: bytes, sem: asyncio.Semaphore, tls: ssl.SSLContext | None = None
+) -> asyncio.StreamWriter | None:
     async with sem:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=tls), 10)
             writer.write(request)
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             length = 0
@@ -57,7 +60,12 @@ async def _one(host: str, port: int, request: bytes, sem: asyncio.Semaphore) -> 
 async def main_async(args: argparse.Namespace) -> int:
     request = f"GET {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n\r\n".encode()
     sem = asyncio.Semaphore(args.parallel)
-    tasks = [asyncio.ensure_future(_one(args.host, args.port, request, sem)) for _ in range(args.count)]
+    tls: ssl.SSLContext | None = None
+    if args.tls:
+        tls = ssl.create_default_context()
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+    tasks = [asyncio.ensure_future(_one(args.host, args.port, request, sem, tls)) for _ in range(args.count)]
     done, pending = await asyncio.wait(tasks, timeout=args.deadline)
     for t in pending:  # a server that stops accepting must not hold the suite for minutes
         t.cancel()
@@ -79,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--path", default="/plaintext")
     p.add_argument("--count", type=int, default=10_000)
+    p.add_argument("--tls", action="store_true", help="connect over TLS (certificate not verified)")
     p.add_argument("--parallel", type=int, default=200, help="connections being opened at once")
     p.add_argument("--deadline", type=float, default=60.0, help="seconds allowed for opening them all")
     args = p.parse_args(argv)
