@@ -359,7 +359,7 @@ class _Command(click.Command):
 )
 @click.option(
     "--ws-max-queue",
-    type=int,
+    type=click.IntRange(min=1),
     default=WS_MAX_QUEUE_DEFAULT,
     show_default=True,
     help="The maximum length of the WebSocket message queue (messages buffered for the app before reading "
@@ -367,17 +367,17 @@ class _Command(click.Command):
 )
 @click.option(
     "--ws-ping-interval",
-    type=float,
+    type=click.FloatRange(min=0),
     default=WS_PING_INTERVAL_DEFAULT,
     show_default=True,
-    help="WebSocket ping interval in seconds.",
+    help="WebSocket ping interval in seconds. 0: no keepalive pings.",
 )
 @click.option(
     "--ws-ping-timeout",
-    type=float,
+    type=click.FloatRange(min=0),
     default=WS_PING_TIMEOUT_DEFAULT,
     show_default=True,
-    help="WebSocket ping timeout in seconds.",
+    help="WebSocket ping timeout in seconds: no pong this long after a ping closes the connection (1011).",
 )
 @click.option(
     "--ws-per-message-deflate",

@@ -37,7 +37,14 @@ struct ServerConfig {
   std::size_t limit_concurrency = 0;         // 0: unlimited; else answer 503 beyond this many connections
   bool websocket = false;                    // serve WebSocket upgrades (else: answered as plain HTTP, then closed)
   std::size_t ws_max_message = ws::kDefaultMaxMessage;  // larger incoming messages fail the connection with 1009
+                                                        // (compressed ones: the inflated size)
   std::uint64_t ws_close_timeout_ms = 10000;      // wait for the peer's close reply at most this long
+  // uvicorn's --ws-* defaults. The message queue itself is the AppHandler's (it reads ws_max_queue).
+  std::size_t ws_max_queue = 32;              // messages waiting for the app before reading pauses (>= 1)
+  std::uint64_t ws_ping_interval_ms = 20000;  // keepalive ping every this long (0: no pings)
+  std::uint64_t ws_ping_timeout_ms = 20000;   // no pong this long after a ping: close 1011 (kNoPingTimeout: off)
+  bool ws_per_message_deflate = true;         // negotiate permessage-deflate when the client offers it
+  static constexpr std::uint64_t kNoPingTimeout = UINT64_MAX;
 };
 
 struct ServerCounters {
@@ -93,6 +100,8 @@ class Server {
 
   // Shared read buffer: reads are processed synchronously, leftovers are copied into the connection.
   char* read_buffer() { return read_buf_; }
+  // Shared scratch for one compressed WebSocket message on its way out (used and released within one call).
+  ws::ByteBuffer& ws_deflate_scratch() { return ws_deflate_scratch_; }
   static constexpr std::size_t kReadBufferSize = 256 * 1024;
 
  private:
@@ -133,6 +142,7 @@ class Server {
   std::size_t active_requests_ = 0;
   bool shutting_down_ = false;
   char* read_buf_;
+  ws::ByteBuffer ws_deflate_scratch_;
 };
 
 }  // namespace fa
