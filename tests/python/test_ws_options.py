@@ -158,7 +158,12 @@ def test_max_queue_stops_reading_until_the_app_receives(queue: int, start_server
 
 @pytest.mark.parametrize(
     ("flag", "value"),
-    [("--ws-max-queue", "0"), ("--ws-ping-interval", "-1"), ("--ws-ping-timeout", "-0.5")],
+    [
+        ("--ws-max-queue", "0"),
+        ("--ws-ping-interval", "-1"),
+        ("--ws-ping-timeout", "-0.5"),
+        ("--ws-ping-timeout", "nan"),
+    ],
 )
 def test_cli_refuses_out_of_range_values(flag: str, value: str) -> None:
     result = subprocess.run(
