@@ -79,6 +79,10 @@ class Server:
         ws_log: Callable[[MutableMapping[str, Any], int], None] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         ssl_handshake_timeout: float = 60.0,
+        ws_max_queue: int = 32,
+        ws_ping_interval: float | None = 20.0,
+        ws_ping_timeout: float | None = 20.0,
+        ws_per_message_deflate: bool = True,
     ) -> None:
         """``ssl_context``: serve every connection over TLS with this context's OpenSSL context (its
         certificate, key, verify mode, CA and ciphers as configured in Python); the core sets its ALPN.

@@ -351,6 +351,12 @@ class Config:
         ):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0 (0 turns it off), got {value}")
+        # The WebSocket options as the core takes them (None: no pings / no pong deadline).
+        for option, seconds in (("ws_ping_interval", ws_ping_interval), ("ws_ping_timeout", ws_ping_timeout)):
+            if seconds is not None and not seconds >= 0:
+                raise ValueError(f"{option} must be >= 0 seconds or None (off), got {seconds}")
+        if ws_max_queue < 1:
+            raise ValueError(f"ws_max_queue must be >= 1 (messages buffered for the app), got {ws_max_queue}")
         self.timeout_request_header = float(timeout_request_header)
         self.timeout_request_body = float(timeout_request_body)
         self.timeout_send = float(timeout_send)

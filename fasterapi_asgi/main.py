@@ -67,6 +67,17 @@ ENVVAR_PREFIX = "FASTERAPI_ASGI"
 UVICORN_ENVVAR_PREFIX = "UVICORN"
 
 
+def _at_least(minimum: float) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A range check that keeps uvicorn's option type (int/float) while refusing values below `minimum`."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None and not value >= minimum:
+            raise click.BadParameter(f"{value} is not in the range x>={minimum}.")
+        return value
+
+    return check
+
+
 def _adopt_uvicorn_environment(command: click.Command, environ: dict[str, str]) -> None:
     """A deployment configured through uvicorn's ``UVICORN_<OPTION>`` variables keeps working: each one fills
     the ``FASTERAPI_ASGI_<OPTION>`` variable of the same option unless that is set (ours win)."""
@@ -360,6 +371,7 @@ class _Command(click.Command):
 @click.option(
     "--ws-max-queue",
     type=int,
+    callback=_at_least(1),
     default=WS_MAX_QUEUE_DEFAULT,
     show_default=True,
     help="The maximum length of the WebSocket message queue (messages buffered for the app before reading "
@@ -368,16 +380,18 @@ class _Command(click.Command):
 @click.option(
     "--ws-ping-interval",
     type=float,
+    callback=_at_least(0),
     default=WS_PING_INTERVAL_DEFAULT,
     show_default=True,
-    help="WebSocket ping interval in seconds.",
+    help="WebSocket ping interval in seconds. 0: no keepalive pings.",
 )
 @click.option(
     "--ws-ping-timeout",
     type=float,
+    callback=_at_least(0),
     default=WS_PING_TIMEOUT_DEFAULT,
     show_default=True,
-    help="WebSocket ping timeout in seconds.",
+    help="WebSocket ping timeout in seconds: no pong this long after a ping closes the connection (1011).",
 )
 @click.option(
     "--ws-per-message-deflate",

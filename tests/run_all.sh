@@ -10,11 +10,11 @@ step() { printf '\n=== %s ===\n' "$*"; }
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   step "system packages (apt-get)"
   # catch2: C++ tests (v2 on Debian 12, v3 on Debian 13); wrk: benchmark smoke run; g++ for the build;
-  # clang + libclang-rt-dev: libFuzzer for the fuzz targets; libssl-dev: OpenSSL's headers (TLS; the code is the
-  # OpenSSL Python's ssl module loads).
+  # zlib1g-dev: WebSocket permessage-deflate; clang + libclang-rt-dev: libFuzzer for the fuzz targets;
+  # libssl-dev: OpenSSL's headers (TLS; the code is the OpenSSL Python's ssl module loads).
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends catch2 wrk nghttp2-client g++ \
-    clang libclang-rt-dev libssl-dev >/dev/null
+    zlib1g-dev clang libclang-rt-dev libssl-dev >/dev/null
 fi
 
 step "build and install fasterapi-asgi (editable) with test extras"

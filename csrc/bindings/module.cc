@@ -5,6 +5,7 @@
 
 #include <dlfcn.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <string>
 
@@ -33,6 +34,20 @@ void bind_libuv() {
   if (!uv_api_bind(path.c_str(), &error)) throw std::runtime_error(error);
 }
 
+// A duration option in seconds (uvicorn's float | None): milliseconds, or `off` for None (and for infinity).
+// ValueError for negative, NaN and non-numbers.
+std::uint64_t seconds_or_off(const py::object& value, const char* name, std::uint64_t off) {
+  if (value.is_none()) return off;
+  if (!py::isinstance<py::float_>(value) && !py::isinstance<py::int_>(value))
+    throw py::type_error(std::string(name) + " must be a number of seconds or None");
+  const double s = value.cast<double>();
+  if (!(s >= 0.0))  // also NaN
+    throw py::value_error(std::string(name) + " must be >= 0 seconds or None, got " + std::string(py::repr(value)));
+  if (std::isinf(s) || s * 1000.0 >= 1e15) return off;
+  const auto ms = static_cast<std::uint64_t>(s * 1000.0 + 0.5);
+  return ms == 0 && s > 0.0 ? 1 : ms;  // a positive duration stays positive (0 means "off" for the interval)
+}
+
 class PyServer {
  public:
   PyServer(py::object loop, py::object app, py::object error_log, py::object access_log, std::string root_path,
@@ -40,7 +55,16 @@ class PyServer {
            double timeout_keep_alive, py::object state, py::object limit_concurrency,
            py::object max_header_bytes, std::string asgi_version, bool stats, bool websocket,
            std::size_t ws_max_size, double timeout_request_header, double timeout_request_body, double timeout_send,
-           py::object log, py::object ws_log, py::object ssl_context, double ssl_handshake_timeout) {
+           py::object log, py::object ws_log, py::object ssl_context, double ssl_handshake_timeout,
+           long long ws_max_queue, py::object ws_ping_interval, py::object ws_ping_timeout,
+           bool ws_per_message_deflate) {
+    // The WebSocket options first: nothing to undo yet when they are refused.
+    if (ws_max_queue < 1)
+      throw py::value_error("ws_max_queue must be >= 1 (messages buffered for the app), got " +
+                            std::to_string(ws_max_queue));
+    const std::uint64_t ping_interval_ms = seconds_or_off(ws_ping_interval, "ws_ping_interval", 0);
+    const std::uint64_t ping_timeout_ms =
+        seconds_or_off(ws_ping_timeout, "ws_ping_timeout", ServerConfig::kNoPingTimeout);
     bind_libuv();
     py::module_ uvloop_loop = py::module_::import("uvloop.loop");
     py::object loop_type = py::module_::import("uvloop").attr("Loop");
@@ -74,6 +98,10 @@ class PyServer {
       throw py::value_error("ws_max_size must be positive");
     }
     cfg.ws_max_message = ws_max_size;
+    cfg.ws_max_queue = static_cast<std::size_t>(ws_max_queue);
+    cfg.ws_ping_interval_ms = ping_interval_ms;
+    cfg.ws_ping_timeout_ms = ping_timeout_ms;
+    cfg.ws_per_message_deflate = ws_per_message_deflate;
     if (!ssl_context.is_none()) {
       cfg.tls = tls_context_from_python(ssl_context.ptr());
       if (cfg.tls == nullptr) {
@@ -327,7 +355,7 @@ PYBIND11_MODULE(_core, mod) {
       .def(py::init<py::object, py::object, py::object, py::object, std::string, bool, bool,
                     std::vector<std::pair<py::bytes, py::bytes>>, double, py::object, py::object, py::object,
                     std::string, bool, bool, std::size_t, double, double, double, py::object, py::object,
-                    py::object, double>(),
+                    py::object, double, long long, py::object, py::object, bool>(),
            py::arg("loop"), py::arg("app"), py::kw_only(), py::arg("error_log"), py::arg("access_log") = py::none(),
            py::arg("root_path") = "", py::arg("server_header") = true, py::arg("date_header") = true,
            py::arg("default_headers") = std::vector<std::pair<py::bytes, py::bytes>>{},
@@ -337,7 +365,8 @@ PYBIND11_MODULE(_core, mod) {
            py::arg("ws_max_size") = fa::ws::kDefaultMaxMessage, py::arg("timeout_request_header") = 30.0,
            py::arg("timeout_request_body") = 60.0, py::arg("timeout_send") = 60.0, py::arg("log") = py::none(),
            py::arg("ws_log") = py::none(), py::arg("ssl_context") = py::none(),
-           py::arg("ssl_handshake_timeout") = 60.0)
+           py::arg("ssl_handshake_timeout") = 60.0, py::arg("ws_max_queue") = 32,
+           py::arg("ws_ping_interval") = 20.0, py::arg("ws_ping_timeout") = 20.0, py::arg("ws_per_message_deflate") = true)
       .def("listen", &PyServer::listen, py::arg("sock"), py::arg("backlog") = 2048)
       .def("stop_accepting", &PyServer::stop_accepting)
       .def("shutdown", &PyServer::shutdown)

@@ -18,8 +18,6 @@ namespace fa {
 
 namespace {
 
-constexpr std::size_t kWsMaxQueued = 64;  // messages queued before reading pauses (also: body_high_water bytes)
-
 // Record how the session ended (first call wins) and hand it to a pending receive().
 void set_disconnect(Exchange* ex, int code, std::string_view reason, bool with_reason) {
   WsState* w = ex->ws;
@@ -316,7 +314,9 @@ PyObject* ws_receive(Exchange* ex) {
     auto [msg, size] = w->queue.front();
     w->queue.pop_front();
     w->queued_bytes -= size;
-    if (w->paused && ex->conn != nullptr && w->queue.size() < kWsMaxQueued / 2 &&
+    // Reading resumes once the app has drained the queue to a quarter of --ws-max-queue (websockets' low-water
+    // mark) and below the byte low-water mark.
+    if (w->paused && ex->conn != nullptr && w->queue.size() <= ex->conn->server()->config().ws_max_queue / 4 &&
         w->queued_bytes <= ex->conn->server()->config().write_low_water) {
       w->paused = false;
       ex->conn->resume();
@@ -380,7 +380,9 @@ bool ws_message_arrived(Exchange* ex, bool text, const char* data, std::size_t l
   }
   w->queue.emplace_back(msg, len);
   w->queued_bytes += len;
-  if (w->queue.size() >= kWsMaxQueued || w->queued_bytes >= ex->conn->server()->config().body_high_water) {
+  // At most --ws-max-queue messages (and about body_high_water bytes) wait for the app: then reading pauses.
+  const ServerConfig& cfg = ex->conn->server()->config();
+  if (w->queue.size() >= cfg.ws_max_queue || w->queued_bytes >= cfg.body_high_water) {
     w->paused = true;
     return true;
   }

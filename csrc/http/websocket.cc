@@ -70,8 +70,8 @@ void apply_mask(char* data, std::size_t len, const std::uint8_t key[4], std::siz
   for (; i < len; ++i) data[i] = static_cast<char>(data[i] ^ k[i & 3]);
 }
 
-std::size_t frame_header(char* out, std::uint8_t opcode, std::uint64_t len, bool fin) {
-  out[0] = static_cast<char>((fin ? 0x80 : 0) | (opcode & 0x0F));
+std::size_t frame_header(char* out, std::uint8_t opcode, std::uint64_t len, bool fin, bool rsv1) {
+  out[0] = static_cast<char>((fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | (opcode & 0x0F));
   if (len < 126) {
     out[1] = static_cast<char>(len);
     return 2;
@@ -213,8 +213,16 @@ int FrameParser::start_frame(const char** reason) {
   opcode_ = b0 & 0x0F;
   hdr_len_ = 0;
   hdr_need_ = 2;
-  if ((b0 & 0x70) != 0) {
+  // RSV1 is permessage-deflate's "compressed" bit, valid only where it was negotiated and only on the first frame
+  // of a data message (RFC 7692 6.1); RSV2 and RSV3 are never used.
+  const bool rsv1 = (b0 & 0x40) != 0;
+  if ((b0 & 0x30) != 0 || (rsv1 && (inflater_ == nullptr || (opcode_ != kText && opcode_ != kBinary &&
+                                                                opcode_ != kCont)))) {
     *reason = "reserved bits must be 0";
+    return kCloseProtocolError;
+  }
+  if (rsv1 && opcode_ == kCont) {
+    *reason = message_compressed_ ? "RSV1 bit set in continuation frame" : "reserved bits must be 0";
     return kCloseProtocolError;
   }
   if ((b1 & 0x80) == 0) {
@@ -258,7 +266,8 @@ int FrameParser::start_frame(const char** reason) {
       *reason = "unexpected continuation frame";
       return kCloseProtocolError;
     }
-    if (len > max_message_ - message_.size()) {
+    // A compressed frame may not be longer than what is left of the limit either (as websockets checks it).
+    if (len > max_message_ - (message_compressed_ ? inflater_->size() : message_.size())) {
       *reason = "message too big";
       return kCloseTooBig;
     }
@@ -272,6 +281,7 @@ int FrameParser::start_frame(const char** reason) {
       return kCloseTooBig;
     }
     message_text_ = opcode_ == kText;
+    message_compressed_ = rsv1;
     message_.clear();
     in_message_ = true;
   } else {
@@ -315,14 +325,24 @@ int FrameParser::finish_frame(const char* payload, std::size_t len, const char**
     default:
       break;
   }
-  if (!fin_) return FrameListener::kMsgContinue;  // fragment appended to message_
+  if (!fin_) return FrameListener::kMsgContinue;  // fragment appended to message_ (or fed to inflater_)
   in_message_ = false;
+  if (message_compressed_) {
+    // The payload was fed to the inflater as it arrived: the message is the inflated bytes.
+    if (const int code = inflater_->finish(reason)) return code;
+    payload = inflater_->data();
+    len = inflater_->size();
+  }
   if (message_text_ && !valid_utf8(payload, len)) {
     *reason = "invalid UTF-8";
     return kCloseInvalidData;
   }
   const int r = listener_->on_ws_message(message_text_, payload, len);
   message_.clear();
+  if (message_compressed_) {
+    inflater_->end_message();
+    message_compressed_ = false;
+  }
   return r;
 }
 
@@ -350,12 +370,17 @@ FrameResult FrameParser::execute(char* data, std::size_t len) {
       if (const int code = start_frame(&reason)) return fail(code, reason, pos);
       const bool data_frame = opcode_ < 0x8;
       if (data_frame && fin_ && opcode_ != kCont && remaining_ <= len - pos) {
-        // The whole message is here: unmask in place and hand it out without copying.
+        // The whole message is here: unmask in place and hand it out without copying (or inflate it from here).
         payload = data + pos;
         payload_len = static_cast<std::size_t>(remaining_);
         apply_mask(data + pos, payload_len, mask_, 0);
         pos += payload_len;
         remaining_ = 0;
+        if (message_compressed_) {
+          if (const int code = inflater_->feed(payload, payload_len, &reason)) return fail(code, reason, pos);
+          payload = nullptr;
+          payload_len = 0;
+        }
       } else if (remaining_ == 0) {
         payload = data_frame ? message_.data() : control_;
         payload_len = data_frame ? message_.size() : 0;
@@ -368,8 +393,14 @@ FrameResult FrameParser::execute(char* data, std::size_t len) {
       const std::size_t take = static_cast<std::size_t>(
           remaining_ < static_cast<std::uint64_t>(len - pos) ? remaining_ : static_cast<std::uint64_t>(len - pos));
       apply_mask(data + pos, take, mask_, payload_pos_);
-      if (opcode_ >= 0x8) std::memcpy(control_ + payload_pos_, data + pos, take);
-      else message_.append(data + pos, take);
+      if (opcode_ >= 0x8) {
+        std::memcpy(control_ + payload_pos_, data + pos, take);
+      } else if (message_compressed_) {
+        // Inflated as it arrives: the compressed bytes are never buffered, the inflated ones are bounded.
+        if (const int code = inflater_->feed(data + pos, take, &reason)) return fail(code, reason, pos + take);
+      } else {
+        message_.append(data + pos, take);
+      }
       payload_pos_ += take;
       remaining_ -= take;
       pos += take;

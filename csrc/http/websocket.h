@@ -3,15 +3,19 @@
 //
 // The parser never allocates per frame: control payloads go to a fixed buffer, message payloads to one std::string
 // whose capacity is kept across messages; a whole unfragmented message found in the input is unmasked in place and
-// handed out without a copy.
+// handed out without a copy. With permessage-deflate (set_inflater), a compressed message (RSV1 on its first frame)
+// is inflated as its payload arrives, into the Inflater's buffer, and the size limit applies to the inflated bytes.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "http/request.h"
+#include "http/ws_deflate.h"
 
 namespace fa::ws {
 
@@ -24,6 +28,7 @@ constexpr int kCloseNoStatus = 1005;  // "no code in the close frame" (never sen
 constexpr int kCloseAbnormal = 1006;  // "connection lost without a close frame" (never sent on the wire)
 constexpr int kCloseInvalidData = 1007;
 constexpr int kCloseTooBig = 1009;
+constexpr int kCloseInternalError = 1011;  // also: the keepalive ping went unanswered (as websockets)
 constexpr int kCloseServiceRestart = 1012;
 
 constexpr std::size_t kMaxControlPayload = 125;
@@ -36,8 +41,9 @@ bool valid_close_code(int code);
 // XOR `len` bytes with the 4-byte masking key, starting at key position `offset % 4`.
 void apply_mask(char* data, std::size_t len, const std::uint8_t key[4], std::size_t offset);
 
-// Server frame header (FIN set, unmasked) for a payload of `len` bytes: writes 2, 4 or 10 bytes to `out`.
-std::size_t frame_header(char* out, std::uint8_t opcode, std::uint64_t len, bool fin = true);
+// Server frame header (FIN set, unmasked) for a payload of `len` bytes: writes 2, 4 or 10 bytes to `out`. `rsv1`
+// marks a compressed message (permessage-deflate).
+std::size_t frame_header(char* out, std::uint8_t opcode, std::uint64_t len, bool fin = true, bool rsv1 = false);
 // Header + payload appended to `out`.
 void append_frame(std::string& out, std::uint8_t opcode, const char* data, std::size_t len);
 // A close frame: empty payload for kCloseNoStatus, else the code and the reason (cut to fit 125 bytes).
@@ -82,6 +88,9 @@ class FrameParser {
   // kError the parser must not be used again.
   FrameResult execute(char* data, std::size_t len);
   bool in_message() const { return in_message_; }
+  // permessage-deflate was negotiated: RSV1 on a message's first frame now means "compressed" (without an
+  // inflater it fails the connection with 1002). Set before the first execute(); the parser owns it.
+  void set_inflater(std::unique_ptr<Inflater> inflater) { inflater_ = std::move(inflater); }
 
  private:
   FrameResult fail(int code, const char* reason, std::size_t consumed);
@@ -92,7 +101,8 @@ class FrameParser {
 
   FrameListener* listener_;
   std::size_t max_message_;
-  std::string message_;  // payload of the fragmented message being assembled (capacity kept)
+  std::unique_ptr<Inflater> inflater_;  // permessage-deflate negotiated (else nullptr)
+  std::string message_;                 // payload of the fragmented message being assembled (capacity kept)
   char control_[kMaxControlPayload];
   std::uint8_t hdr_[14];
   std::size_t hdr_len_ = 0;
@@ -105,6 +115,7 @@ class FrameParser {
   bool in_payload_ = false;
   bool in_message_ = false;  // a fragmented message is in progress
   bool message_text_ = false;
+  bool message_compressed_ = false;  // the message in progress goes through inflater_
   bool done_ = false;
 };
 

@@ -451,7 +451,12 @@ void Connection::on_timer(uv_timer_t* t) {
   c->timer_armed_ = false;
   if (c->closing_) return;
   CallbackScope scope(c->server_->handler());
-  c->check_timeouts();
+  // No exception may unwind into libuv: a bound that cannot be served (memory exhausted) closes the connection.
+  try {
+    c->check_timeouts();
+  } catch (...) {
+    c->close();
+  }
 }
 
 void Connection::check_timeouts() {
@@ -476,7 +481,12 @@ void Connection::check_timeouts() {
     }
   }
   if (ws_state_ != kWsNone) {
-    // A WebSocket session is never idle-closed; only its closing handshake has a bound.
+    // A WebSocket session is never idle-closed; its keepalive pings and its closing handshake have bounds.
+    if (!ws_keepalive(now, &next_due)) {
+      // Failed with 1011: the close frame is on its way (the send bound, when armed, still applies).
+      if (!closing_ && next_due != UINT64_MAX) arm_timer(next_due);
+      return;
+    }
     if (ws_close_due_ms_ != 0) {
       if (now >= ws_close_due_ms_) {
         close();

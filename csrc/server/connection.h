@@ -153,6 +153,9 @@ class Connection final : public ParserListener, public ws::FrameListener {
   void on_ws_ping(const char* data, std::size_t len) override;
   void on_ws_pong(const char* data, std::size_t len) override;
   void on_ws_close(int code, std::string_view reason) override;
+  // Keepalive (--ws-ping-interval / --ws-ping-timeout), from check_timeouts(): a ping is due, or its pong is late.
+  // Returns false when the connection was failed (1011).
+  bool ws_keepalive(std::uint64_t now, std::uint64_t* next_due);
   void handle_eof();
   void start_reading();
   void stop_reading();
@@ -197,6 +200,7 @@ class Connection final : public ParserListener, public ws::FrameListener {
   WsPhase ws_state_ = kWsNone;
   std::unique_ptr<ws::FrameParser> ws_;  // created on accept
   std::unique_ptr<TlsSession> tls_;      // created on accept when the server has a TLS context
+  std::unique_ptr<ws::Deflater> ws_deflate_;  // permessage-deflate negotiated: compresses what ws_send() sends
   static constexpr std::size_t kNativeMaxBody = 1 << 20;
   static constexpr std::size_t kCorkMaxBytes = 16 * 1024;
   // Body chunks from this size on go to the socket by reference instead of being copied into out_.
@@ -227,6 +231,11 @@ class Connection final : public ParserListener, public ws::FrameListener {
   std::uint64_t last_write_ms_ = 0;      // last progress of queued output
   std::size_t queue_at_check_ = 0;       // libuv's write queue size at the last check_timeouts()
   std::uint64_t ws_close_due_ms_ = 0;    // the peer's close reply is due (0: no close handshake pending)
+  // Keepalive: when the next ping is due, or (ws_awaiting_pong_) when the pong to ws_ping_payload_ is; 0: no pings.
+  // Served by the one connection timer like every other bound: nothing happens per message.
+  std::uint64_t ws_keepalive_due_ms_ = 0;
+  std::uint32_t ws_ping_payload_ = 0;
+  bool ws_awaiting_pong_ = false;
   bool in_read_ = false;
   bool parsing_ = false;  // inside parser_.execute()
 };

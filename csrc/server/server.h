@@ -39,11 +39,18 @@ struct ServerConfig {
   std::size_t limit_concurrency = 0;         // 0: unlimited; else answer 503 beyond this many connections
   bool websocket = false;                    // serve WebSocket upgrades (else: answered as plain HTTP, then closed)
   std::size_t ws_max_message = ws::kDefaultMaxMessage;  // larger incoming messages fail the connection with 1009
+                                                        // (compressed ones: the inflated size)
   std::uint64_t ws_close_timeout_ms = 10000;      // wait for the peer's close reply at most this long
   // TLS: every accepted connection is served over TLS with this context (null: plain). Shared by the server and
   // nothing else; it outlives every connection because the server does.
   std::shared_ptr<TlsContext> tls;
   std::uint64_t tls_handshake_timeout_ms = 30000;  // from the first byte of the handshake to its end -> close
+  // uvicorn's --ws-* defaults. The message queue itself is the AppHandler's (it reads ws_max_queue).
+  std::size_t ws_max_queue = 32;              // messages waiting for the app before reading pauses (>= 1)
+  std::uint64_t ws_ping_interval_ms = 20000;  // keepalive ping every this long (0: no pings)
+  std::uint64_t ws_ping_timeout_ms = 20000;   // no pong this long after a ping: close 1011 (kNoPingTimeout: off)
+  bool ws_per_message_deflate = true;         // negotiate permessage-deflate when the client offers it
+  static constexpr std::uint64_t kNoPingTimeout = UINT64_MAX;
 };
 
 struct ServerCounters {
@@ -100,6 +107,8 @@ class Server {
 
   // Shared read buffer: reads are processed synchronously, leftovers are copied into the connection.
   char* read_buffer() { return read_buf_; }
+  // Shared scratch for one compressed WebSocket message on its way out (used and released within one call).
+  ws::ByteBuffer& ws_deflate_scratch() { return ws_deflate_scratch_; }
   static constexpr std::size_t kReadBufferSize = 256 * 1024;
   // TLS: decrypted input (one read's plaintext is taken in steps of this size) and ciphertext on its way out.
   char* tls_buffer() { return tls_buf_.get(); }
@@ -144,6 +153,7 @@ class Server {
   bool shutting_down_ = false;
   char* read_buf_;
   std::unique_ptr<char[]> tls_buf_;  // allocated when config_.tls is set
+  ws::ByteBuffer ws_deflate_scratch_;
 };
 
 }  // namespace fa

@@ -1,9 +1,11 @@
 // libFuzzer target: the WebSocket frame parser, on client bytes split at a point chosen by the input and with the
-// listener pausing after every message. Invariants: consumed never exceeds the input; text messages are valid
-// UTF-8; control payloads fit 125 bytes; messages never exceed the limit; nothing is parsed after close or error.
+// listener pausing after every message, without and with permessage-deflate (RSV1 frames inflated). Invariants:
+// consumed never exceeds the input; text messages are valid UTF-8; control payloads fit 125 bytes; messages (the
+// inflated ones too) never exceed the limit; nothing is parsed after close or error.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <string>
 
 #include "http/websocket.h"
@@ -31,11 +33,12 @@ struct Listener final : fa::ws::FrameListener {
   }
 };
 
-void run(std::string input, std::size_t split, std::size_t max, bool pause) {
+void run(std::string input, std::size_t split, std::size_t max, bool pause, bool deflate) {
   Listener l;
   l.max = max;
   l.pause = pause;
   fa::ws::FrameParser p(&l, max);
+  if (deflate) p.set_inflater(std::make_unique<fa::ws::Inflater>(15, false, max));
   const std::size_t bounds[2] = {split, input.size()};
   std::size_t pos = 0;
   for (std::size_t end : bounds) {
@@ -58,7 +61,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
   const std::size_t max = 16 + bytes[0] * 64;  // small limits reach the 1009 path
   std::string input(reinterpret_cast<const char*>(bytes + 2), size - 2);
   const std::size_t split = input.empty() ? 0 : bytes[1] % (input.size() + 1);
-  run(input, split, max, false);
-  run(input, split, max, true);
+  run(input, split, max, false, false);
+  run(input, split, max, true, false);
+  run(input, split, max, false, true);
+  run(input, split, max, true, true);
   return 0;
 }

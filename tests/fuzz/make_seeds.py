@@ -11,6 +11,7 @@ import os
 import re
 import struct
 import sys
+import zlib
 from pathlib import Path
 
 CASES = Path(__file__).resolve().parents[1] / "cpp" / "data" / "parser_cases.txt"
@@ -54,10 +55,10 @@ def request_seeds() -> list[bytes]:
     return [bytes([flags, split]) + s for s in seeds for flags, split in ((1, 0), (0, 7))]
 
 
-def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+def frame(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False) -> bytes:
     mask = os.urandom(4)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    first = (0x80 if fin else 0) | opcode
+    first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
     n = len(payload)
     if n < 126:
         head = struct.pack("!BB", first, 0x80 | n)
@@ -69,6 +70,7 @@ def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
 
 
 def ws_seeds() -> list[bytes]:
+    fragmented = deflated(b"fragment " * 20)
     seqs = [
         frame(1, b"hello"),
         frame(2, b"\x00" * 300),
@@ -76,8 +78,18 @@ def ws_seeds() -> list[bytes]:
         frame(8, struct.pack("!H", 1000) + b"bye"),
         frame(1, "caf\u00e9".encode()) + frame(10, b""),
         frame(2, b"x" * 70000),
+        # permessage-deflate (every input also runs with an inflater): compressed, fragmented, a bomb.
+        frame(1, deflated(b"hello hello hello"), rsv1=True) + frame(2, b"plain"),
+        frame(2, fragmented[:7], fin=False, rsv1=True) + frame(0, fragmented[7:]),
+        frame(2, deflated(b"\0" * 200000), rsv1=True),
     ]
     return [bytes([4, 3]) + s for s in seqs]
+
+
+def deflated(data: bytes) -> bytes:
+    """A permessage-deflate payload: raw deflate, sync-flushed, without the 00 00 FF FF tail."""
+    z = zlib.compressobj(wbits=-15)
+    return (z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH))[:-4]
 
 
 def response_seeds() -> list[bytes]:

@@ -84,6 +84,25 @@ def test_parse_header_rejects(raw: str) -> None:
         parse_header(raw)
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("ws_max_queue", 0, "ws_max_queue must be >= 1"),
+        ("ws_ping_interval", -1.0, "ws_ping_interval must be >= 0 seconds or None (off), got -1.0"),
+        ("ws_ping_timeout", float("nan"), "ws_ping_timeout must be >= 0 seconds or None (off), got nan"),
+    ],
+)
+def test_websocket_options_are_checked(option: str, value: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make_config(asgi3_app, **{option: value})
+
+
+def test_websocket_options_none_turns_pings_off() -> None:
+    config = make_config(asgi3_app, ws_ping_interval=None, ws_ping_timeout=None, ws_max_queue=1)
+    assert (config.ws_ping_interval, config.ws_ping_timeout, config.ws_max_queue) == (None, None, 1)
+    assert config.ws_per_message_deflate is True  # uvicorn's default
+
+
 def test_default_headers_are_lowercased_bytes() -> None:
     config = make_config(asgi3_app, headers=[("X-Custom", "One"), "X-Other: Two"])
     assert config.default_headers == [(b"x-custom", b"One"), (b"x-other", b"Two")]

@@ -15,8 +15,11 @@ WebSocket routes (by path):
 - ``/headers``: accept with an extra response header ``x-extra: yes``.
 - ``/send-after-close``: accept, close with 1000, then send again; the exception type is recorded.
 - ``/return``: accept and return at once (the stream closes without a close frame).
+- ``/hold?id=ID``: accept, then call receive() only once ``/release?id=ID`` was requested; then record every
+  message (text) until a text "end", and answer with one text message: the number of messages received.
 
-HTTP routes: ``/`` answers "ok"; ``/events?id=ID`` answers the recorded events of a WebSocket as JSON.
+HTTP routes: ``/`` answers "ok"; ``/events?id=ID`` answers the recorded events of a WebSocket as JSON;
+``/release?id=ID`` lets ``/hold?id=ID`` start receiving.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 EVENTS: dict[str, list[Any]] = {}
+RELEASE: dict[str, asyncio.Event] = {}
 
 
 def _jsonable(value: Any) -> Any:
@@ -52,6 +56,9 @@ async def http(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["path"] == "/events":
         body = json.dumps(EVENTS.get(query.get("id", [""])[0], [])).encode()
         ctype = b"application/json"
+    elif scope["path"] == "/release":
+        RELEASE.setdefault(query.get("id", [""])[0], asyncio.Event()).set()
+        body, ctype = b"released", b"text/plain"
     else:
         body, ctype = b"ok", b"text/plain"
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", ctype)]})
@@ -107,6 +114,17 @@ async def websocket(scope: Scope, receive: Receive, send: Send) -> None:
             events.append({"send_after_close": type(exc).__name__})
         return
     if path == "/return":
+        return
+    if path == "/hold":
+        await RELEASE.setdefault(query.get("id", [""])[0], asyncio.Event()).wait()
+        count = 0
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect" or message.get("text") == "end":
+                break
+            events.append(message.get("text"))
+            count += 1
+        await send({"type": "websocket.send", "text": str(count)})
         return
     while True:
         message = await receive()
