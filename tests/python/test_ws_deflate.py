@@ -147,6 +147,10 @@ def test_negotiation_matches_uvicorn(start_server: StartServer) -> None:
             with wire_connect(srv.port, "/echo", offer) as c:
                 body = c.read_body() if c.status != 101 else b""
                 answers.append((c.status, c.header("sec-websocket-extensions"), body))
+        if answers[1][0] == 500 and answers[0][0] in (101, 400):
+            # uvicorn failing on its own (websockets < 17 raises on server_max_window_bits=8, an offer 17
+            # accepts with 9): nothing to match; ours must still answer the offer.
+            continue
         assert answers[0] == answers[1], offer
     # The answers are not all alike: the comparison covers acceptances, declines and refusals.
     assert answers[0][0] == 400
