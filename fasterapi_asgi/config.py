@@ -465,15 +465,7 @@ class Config:
                         "Either pass `ssl_certfile` (and optionally `ssl_keyfile`) or build the `SSLContext` "
                         "directly inside `ssl_context_factory` without calling the default factory."
                     )
-                return create_ssl_context(
-                    keyfile=self.ssl_keyfile,
-                    certfile=self.ssl_certfile,
-                    password=self.ssl_keyfile_password,
-                    ssl_version=self.ssl_version,
-                    cert_reqs=self.ssl_cert_reqs,
-                    ca_certs=self.ssl_ca_certs,
-                    ciphers=self.ssl_ciphers,
-                )
+                return self._ssl_context_from_options(self.ssl_certfile)
 
             context = self.ssl_context_factory(self, default_factory)
             if not isinstance(context, ssl.SSLContext):
@@ -484,17 +476,20 @@ class Config:
         elif self.is_ssl:
             if not self.ssl_certfile:
                 raise ValueError("--ssl-keyfile needs --ssl-certfile (the certificate chain to serve)")
-            self.ssl = create_ssl_context(
-                keyfile=self.ssl_keyfile,
-                certfile=self.ssl_certfile,
-                password=self.ssl_keyfile_password,
-                ssl_version=self.ssl_version,
-                cert_reqs=self.ssl_cert_reqs,
-                ca_certs=self.ssl_ca_certs,
-                ciphers=self.ssl_ciphers,
-            )
+            self.ssl = self._ssl_context_from_options(self.ssl_certfile)
         else:
             self.ssl = None
+
+    def _ssl_context_from_options(self, certfile: str | os.PathLike[str]) -> ssl.SSLContext:
+        return create_ssl_context(
+            keyfile=self.ssl_keyfile,
+            certfile=certfile,
+            password=self.ssl_keyfile_password,
+            ssl_version=self.ssl_version,
+            cert_reqs=self.ssl_cert_reqs,
+            ca_certs=self.ssl_ca_certs,
+            ciphers=self.ssl_ciphers,
+        )
 
     @property
     def core_server_header(self) -> bool:

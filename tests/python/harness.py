@@ -184,6 +184,20 @@ class ServerPool:
         self.servers.clear()
 
 
+def app_events(server: ServerProcess, event_id: str, expect: int = 1) -> list[Any]:
+    """What the test app recorded under ``event_id`` (``GET /events?id=``), polled for up to 5 s until
+    there are ``expect`` entries: apps record some events (a WebSocket's disconnect) after the client has
+    seen the end."""
+    import httpx
+
+    deadline = time.monotonic() + 5
+    while True:
+        got = httpx.get(f"{server.url}/events", params={"id": event_id}, trust_env=False).json()
+        if len(got) >= expect or time.monotonic() > deadline:
+            return list(got)
+        time.sleep(0.02)
+
+
 # ---------------------------------------------------------------------------------------------
 # Raw HTTP client
 

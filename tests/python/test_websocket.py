@@ -14,14 +14,13 @@ import os
 import signal
 import socket
 import struct
-import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 import websockets
-from harness import RawClient, ServerProcess
+from harness import RawClient, ServerProcess, app_events
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 RAW = "ws_raw:app"
@@ -36,16 +35,6 @@ def ws_url(srv: ServerProcess, path: str) -> str:
 
 def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 20))
-
-
-def events(srv: ServerProcess, event_id: str, expect: int = 1) -> list[Any]:
-    """The events an app recorded for ``event_id`` (polled: the app records them after the close)."""
-    deadline = time.monotonic() + 5
-    while True:
-        got = httpx.get(f"{srv.url}/events", params={"id": event_id}).json()
-        if len(got) >= expect or time.monotonic() > deadline:
-            return list(got)
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -371,7 +360,7 @@ def test_client_close_code_delivered_to_app(raw: ServerProcess) -> None:
             assert ws.close_code == 4002  # echoed by the server
 
     run(go())
-    assert events(raw, "client-close") == [{"disconnect": 4002}]
+    assert app_events(raw, "client-close") == [{"disconnect": 4002}]
 
 
 def test_client_close_without_code(raw: ServerProcess) -> None:
@@ -380,13 +369,13 @@ def test_client_close_without_code(raw: ServerProcess) -> None:
         sock.sendall(client_frame(0x8, b""))
         assert read_close_code(sock) is None  # the empty close frame is echoed
         assert_closed(sock)
-    assert events(raw, "no-code") == [{"disconnect": 1005}]
+    assert app_events(raw, "no-code") == [{"disconnect": 1005}]
 
 
 def test_tcp_loss_delivered_to_app(raw: ServerProcess) -> None:
     sock, _ = handshake(raw.port, "/echo?id=tcp-loss")
     sock.close()
-    assert events(raw, "tcp-loss") == [{"disconnect": 1005}]
+    assert app_events(raw, "tcp-loss") == [{"disconnect": 1005}]
 
 
 def test_server_close_code_seen_by_client(raw: ServerProcess) -> None:
@@ -400,7 +389,7 @@ def test_server_close_code_seen_by_client(raw: ServerProcess) -> None:
 
     assert run(go()) == (4001, "bye")
     # After its own close, the app's receive() gets the disconnect with its code and reason.
-    assert events(raw, "server-close") == [
+    assert app_events(raw, "server-close") == [
         {"after_close": {"type": "websocket.disconnect", "code": 4001, "reason": "bye"}}
     ]
 
@@ -423,7 +412,7 @@ def test_send_after_close_raises(raw: ServerProcess) -> None:
             return info.value.rcvd.code if info.value.rcvd else None
 
     assert run(go()) == 1000
-    assert events(raw, "late") == [{"send_after_close": "RuntimeError"}]
+    assert app_events(raw, "late") == [{"send_after_close": "RuntimeError"}]
 
 
 def test_app_return_closes_stream(raw: ServerProcess) -> None:
@@ -552,7 +541,7 @@ def test_fastapi_websocket_route(fapi: ServerProcess) -> None:
             return out
 
     assert run(go()) == [{"room": "lobby", "q": "hi"}, "lobby:hello", {"echo": {"n": [1, 2]}}]
-    assert events(fapi, "fa") == [{"disconnect": 4003}]
+    assert app_events(fapi, "fa") == [{"disconnect": 4003}]
     assert httpx.get(fapi.url + "/").json() == {"hello": "world"}
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from harness import KINDS, ServerProcess
+from harness import KINDS, ServerProcess, app_events
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.sync.client import connect as ws_connect
 from ws_wire import TAIL, Frame, deflate_payload
@@ -30,15 +30,6 @@ UVICORN_ANSWER = "permessage-deflate; server_max_window_bits=12; client_max_wind
 
 def url(srv: ServerProcess, path: str = "/echo") -> str:
     return f"ws://127.0.0.1:{srv.port}{path}"
-
-
-def events(srv: ServerProcess, event_id: str) -> list[object]:
-    deadline = time.monotonic() + 5
-    while True:
-        got = httpx.get(f"{srv.url}/events", params={"id": event_id}).json()
-        if got or time.monotonic() > deadline:
-            return list(got)
-        time.sleep(0.02)
 
 
 def test_negotiated_by_default_and_messages_round_trip(start_server: StartServer) -> None:
@@ -192,7 +183,7 @@ def test_deflate_bomb_closes_with_1009(kind: str, fresh_server: Callable[..., Se
         close = c.read_until_close(timeout=20)
         assert close.close_code == 1009
         c.assert_eof()
-    assert events(srv, eid) == [{"disconnect": 1009}]
+    assert app_events(srv, eid) == [{"disconnect": 1009}]
     if kind == "fasterapi":
         # Inflated output is bounded by --ws-max-size + 1: the peak grew by that (16 MiB) plus the read
         # buffers, not by the gigabyte the frame would inflate to.

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import websockets
 from conftest import StartServer
-from harness import KINDS, RawClient, ServerProcess, request
+from harness import KINDS, RawClient, app_events, request
 from websockets.exceptions import ConnectionClosed
 from ws_wire import Frame
 from ws_wire import connect as wire_connect
@@ -62,15 +62,6 @@ def test_ws_max_size_closes_with_1009(kind: str, start_server: StartServer) -> N
 PINGS = ("--ws-ping-interval", "0.5", "--ws-ping-timeout", "0.5")
 
 
-def recorded(srv: ServerProcess, event_id: str) -> list[object]:
-    deadline = time.monotonic() + 5
-    while True:
-        got = httpx.get(f"{srv.url}/events", params={"id": event_id}).json()
-        if got or time.monotonic() > deadline:
-            return list(got)
-        time.sleep(0.02)
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_answered_pings_keep_the_session_open(kind: str, start_server: StartServer) -> None:
     srv = start_server(kind, "ws_raw:app", *PINGS)
@@ -108,7 +99,7 @@ def test_unanswered_ping_closes_with_1011(kind: str, start_server: StartServer) 
         c.assert_eof()
     if kind == "fasterapi":
         # The app is told why (uvicorn's app sees 1005, the stream being closed under it).
-        assert recorded(srv, eid) == [{"disconnect": 1011}]
+        assert app_events(srv, eid) == [{"disconnect": 1011}]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -149,7 +140,7 @@ def test_max_queue_stops_reading_until_the_app_receives(queue: int, start_server
         assert c.read_frame(timeout=3) == Frame(True, False, 0xA, b"after")
         c.send_frame(0x1, b"end")
         assert c.read_frame(timeout=3) == Frame(True, False, 0x1, str(queue).encode())
-    assert recorded(srv, eid) == [str(i) for i in range(queue)]  # every message, in order
+    assert app_events(srv, eid) == [str(i) for i in range(queue)]  # every message, in order
 
 
 # ---------------------------------------------------------------------------------------------
