@@ -12,7 +12,7 @@
 #include "server/stage_clock.h"
 
 // Connection, part 1: accepting, reading and parsing, dispatching requests (native or app), timers, closing.
-// Writing is in connection_write.cc, the WebSocket session in connection_websocket.cc.
+// Writing is in connection_write.cc, the WebSocket session in connection_websocket.cc, TLS in connection_tls.cc.
 
 namespace fa {
 
@@ -136,52 +136,6 @@ void Connection::take_input(char* data, std::size_t len) {
   } else {
     process(data, len);
   }
-}
-
-bool Connection::tls_read(const char* data, std::size_t len) {
-  if (!tls_->handshake_done() && !reading_head_) {
-    // The handshake has begun: it is bounded like a request head (a client that stalls mid-handshake).
-    idle_ = false;
-    reading_head_ = true;
-    head_started_ms_ = server_->loop()->time;
-    arm_timer(head_started_ms_ + server_->config().tls_handshake_timeout_ms);
-  }
-  tls_->feed(data, len);
-  char* plain = server_->tls_buffer();
-  // Everything fed is decrypted now, also while parsing is paused (the plaintext then waits in in_, bounded by one
-  // socket read): ciphertext left in the BIO would not be looked at again until the socket had more.
-  while (!closing_) {
-    const bool was_done = tls_->handshake_done();
-    const int n = tls_->read(plain, Server::kTlsBufferSize);
-    if (!was_done && tls_->handshake_done()) tls_handshake_done();
-    if (n > 0) {
-      take_input(plain, static_cast<std::size_t>(n));
-      continue;
-    }
-    if (n == TlsSession::kWantMore) return true;
-    in_read_ = false;
-    if (n == TlsSession::kClosed) {  // close_notify: the peer is done sending
-      handle_eof();
-      return false;
-    }
-    if (!tls_->handshake_done()) {
-      server_->counters().tls_handshake_failures++;
-      server_->handler()->on_tls_error(*this, tls_->failure().c_str());
-      // The alert OpenSSL queued for the peer (e.g. unknown CA) is sent, then the connection closes.
-      close_when_flushed();
-    } else {
-      server_->handler()->on_tls_error(*this, tls_->failure().c_str());
-      close();
-    }
-    return false;
-  }
-  return true;
-}
-
-void Connection::tls_handshake_done() {
-  // From here the connection waits for its first request like any idle keep-alive connection.
-  reading_head_ = false;
-  arm_keep_alive();
 }
 
 void Connection::handle_eof() {

@@ -105,26 +105,6 @@ void Connection::flush(const char* extra, std::size_t extra_len) {
   if (close_after_flush_ && pending_writes_ == 0) close();
 }
 
-void Connection::flush_tls(const char* extra, std::size_t extra_len) {
-  StageScope write_stage(kStageWrite);
-  if ((!out_.empty() && !tls_->write(out_.data(), out_.size())) ||
-      (extra_len > 0 && !tls_->write(extra, extra_len))) {
-    out_.clear();
-    server_->handler()->on_tls_error(*this, tls_->failure().c_str());
-    close();
-    return;
-  }
-  out_.clear();
-  if (close_after_flush_) tls_->shutdown();  // close_notify before the stream closes
-  // The ciphertext leaves through the server's TLS buffer in steps (a large body is several steps).
-  char* buf = server_->tls_buffer();
-  while (tls_->pending_output() > 0) {
-    const std::size_t n = tls_->take_output(buf, Server::kTlsBufferSize);
-    if (n == 0 || !write_raw(buf, n, nullptr, 0)) return;
-  }
-  if (close_after_flush_ && pending_writes_ == 0) close();
-}
-
 bool Connection::write_raw(const char* a, std::size_t a_len, const char* b, std::size_t b_len) {
   const std::size_t total = a_len + b_len;
   std::size_t written = 0;
