@@ -69,6 +69,7 @@ struct Exchange {
   bool body_paused;
   bool app_done;
   bool final_delivered;  // the http.request message with more_body=False was handed to the app
+  bool file_pending;     // http.response.pathsend: the core is sending the file; send() waits in drain_waiter
   WsState* ws;           // WebSocket session, or nullptr
 };
 

@@ -1,5 +1,10 @@
 #include "bindings/http_cycle.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 #include <string_view>
 #include <vector>
@@ -130,6 +135,45 @@ PyObject* send_body(Exchange* ex, PyObject* message) {
   return drain_or_ready(ex);
 }
 
+// {"type": "http.response.pathsend", "path": ...}: the file at `path` is the whole body (ASGI's pathsend
+// extension, advertised in scope["extensions"]). The core sends it (sendfile on plain connections); send() returns
+// once every byte is out, as for a body under backpressure.
+PyObject* send_pathsend(Exchange* ex, PyObject* message) {
+  PyObject* path = PyDict_GetItemWithError(message, names.path);
+  if (path == nullptr) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "http.response.pathsend needs a 'path'");
+    return nullptr;
+  }
+  PyObject* encoded = nullptr;
+  if (!PyUnicode_FSConverter(path, &encoded)) return nullptr;  // str, bytes or os.PathLike
+  const int fd = ::open(PyBytes_AS_STRING(encoded), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+    Py_DECREF(encoded);
+    return nullptr;
+  }
+  Py_DECREF(encoded);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    const bool not_regular = errno == 0 || S_ISDIR(st.st_mode) || !S_ISREG(st.st_mode);
+    ::close(fd);
+    if (not_regular) return runtime_error("http.response.pathsend: not a regular file: %R", path);
+    return PyErr_SetFromErrno(PyExc_OSError);
+  }
+  ex->file_pending = true;
+  const char* err = ex->conn->send_file(fd, static_cast<std::uint64_t>(st.st_size));  // takes fd
+  if (err != nullptr) {
+    ex->file_pending = false;
+    return runtime_error(err);
+  }
+  ex->handler->wake();
+  if (!ex->file_pending) return ready_none();  // sent at once: on_file_sent() completed the response
+  PyObject* fut = new_future(ex);
+  if (fut == nullptr) return nullptr;
+  Py_XSETREF(ex->drain_waiter, Py_NewRef(fut));
+  return fut;
+}
+
 // The app failed mid-response: what it already sent still goes out (as with uvicorn's transport), then the
 // connection closes, so the client sees a truncated response, never a desynchronised stream.
 void close_connection(Exchange* ex) {
@@ -167,8 +211,16 @@ PyObject* http_send(Exchange* ex, PyObject* message, PyObject* type) {
     if (!is_start) return runtime_error("Expected ASGI message 'http.response.start', but got '%S'.", type);
     return send_start(ex, message);
   }
-  if (!is_body) return runtime_error("Expected ASGI message 'http.response.body', but got '%S'.", type);
-  return send_body(ex, message);
+  if (ex->file_pending) return runtime_error("Unexpected ASGI message '%S' sent, after http.response.pathsend.", type);
+  if (is_body) return send_body(ex, message);
+  if (type_is(type, names.http_response_pathsend)) return send_pathsend(ex, message);
+  return runtime_error("Expected ASGI message 'http.response.body', but got '%S'.", type);
+}
+
+void http_file_sent(Exchange* ex) {
+  ex->file_pending = false;
+  complete_response(ex);
+  resolve(&ex->drain_waiter, Py_None);
 }
 
 bool http_body_arrived(Exchange* ex, const char* data, std::size_t len) {

@@ -209,6 +209,8 @@ class PyServer {
     d["bytes_out"] = k.bytes_out;
     d["bad_requests"] = k.bad_requests;
     d["tls_handshake_failures"] = k.tls_handshake_failures;
+    d["files_sent"] = k.files_sent;
+    d["sendfile_bytes"] = k.sendfile_bytes;
     d["responses_5xx"] = k.responses_5xx;
     d["app_tasks"] = handler_->tasks_started();
     d["app_done_in_first_step"] = handler_->tasks_done_in_first_step();

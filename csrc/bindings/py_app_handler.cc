@@ -53,8 +53,10 @@ PyAppHandler* PyAppHandler::create(PyObject* loop, PyObject* app, PyObject* erro
   h->root_path_bytes_ = h->create_future_ != nullptr ? PyUnicode_AsUTF8String(root_path) : nullptr;
   h->scope_template_ = h->root_path_bytes_ != nullptr ? make_scope_template(root_path, asgi_version) : nullptr;
   h->scope_asgi_ = h->scope_template_ != nullptr ? PyDict_GetItemWithError(h->scope_template_, names.asgi) : nullptr;
-  if (h->scope_asgi_ == nullptr) {
-    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "scope template without 'asgi'");
+  h->scope_extensions_ =
+      h->scope_asgi_ != nullptr ? PyDict_GetItemWithError(h->scope_template_, names.extensions) : nullptr;
+  if (h->scope_extensions_ == nullptr) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "scope template without 'asgi' or 'extensions'");
     h->release();
     return nullptr;
   }
@@ -331,6 +333,13 @@ void PyAppHandler::on_drain(Connection& c) {
   if (ex == nullptr || ex->drain_waiter == nullptr) return;
   gil();
   resolve(&ex->drain_waiter, Py_None);
+}
+
+void PyAppHandler::on_file_sent(Connection& c) {
+  auto* ex = static_cast<Exchange*>(c.exchange);
+  if (ex == nullptr) return;
+  gil();
+  http_file_sent(ex);
 }
 
 void PyAppHandler::on_closed(Connection& c) {

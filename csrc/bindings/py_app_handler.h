@@ -51,6 +51,7 @@ class PyAppHandler final : public AppHandler {
   void on_body_complete(Connection& c) override;
   void on_disconnect(Connection& c) override;
   void on_drain(Connection& c) override;
+  void on_file_sent(Connection& c) override;
   void on_closed(Connection& c) override;
   void on_callback_end() override;
   void on_bad_request(Connection& c, int status, const char* reason) override;
@@ -106,6 +107,7 @@ class PyAppHandler final : public AppHandler {
 
   PyObject* scope_template_ = nullptr;
   PyObject* scope_asgi_ = nullptr;  // scope_template_["asgi"] (borrowed from it): copied into every scope
+  PyObject* scope_extensions_ = nullptr;  // scope_template_["extensions"] (borrowed): copied into every scope
 
  private:
   PyAppHandler() = default;

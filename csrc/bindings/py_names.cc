@@ -31,7 +31,8 @@ bool py_names_init() {
       intern(&n.bytes, "bytes") && intern(&n.code, "code") && intern(&n.reason, "reason") &&
       intern(&n.subprotocol, "subprotocol") && intern(&n.http_request, "http.request") &&
       intern(&n.http_disconnect, "http.disconnect") && intern(&n.http_response_start, "http.response.start") &&
-      intern(&n.http_response_body, "http.response.body") && intern(&n.ws_connect, "websocket.connect") &&
+      intern(&n.http_response_body, "http.response.body") &&
+      intern(&n.http_response_pathsend, "http.response.pathsend") && intern(&n.ws_connect, "websocket.connect") &&
       intern(&n.ws_receive, "websocket.receive") && intern(&n.ws_disconnect, "websocket.disconnect") &&
       intern(&n.ws_accept, "websocket.accept") && intern(&n.ws_send, "websocket.send") &&
       intern(&n.ws_close, "websocket.close") &&

@@ -63,6 +63,21 @@ struct ConnCache {
 
 }  // namespace
 
+namespace {
+
+// scope["extensions"] of the template: {"http.response.pathsend": {}} (the server sends files itself).
+bool add_extensions(PyObject* scope) {
+  PyObject* extensions = PyDict_New();
+  PyObject* pathsend = extensions != nullptr ? PyDict_New() : nullptr;
+  const bool ok = pathsend != nullptr && PyDict_SetItem(extensions, names.http_response_pathsend, pathsend) == 0 &&
+                  PyDict_SetItem(scope, names.extensions, extensions) == 0;
+  Py_XDECREF(pathsend);
+  Py_XDECREF(extensions);
+  return ok;
+}
+
+}  // namespace
+
 PyObject* make_scope_template(PyObject* root_path, const char* asgi_version) {
   const PyNames& n = names;
   PyObject* asgi = PyDict_New();
@@ -79,7 +94,8 @@ PyObject* make_scope_template(PyObject* root_path, const char* asgi_version) {
                   PyDict_SetItem(d, n.client, Py_None) == 0 && PyDict_SetItem(d, n.scheme, n.http) == 0 &&
                   PyDict_SetItem(d, n.method, Py_None) == 0 && PyDict_SetItem(d, n.root_path, root_path) == 0 &&
                   PyDict_SetItem(d, n.path, Py_None) == 0 && PyDict_SetItem(d, n.raw_path, Py_None) == 0 &&
-                  PyDict_SetItem(d, n.query_string, Py_None) == 0 && PyDict_SetItem(d, n.headers, Py_None) == 0;
+                  PyDict_SetItem(d, n.query_string, Py_None) == 0 && PyDict_SetItem(d, n.headers, Py_None) == 0 &&
+                  add_extensions(d);
   Py_DECREF(asgi);
   if (!ok) {
     Py_XDECREF(d);
@@ -211,6 +227,7 @@ PyObject* build_scope(PyAppHandler& h, Connection& c, const RequestHead& head, b
   const bool ok =
       // Every request gets its own scope["asgi"]: an app may write to it (uvicorn builds a new one each time).
       set_steal(scope, n.asgi, PyDict_Copy(h.scope_asgi_)) == 0 &&
+      set_steal(scope, n.extensions, PyDict_Copy(h.scope_extensions_)) == 0 &&
       (cache->client == nullptr || PyDict_SetItem(scope, n.client, cache->client) == 0) &&
       (cache->server == nullptr || PyDict_SetItem(scope, n.server, cache->server) == 0) &&
       (head.http_minor != 0 || PyDict_SetItem(scope, n.http_version, n.v10) == 0) &&

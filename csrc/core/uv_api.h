@@ -43,7 +43,11 @@
   X(uv_prepare_stop)       \
   X(uv_ip4_name)           \
   X(uv_ip6_name)           \
-  X(uv_buf_init)
+  X(uv_buf_init)           \
+  X(uv_fileno)             \
+  X(uv_poll_init)          \
+  X(uv_poll_start)         \
+  X(uv_poll_stop)
 
 namespace fa {
 

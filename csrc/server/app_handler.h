@@ -29,6 +29,9 @@ class AppHandler {
   virtual void on_disconnect(Connection& c) = 0;
   // The write queue drained below the low-water mark after c.want_drain() was called.
   virtual void on_drain(Connection& c) = 0;
+  // The file of c.send_file() has been sent completely (the response body is complete: the handler calls
+  // c.finish_response()). A transfer that fails closes the connection instead (on_disconnect).
+  virtual void on_file_sent(Connection& c) { (void)c; }
   // The connection's handles are closed; drop anything kept in c.exchange / c.app_data. Called exactly once,
   // before the connection is deleted.
   virtual void on_closed(Connection& c) = 0;

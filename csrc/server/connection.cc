@@ -1,6 +1,7 @@
 #include "server/connection.h"
 
 #include <llhttp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -423,6 +424,13 @@ void Connection::check_timeouts() {
     next_due = std::min(next_due, since + limit);
     return false;
   };
+  // A file waiting for the socket to take more: its last progress is last_write_ms_ (sendfile updates it).
+  if (file_ != nullptr && file_->waiting && tls_ == nullptr && pending_writes_ == 0 && cfg.send_timeout_ms > 0 &&
+      due(last_write_ms_, cfg.send_timeout_ms)) {
+    server_->handler()->on_timeout(*this, "send timeout: the client does not read its response");
+    close();
+    return;
+  }
   // Output the client does not take. Any shrinking of libuv's queue counts as progress.
   if (pending_writes_ > 0) {
     const std::size_t queued = io_.stream.write_queue_size;
@@ -531,7 +539,14 @@ void Connection::close() {
     server_->active_requests_--;
     if (native_ == nullptr && !native_405_) server_->handler()->on_disconnect(*this);
   }
+  if (file_ != nullptr) {
+    ::close(file_->fd);
+    file_.reset();
+  }
   uv.uv_timer_stop(&timer_);
+  // The poll handle first: its descriptor is a dup of the stream's, closed in its close callback.
+  if (file_poll_ != nullptr)
+    uv.uv_close(reinterpret_cast<uv_handle_t*>(&file_poll_->handle), &Connection::on_handle_closed);
   uv.uv_close(&io_.handle, &Connection::on_handle_closed);
   uv.uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &Connection::on_handle_closed);
 }
@@ -539,6 +554,10 @@ void Connection::close() {
 void Connection::on_handle_closed(uv_handle_t* h) {
   Connection* c = static_cast<Connection*>(h->data);
   live_handles_add(-1);
+  if (c->file_poll_ != nullptr && h == reinterpret_cast<uv_handle_t*>(&c->file_poll_->handle)) {
+    ::close(c->file_poll_->fd);
+    c->file_poll_->fd = -1;
+  }
   if (--c->open_handles_ > 0) return;
   Server* server = c->server_;
   // The handler outlives the server; the server may be deleted by on_callback_end() once this was its last

@@ -61,6 +61,14 @@ class Connection final : public ParserListener, public ws::FrameListener {
   int response_status() const { return response_.status(); }
   // Bytes of output not yet accepted by the socket (buffered here or queued in libuv): what backpressure reads.
   std::size_t write_queue_bytes() const;
+  // The whole body of the started response is the file open at `fd` (`size` bytes from offset 0; the connection
+  // takes the descriptor and closes it). Sent with sendfile(2) from the kernel's page cache, never through user
+  // space, on a plain connection; read in 64 KiB steps into the TLS writer on a TLS one. Waits for the socket
+  // (and, over TLS, for the write queue to drain) without blocking the loop. When every byte is out,
+  // AppHandler::on_file_sent() follows; a failure (read error, file shrunk, socket error) closes the connection.
+  // Returns nullptr, or an error (the framing refused `size`, e.g. not the Content-Length): nothing was sent.
+  const char* send_file(int fd, std::uint64_t size);
+  bool sending_file() const { return file_ != nullptr; }
 
   // ---- flow ----
   // Serialised bytes waiting for the next flush (also used by tests and the WebSocket writer).
@@ -176,6 +184,13 @@ class Connection final : public ParserListener, public ws::FrameListener {
   void flush_tls(const char* extra, std::size_t extra_len);
   // Hand bytes to the socket: tried now, the rest copied and queued. False when the connection closed on an error.
   bool write_raw(const char* a, std::size_t a_len, const char* b, std::size_t b_len);
+  // The file transfer (connection_file.cc): send what the socket takes now, else arrange to be called again.
+  void file_pump();
+  bool file_sendfile();  // plain connections; false when it must wait (or closed)
+  bool file_read_into_writer();  // TLS; false when it must wait (or closed)
+  void file_wait_writable();
+  void file_done();
+  static void on_file_writable(uv_poll_t* p, int status, int events);
 
   union {
     uv_tcp_t tcp;
@@ -200,6 +215,22 @@ class Connection final : public ParserListener, public ws::FrameListener {
   WsPhase ws_state_ = kWsNone;
   std::unique_ptr<ws::FrameParser> ws_;  // created on accept
   std::unique_ptr<TlsSession> tls_;      // created on accept when the server has a TLS context
+  // A file being sent as the response body (send_file), and the handle that waits for the socket to be writable
+  // again (a uv_poll on a dup of the socket's descriptor: the stream handle keeps its own; made on first need,
+  // kept for the connection's life, closed with the connection).
+  struct FileSend {
+    int fd;
+    std::uint64_t offset;
+    std::uint64_t remaining;
+    std::string suffix;        // framing after the body (the last chunk of a chunked response)
+    bool waiting = false;      // for the socket (plain) or for the write queue to drain (TLS)
+  };
+  std::unique_ptr<FileSend> file_;
+  struct FilePoll {
+    uv_poll_t handle;
+    int fd = -1;  // dup of the socket's descriptor, closed when the handle has closed
+  };
+  std::unique_ptr<FilePoll> file_poll_;
   std::unique_ptr<ws::Deflater> ws_deflate_;  // permessage-deflate negotiated: compresses what ws_send() sends
   static constexpr std::size_t kNativeMaxBody = 1 << 20;
   static constexpr std::size_t kCorkMaxBytes = 16 * 1024;

@@ -188,6 +188,12 @@ void Connection::on_write(uv_write_t* req, int status) {
     c->drain_wanted_ = false;
     c->server_->handler()->on_drain(*c);
   }
+  // A file waiting for the queue: empty for sendfile (nothing may overtake it), drained for the TLS reader.
+  if (c->file_ != nullptr && c->file_->waiting && !c->closing_ &&
+      (c->tls_ != nullptr ? drained : c->pending_writes_ == 0)) {
+    c->file_pump();
+    if (c->closing_) return;
+  }
   if (c->output_blocked_ && drained && !c->closing_) {
     c->output_blocked_ = false;
     c->resume();

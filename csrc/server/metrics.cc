@@ -92,6 +92,10 @@ std::string render_metrics(const Server& server) {
   append_metric(out, "fasterapi_tls_handshake_failures_total",
                 "TLS handshakes that failed or timed out (plain HTTP on the TLS port included).", "counter",
                 k.tls_handshake_failures);
+  append_metric(out, "fasterapi_files_sent_total", "Response bodies sent from a file (ASGI pathsend).", "counter",
+                k.files_sent);
+  append_metric(out, "fasterapi_sendfile_bytes_total", "Bytes of file bodies sent with sendfile(2).", "counter",
+                k.sendfile_bytes);
   append_stage_metrics(out);
   const std::vector<const NativeRoute*> routes = server.router().routes();
   out += "# HELP fasterapi_route_requests_total Requests per native route.\n";

@@ -62,6 +62,8 @@ struct ServerCounters {
   std::uint64_t bad_requests = 0;
   std::uint64_t responses_5xx = 0;
   std::uint64_t tls_handshake_failures = 0;  // handshakes refused, failed or timed out
+  std::uint64_t files_sent = 0;              // response bodies sent from a file (send_file)
+  std::uint64_t sendfile_bytes = 0;          // bytes of them that went by sendfile(2), never through user space
 };
 
 // Number of libuv handles opened by fasterapi-asgi and not yet closed (all servers). Tests assert it returns to zero.
@@ -112,6 +114,12 @@ class Server {
   static constexpr std::size_t kReadBufferSize = 256 * 1024;
   // TLS: decrypted input (one read's plaintext is taken in steps of this size) and ciphertext on its way out.
   char* tls_buffer() { return tls_buf_.get(); }
+  // A file's next step on its way into the TLS writer (Connection::send_file); made on first use.
+  char* file_buffer() {
+    if (file_buf_ == nullptr) file_buf_.reset(new char[kFileBufferSize]);
+    return file_buf_.get();
+  }
+  static constexpr std::size_t kFileBufferSize = 64 * 1024;
   static constexpr std::size_t kTlsBufferSize = 64 * 1024;
 
  private:
@@ -153,6 +161,7 @@ class Server {
   bool shutting_down_ = false;
   char* read_buf_;
   std::unique_ptr<char[]> tls_buf_;  // allocated when config_.tls is set
+  std::unique_ptr<char[]> file_buf_;
   ws::ByteBuffer ws_deflate_scratch_;
 };
 

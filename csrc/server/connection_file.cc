@@ -1,0 +1,161 @@
+// Connection, part 5: a file as the response body (ASGI http.response.pathsend, native file routes).
+//
+// Plain connections: sendfile(2) from the file to the socket, so the bytes go from the page cache to the socket
+// without entering user space. When the socket's buffer is full (EAGAIN) the connection waits for it to become
+// writable with a uv_poll on a dup of the socket's descriptor (libuv allows one watcher per descriptor, and the
+// stream handle has its own), and goes on from there. Output queued before the file (the head, a chunk size) is
+// written first: sendfile starts only when libuv's write queue is empty, so nothing is reordered.
+// TLS connections: the kernel cannot encrypt, so the file is read in 64 KiB steps into the TLS writer, each step
+// taken when the write queue is below the high-water mark (the same backpressure as an app's send()).
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "core/uv_api.h"
+#include "server/connection.h"
+#include "server/server.h"
+
+namespace fa {
+
+namespace {
+constexpr std::size_t kSendfileMax = 1u << 30;  // bytes per sendfile call (Linux caps one call near 2 GiB)
+}  // namespace
+
+const char* Connection::send_file(int fd, std::uint64_t size) {
+  if (closing_ || file_ != nullptr) {
+    ::close(fd);
+    return "the connection cannot send a file now";
+  }
+  bool emit = false;
+  std::string_view suffix;
+  if (const char* err = response_.frame_body(out_, static_cast<std::size_t>(size), false, &emit, &suffix)) {
+    ::close(fd);
+    response_.set_keep_alive(false);
+    flush();
+    return err;
+  }
+  file_ = std::make_unique<FileSend>(FileSend{fd, 0, emit ? size : 0, std::string(suffix)});
+  file_pump();
+  return nullptr;
+}
+
+void Connection::file_pump() {
+  if (closing_ || file_ == nullptr) return;
+  file_->waiting = false;
+  const bool more = tls_ != nullptr ? file_read_into_writer() : file_sendfile();
+  if (closing_ || file_ == nullptr) return;
+  if (!more) return;  // waiting: on_file_writable() or on_write() calls again
+  file_done();
+}
+
+bool Connection::file_sendfile() {
+  // What was queued before the file goes first.
+  if (!out_.empty()) flush();
+  if (closing_) return false;
+  if (pending_writes_ > 0) {
+    file_->waiting = true;  // on_write() resumes when the queue is empty
+    return false;
+  }
+  uv_os_fd_t sock = -1;
+  if (uv.uv_fileno(&io_.handle, &sock) != 0) {
+    close();
+    return false;
+  }
+  while (file_->remaining > 0) {
+    off_t offset = static_cast<off_t>(file_->offset);
+    const std::size_t want = file_->remaining < kSendfileMax ? static_cast<std::size_t>(file_->remaining)
+                                                             : kSendfileMax;
+    const ssize_t n = ::sendfile(sock, file_->fd, &offset, want);
+    if (n > 0) {
+      file_->offset += static_cast<std::uint64_t>(n);
+      file_->remaining -= static_cast<std::uint64_t>(n);
+      server_->counters().bytes_out += static_cast<std::uint64_t>(n);
+      server_->counters().sendfile_bytes += static_cast<std::uint64_t>(n);
+      last_write_ms_ = uv.uv_now(server_->loop());
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      file_wait_writable();
+      return false;
+    }
+    // n == 0: the file is shorter than when it was opened (truncated meanwhile); else a socket or read error.
+    // The response cannot be completed: the client sees the connection close before Content-Length.
+    close();
+    return false;
+  }
+  return true;
+}
+
+bool Connection::file_read_into_writer() {
+  char* buf = server_->file_buffer();
+  while (file_->remaining > 0) {
+    if (write_queue_bytes() > server_->config().write_high_water) {
+      file_->waiting = true;  // on_write() resumes below the low-water mark
+      return false;
+    }
+    const std::size_t want = file_->remaining < Server::kFileBufferSize ? static_cast<std::size_t>(file_->remaining)
+                                                                        : Server::kFileBufferSize;
+    const ssize_t n = ::pread(file_->fd, buf, want, static_cast<off_t>(file_->offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {  // a read error, or the file shrank
+      close();
+      return false;
+    }
+    file_->offset += static_cast<std::uint64_t>(n);
+    file_->remaining -= static_cast<std::uint64_t>(n);
+    flush(buf, static_cast<std::size_t>(n));
+    if (closing_) return false;
+  }
+  return true;
+}
+
+void Connection::file_wait_writable() {
+  if (file_poll_ == nullptr) {
+    uv_os_fd_t sock = -1;
+    auto poll = std::make_unique<FilePoll>();
+    if (uv.uv_fileno(&io_.handle, &sock) != 0 || (poll->fd = ::dup(sock)) < 0) {
+      close();
+      return;
+    }
+    if (uv.uv_poll_init(server_->loop(), &poll->handle, poll->fd) != 0) {
+      ::close(poll->fd);
+      close();
+      return;
+    }
+    poll->handle.data = this;
+    file_poll_ = std::move(poll);
+    open_handles_++;
+    live_handles_add(1);
+  }
+  if (uv.uv_poll_start(&file_poll_->handle, UV_WRITABLE, &Connection::on_file_writable) != 0) {
+    close();
+    return;
+  }
+  file_->waiting = true;
+  // The send bound covers a client that stops reading a file too.
+  if (server_->config().send_timeout_ms > 0) arm_timer(last_write_ms_ + server_->config().send_timeout_ms);
+}
+
+void Connection::on_file_writable(uv_poll_t* p, int status, int) {
+  Connection* c = static_cast<Connection*>(p->data);
+  uv.uv_poll_stop(p);
+  if (c->closing_) return;
+  CallbackScope scope(c->server_->handler());
+  if (status < 0) {
+    c->close();
+    return;
+  }
+  c->file_pump();
+}
+
+void Connection::file_done() {
+  server_->counters().files_sent++;
+  ::close(file_->fd);
+  out_.append(file_->suffix);
+  file_.reset();
+  server_->handler()->on_file_sent(*this);
+}
+
+}  // namespace fa
