@@ -134,20 +134,37 @@ def raw_get(port: int, path: str, *, keep_alive: bool = False, rcvbuf: int | Non
     return s
 
 
+class Reader:
+    """Responses read off one socket in order; bytes past one response wait for the next."""
+
+    def __init__(self, s: socket.socket) -> None:
+        self.s = s
+        self.buf = b""
+
+    def response(self, pause: float = 0.0) -> tuple[bytes, bytes]:
+        """The head and the Content-Length body of the next response."""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.s.recv(65536)
+            assert chunk, f"closed before a response head: {self.buf!r}"
+            self.buf += chunk
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
+        parts = [rest]
+        have = len(rest)
+        while have < length:
+            chunk = self.s.recv(65536)
+            assert chunk, f"closed after {have} of {length} bytes"
+            parts.append(chunk)
+            have += len(chunk)
+            if pause:
+                time.sleep(pause)
+        data = b"".join(parts)
+        self.buf = data[length:]
+        return head, data[:length]
+
+
 def read_response(s: socket.socket, pause: float = 0.0) -> tuple[bytes, bytes]:
-    """The head and the Content-Length body of one response."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += s.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
-    while len(body) < length:
-        chunk = s.recv(65536)
-        assert chunk, f"closed after {len(body)} of {length} bytes"
-        body += chunk
-        if pause:
-            time.sleep(pause)
-    return head, body
+    return Reader(s).response(pause)
 
 
 def test_slow_reader_gets_the_whole_file(servers: dict[str, ServerProcess], files: Path) -> None:
@@ -163,17 +180,18 @@ def test_slow_reader_gets_the_whole_file(servers: dict[str, ServerProcess], file
 def test_keep_alive_after_files(servers: dict[str, ServerProcess], files: Path) -> None:
     srv = servers["fasterapi"]
     with raw_get(srv.port, "/file/big.bin", keep_alive=True) as s:
-        _, body = read_response(s)
+        reader = Reader(s)
+        _, body = reader.response()
         assert len(body) == 12 * 2**20
         for path, want in (("/static/small.txt", b"hello, file\n"), ("/file/small.txt", b"hello, file\n")):
             s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            assert read_response(s)[1] == want
+            assert reader.response()[1] == want
         # Pipelined: a file response, then an ordinary one, in order.
         s.sendall(
             b"GET /file/page.html HTTP/1.1\r\nHost: x\r\n\r\nGET /raw/events HTTP/1.1\r\nHost: x\r\n\r\n"
         )
-        assert read_response(s)[1] == (files / "page.html").read_bytes()
-        assert read_response(s)[0].startswith(b"HTTP/1.1 200")
+        assert reader.response()[1] == (files / "page.html").read_bytes()
+        assert reader.response()[0].startswith(b"HTTP/1.1 200")
 
 
 def fd_count(pid: int) -> int:
