@@ -5,6 +5,8 @@
 // writable with a uv_poll on a dup of the socket's descriptor (libuv allows one watcher per descriptor, and the
 // stream handle has its own), and goes on from there. Output queued before the file (the head, a chunk size) is
 // written first: sendfile starts only when libuv's write queue is empty, so nothing is reordered.
+// sendfile(2) has no MSG_NOSIGNAL: a peer that has closed raises SIGPIPE, which the process must ignore (Python
+// does at start-up, as libuv's own writes also require; the core then sees EPIPE and closes the connection).
 // TLS connections: the kernel cannot encrypt, so the file is read in 64 KiB steps into the TLS writer, each step
 // taken when the write queue is below the high-water mark (the same backpressure as an app's send()).
 #include <sys/sendfile.h>

@@ -2,7 +2,9 @@
 // bindings, and a blocking client running on its own thread. Used by the loop-level and allocation tests.
 #pragma once
 
+#include <fcntl.h>
 #include <llhttp.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -24,13 +26,15 @@ namespace fa_test {
 // chunked for paths starting with /chunked. Paths starting with /defer are answered later, from a timer callback
 // (like an app that awaits something), which makes the connection pause parsing pipelined requests meanwhile.
 // Paths starting with /slow make every on_body pause reading; a timer resumes it (an app reading its body slowly).
+// Paths starting with /file are answered with the file at `file_path` through Connection::send_file.
 class TestApp final : public fa::AppHandler {
  public:
   struct Pending {
     fa::Connection* conn = nullptr;
     std::string method, path, body;
   };
-  int requests = 0, disconnects = 0, closed = 0, bad_requests = 0, drains = 0;
+  int requests = 0, disconnects = 0, closed = 0, bad_requests = 0, drains = 0, files_sent = 0;
+  std::string file_path;  // what /file... answers
   int last_bad_status = 0;
   int native_responses = 0, last_native_status = 0;
   int over_limit = 0;
@@ -89,6 +93,10 @@ class TestApp final : public fa::AppHandler {
     if (to_resume == &c) to_resume = nullptr;
   }
   void on_drain(fa::Connection&) override { ++drains; }
+  void on_file_sent(fa::Connection& c) override {
+    ++files_sent;
+    c.finish_response();
+  }
   void on_over_limit(fa::Connection&) override { ++over_limit; }
   void on_native_response(fa::Connection&, int status) override {
     ++native_responses;
@@ -123,7 +131,25 @@ class TestApp final : public fa::AppHandler {
   }
   void on_ws_close(fa::Connection&, int code, std::string_view) override { ws_close_codes.push_back(code); }
 
+  void respond_file(fa::Connection& c) {
+    const int fd = ::open(file_path.c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat st {};
+    if (fd < 0 || ::fstat(fd, &st) != 0) {
+      errors.push_back("cannot open " + file_path);
+      return;
+    }
+    const std::string length = std::to_string(st.st_size);
+    const std::string_view names[] = {"content-length"};
+    const std::string_view values[] = {length};
+    if (const char* err = c.start_response(200, names, values, 1)) errors.push_back(err);
+    if (const char* err = c.send_file(fd, static_cast<std::uint64_t>(st.st_size))) errors.push_back(err);
+  }
+
   void respond(fa::Connection& c, const Pending& p) {
+    if (p.path.rfind("/file", 0) == 0) {
+      respond_file(c);
+      return;
+    }
     const std::string body = "app " + p.method + " " + p.path + " body=" + p.body;
     const bool chunked = p.path.rfind("/chunked", 0) == 0;
     const std::string length = std::to_string(body.size());

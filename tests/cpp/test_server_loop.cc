@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <csignal>
+
 #include "catch_compat.h"
 #include "loop_harness.h"
 
@@ -396,5 +398,57 @@ TEST_CASE("loop: an app that pauses the body gets every byte once, and no empty 
   CHECK(total == 10 + 5 + 2);
   INFO("on_body sizes: " << h.app.body_calls.size() << " calls");
   CHECK(empty_calls == 0);
+  check_clean_teardown(h, rc);
+}
+
+TEST_CASE("loop: a file as the body (sendfile, waits for a full socket), keep-alive after it, a reader that leaves",
+          "[loop]") {
+  // sendfile(2) to a socket the peer closed raises SIGPIPE unless it is ignored, as the Python runtime does.
+  ::signal(SIGPIPE, SIG_IGN);
+  LoopHarness h;
+  REQUIRE(h.bind_error == "");
+  char tmpl[] = "/tmp/fa-file-XXXXXX";
+  const int tmp = ::mkstemp(tmpl);
+  REQUIRE(tmp >= 0);
+  std::string content(4 << 20, '\0');
+  for (std::size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>((i * 131) >> 3);
+  REQUIRE(::write(tmp, content.data(), content.size()) == static_cast<ssize_t>(content.size()));
+  ::close(tmp);
+  h.app.file_path = tmpl;
+  REQUIRE(h.listen() == "");
+  std::string error, first_body, after;
+  const int rc = h.run([&] {
+    // A small receive buffer: the server's sendfile fills the socket and has to wait for it many times.
+    const int fd = fa_test::connect_loopback(h.port, 5000);
+    int small = 8192;
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    std::string pending;
+    HttpResponse r;
+    const std::string req = "GET /file HTTP/1.1\r\nHost: t\r\n\r\nGET /app/next HTTP/1.1\r\nHost: t\r\n\r\n";
+    fa_test::send_all(fd, req.data(), req.size());
+    usleep(100 * 1000);  // let the socket fill before reading
+    error = fa_test::read_response(fd, pending, false, &r);
+    first_body = r.body;
+    HttpResponse next;
+    if (error.empty()) error = fa_test::read_response(fd, pending, false, &next);
+    after = next.body;
+    ::close(fd);
+    // A client that reads a little of the file and leaves: the file and the poll handle are closed with it.
+    const int leaver = fa_test::connect_loopback(h.port, 5000);
+    ::setsockopt(leaver, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    const std::string one = "GET /file HTTP/1.1\r\nHost: t\r\n\r\n";
+    fa_test::send_all(leaver, one.data(), one.size());
+    char buf[4096];
+    (void)::recv(leaver, buf, sizeof buf, 0);
+    ::close(leaver);
+    for (int i = 0; i < 2000 && h.app.disconnects == 0; ++i) usleep(1000);
+  });
+  ::unlink(tmpl);
+  CHECK(error == "");
+  CHECK(first_body == content);
+  CHECK(after == "app GET /app/next body=");
+  CHECK(h.app.files_sent == 1);
+  CHECK(h.app.disconnects == 1);
+  CHECK(h.server->counters().sendfile_bytes >= content.size());
   check_clean_teardown(h, rc);
 }
