@@ -357,17 +357,19 @@ def _fallback_endpoint(handler: Handler) -> Callable[..., Any] | None:
         return file_endpoint
     if handler.kind not in ("static", "health"):
         return None
+    from starlette.requests import Request
     from starlette.responses import Response
 
     headers = dict(handler.headers)
     media_type = headers.pop("content-type", None)
 
-    async def endpoint() -> Response:
+    # Takes the request: Starlette's add_route calls endpoint(request); FastAPI injects it for the annotation.
+    async def endpoint(request: Request) -> Response:
         return Response(handler.body, status_code=handler.status, headers=headers, media_type=media_type)
 
-    # Resolved here: under `from __future__ import annotations` FastAPI cannot resolve the string "Response"
-    # against this module's globals, and /openapi.json fails for an include_in_schema route.
-    endpoint.__annotations__["return"] = Response
+    # Resolved here: under `from __future__ import annotations` FastAPI cannot resolve the strings "Request"
+    # and "Response" against this module's globals, and /openapi.json fails for an include_in_schema route.
+    endpoint.__annotations__.update({"request": Request, "return": Response})
     return endpoint
 
 

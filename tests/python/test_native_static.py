@@ -126,6 +126,7 @@ CASES: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("GET", "/download", []),
     ("GET", "/download", [("Range", "bytes=10-19")]),
     ("HEAD", "/download", []),
+    ("GET", "/hello", []),
 ]
 
 
@@ -135,7 +136,7 @@ def test_same_answer_as_starlette_under_uvicorn(
 ) -> None:
     native, reference = (ask(srv, method, target, headers) for srv in servers.values())
     assert essentials(native) == essentials(reference)
-    if native.status in (200, 206):
+    if native.status in (200, 206) and target != "/hello":
         assert native.header("etag") is not None and native.header("etag") != reference.header("etag")
 
 

@@ -23,3 +23,4 @@ native.static(app, "/cached", DIRECTORY, cache_control="public, max-age=3600", h
 native.static(app, "/linked", DIRECTORY, follow_symlinks=True, allow_hidden=True)
 native.get(app, "/download", native.file(os.path.join(DIRECTORY, "big.bin"), from_disk=True))
 native.get(app, "/metrics", native.metrics())
+native.get(app, "/hello", native.text("hello"))  # the text fallback on a plain Starlette app
