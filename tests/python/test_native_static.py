@@ -58,6 +58,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "link_out.txt").symlink_to(base / "secret.txt")
     (d / "link_dir").symlink_to(base)
     (d / "link_in.txt").symlink_to(d / "app.js")
+    os.mkfifo(d / "pipe")  # not a regular file: 404, and opening it must not block the loop
     return d
 
 
@@ -239,6 +240,7 @@ TRAVERSALS = [
     "/assets/sub/%2ehidden",
     "/assets/%",
     "/assets/%zz",
+    "/assets/pipe",
 ]
 
 
