@@ -119,6 +119,18 @@ class Server:
     def add_user_route(
         self, method: str, pattern: str, library: str, symbol: str, user_data: int
     ) -> None: ...
+    def add_directory_route(
+        self, method: str, prefix: str, directory: str, flags: int, headers: list[tuple[str, str]]
+    ) -> None: ...
+    def add_disk_file_route(
+        self,
+        method: str,
+        pattern: str,
+        path: str,
+        content_type: str,
+        flags: int,
+        headers: list[tuple[str, str]],
+    ) -> None: ...
     def match_native(self, method: str, path: str) -> str | None:
         """The native route pattern answering ``method path``, "405", or None (falls through to the app)."""
     def metrics_text(self) -> str: ...

@@ -54,6 +54,7 @@ __all__ = [
     "redirect",
     "route",
     "routes_of",
+    "static",
     "text",
 ]
 
@@ -68,13 +69,15 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 class Handler:
     """A prepared native handler. Build one with :func:`text`, :func:`json`, :func:`load`, ..."""
 
-    kind: str  # "static" | "health" | "metrics" | "user"
+    kind: str  # "static" | "health" | "metrics" | "user" | "directory" | "disk_file"
     status: int = 200
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
     library: str | None = None
     symbol: str | None = None
     fallback: Callable[..., Any] | None = None
+    path: str | None = None  # "directory" / "disk_file": what is served from disk
+    flags: int = 0  # "directory" / "disk_file": _FOLLOW_SYMLINKS | _ALLOW_HIDDEN | _PRECOMPRESSED | _HTML
 
 
 @dataclass(frozen=True)
@@ -165,16 +168,80 @@ def json(content: Any, *, status: int = 200, headers: dict[str, str] | None = No
     return bytes_(body.encode("utf-8"), "application/json", status=status, headers=headers)
 
 
+# StaticFiles flags (csrc/http/router.h).
+_FOLLOW_SYMLINKS = 1
+_ALLOW_HIDDEN = 2
+_PRECOMPRESSED = 4
+_HTML = 8
+
+
 def file(
-    path: str | os.PathLike[str], *, content_type: str | None = None, headers: dict[str, str] | None = None
+    path: str | os.PathLike[str],
+    *,
+    content_type: str | None = None,
+    headers: dict[str, str] | None = None,
+    from_disk: bool = False,
+    precompressed: bool = False,
 ) -> Handler:
-    """Answer with a file's content, read once at registration."""
+    """Answer with a file's content, read once at registration; or, with ``from_disk=True``, opened at each
+    request and sent with sendfile(2) (changes on disk are seen; ETag, Last-Modified, 304, single ranges;
+    ``precompressed``: a ``.br``/``.gz`` sibling chosen by Accept-Encoding)."""
     p = Path(path)
-    data = p.read_bytes()
     ctype = content_type or mimetypes.guess_type(p.name)[0] or "application/octet-stream"
     if ctype.startswith("text/") and "charset" not in ctype:
         ctype += "; charset=utf-8"
-    return bytes_(data, ctype, headers=headers)
+    if not from_disk:
+        return bytes_(p.read_bytes(), ctype, headers=headers)
+    if not p.is_file():
+        raise ValueError(f"not a file: {str(p)!r}")
+    return Handler(
+        "disk_file",
+        headers=(("content-type", ctype), *_headers(headers)),
+        path=str(p.resolve()),
+        flags=_PRECOMPRESSED if precompressed else 0,
+    )
+
+
+def static(
+    app: Any,
+    path: str,
+    directory: str | os.PathLike[str],
+    *,
+    html: bool = True,
+    follow_symlinks: bool = False,
+    allow_hidden: bool = False,
+    precompressed: bool = True,
+    cache_control: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Serve ``directory`` under ``path`` (e.g. ``"/assets"``) natively: GET and HEAD on ``path``,
+    ``path/`` and everything below, answered in C++ with sendfile(2) (over TLS: read in steps into the TLS
+    writer). See docs/native-routes.md, "Static files".
+
+    ``html``: a directory is answered with its ``index.html`` (a URL without the final ``/`` is redirected
+    to it) and a missing file with the root's ``404.html`` if there is one, as Starlette's
+    ``StaticFiles(html=True)``. ``follow_symlinks``: symlinks are followed wherever they point (else a
+    symlink anywhere in the path is 404). ``allow_hidden``: names starting with ``.`` are served (else 404).
+    ``precompressed``: ``name.br`` / ``name.gz`` is sent instead of ``name`` when the client accepts it.
+    ``cache_control``: the Cache-Control value of every file response. Under other servers a Starlette or
+    FastAPI app gets ``StaticFiles`` mounted at ``path`` instead (without the hidden-file rule, precompressed
+    files and Cache-Control)."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ValueError(f"not a directory: {str(root)!r}")
+    if "{" in path or "}" in path:
+        raise ValueError(f"a static path takes no parameters: {path!r}")
+    extra = list(_headers(headers))
+    if cache_control is not None:
+        extra.append(("cache-control", cache_control))
+    flags = (
+        (_FOLLOW_SYMLINKS if follow_symlinks else 0)
+        | (_ALLOW_HIDDEN if allow_hidden else 0)
+        | (_PRECOMPRESSED if precompressed else 0)
+        | (_HTML if html else 0)
+    )
+    handler = Handler("directory", headers=tuple(_headers(extra)), path=str(root.resolve()), flags=flags)
+    route(app, "GET", path.rstrip("/") or "/", handler)
 
 
 def redirect(location: str, *, status: int = 307) -> Handler:
@@ -273,19 +340,36 @@ def delete(app: Any, path: str, handler: Handler, **kw: Any) -> None:
 def _fallback_endpoint(handler: Handler) -> Callable[..., Any] | None:
     if handler.fallback is not None:
         return handler.fallback
+    if handler.kind == "disk_file":
+        from starlette.requests import Request
+        from starlette.responses import FileResponse
+
+        file_headers = dict(handler.headers)
+        file_type = file_headers.pop("content-type", None)
+        file_path = handler.path
+        assert file_path is not None
+
+        # Takes the request: Starlette's add_route passes it; FastAPI injects it for the annotation.
+        async def file_endpoint(request: Request) -> FileResponse:
+            return FileResponse(file_path, headers=file_headers, media_type=file_type)
+
+        file_endpoint.__annotations__.update({"request": Request, "return": FileResponse})
+        return file_endpoint
     if handler.kind not in ("static", "health"):
         return None
+    from starlette.requests import Request
     from starlette.responses import Response
 
     headers = dict(handler.headers)
     media_type = headers.pop("content-type", None)
 
-    async def endpoint() -> Response:
+    # Takes the request: Starlette's add_route calls endpoint(request); FastAPI injects it for the annotation.
+    async def endpoint(request: Request) -> Response:
         return Response(handler.body, status_code=handler.status, headers=headers, media_type=media_type)
 
-    # Resolved here: under `from __future__ import annotations` FastAPI cannot resolve the string "Response"
-    # against this module's globals, and /openapi.json fails for an include_in_schema route.
-    endpoint.__annotations__["return"] = Response
+    # Resolved here: under `from __future__ import annotations` FastAPI cannot resolve the strings "Request"
+    # and "Response" against this module's globals, and /openapi.json fails for an include_in_schema route.
+    endpoint.__annotations__.update({"request": Request, "return": Response})
     return endpoint
 
 
@@ -296,6 +380,18 @@ def _add_python_fallback(app: Any, r: Route) -> None:
     except ImportError:
         return
     if not isinstance(app, Starlette):
+        return
+    if r.handler.kind == "directory":
+        from starlette.staticfiles import StaticFiles
+
+        assert r.handler.path is not None
+        files = StaticFiles(
+            directory=r.handler.path,
+            html=bool(r.handler.flags & _HTML),
+            follow_symlink=bool(r.handler.flags & _FOLLOW_SYMLINKS),
+        )
+        files.__fasterapi_native__ = True  # type: ignore[attr-defined]
+        app.mount("" if r.path == "/" else r.path, files, name=f"native_static_{r.path}")
         return
     endpoint = _fallback_endpoint(r.handler)
     if endpoint is None:
@@ -339,6 +435,14 @@ def install(core: Any, routes: Iterable[Route], app: Any = None) -> int:
             core.add_health_route(r.method, r.path, h.body)
         elif h.kind == "metrics":
             core.add_metrics_route(r.method, r.path)
+        elif h.kind == "directory":
+            assert h.path is not None
+            core.add_directory_route(r.method, r.path, h.path, h.flags, list(h.headers))
+        elif h.kind == "disk_file":
+            assert h.path is not None
+            file_headers = [kv for kv in h.headers if kv[0] != "content-type"]
+            ctype = dict(h.headers).get("content-type", "")
+            core.add_disk_file_route(r.method, r.path, h.path, ctype, h.flags, file_headers)
         elif h.kind == "user":
             assert h.library is not None and h.symbol is not None
             core.add_user_route(r.method, r.path, h.library, h.symbol, 0)
@@ -359,7 +463,12 @@ def _app_routes(app: Any) -> list[tuple[str, list[str]]]:
             for rt in routes:
                 path = getattr(rt, "path", None)
                 endpoint = getattr(rt, "endpoint", None)
-                if not isinstance(path, str) or getattr(endpoint, "__fasterapi_native__", False):
+                mounted = getattr(rt, "app", None)
+                if (
+                    not isinstance(path, str)
+                    or getattr(endpoint, "__fasterapi_native__", False)
+                    or getattr(mounted, "__fasterapi_native__", False)
+                ):
                     continue
                 methods = sorted(getattr(rt, "methods", None) or ["GET"])
                 out.append((path, methods))

@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include <dlfcn.h>
+#include <fcntl.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -272,6 +273,47 @@ class PyServer {
     r.user_data = reinterpret_cast<void*>(user_data);
     add(method, pattern, std::move(r));
   }
+  // A directory served under `prefix` (registered for `method` on `prefix`, `prefix`/ and
+  // `prefix`/{path:path}). The root is opened now (the root itself may be a symlink); its descriptor lives as
+  // long as the routes (StaticFiles, shared by the three).
+  void add_directory_route(const std::string& method, const std::string& prefix, const std::string& directory,
+                           unsigned flags, const std::vector<std::pair<std::string, std::string>>& headers) {
+    auto files = std::make_shared<StaticFiles>();
+    files->root_fd = ::open(directory.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (files->root_fd < 0) throw py::value_error("not a directory: " + directory);
+    files->flags = flags;
+    files->prefix = prefix;
+    while (!files->prefix.empty() && files->prefix.back() == '/') files->prefix.pop_back();
+    files->headers = checked_headers(headers);
+    std::shared_ptr<const StaticFiles> shared = files;
+    const std::string& base = files->prefix;
+    std::vector<std::string> patterns;
+    if (!base.empty()) patterns.push_back(base);
+    patterns.push_back(base + "/");
+    patterns.push_back(base + "/{path:path}");
+    for (const std::string& pattern : patterns) {
+      NativeRoute r;
+      r.kind = NativeRoute::kDirectory;
+      r.files = shared;
+      add(method, pattern, std::move(r));
+    }
+  }
+  // One file read from disk at each request (sent with sendfile(2)), with the same validators, ranges and
+  // precompressed siblings as a directory route.
+  void add_disk_file_route(const std::string& method, const std::string& pattern, const std::string& path,
+                           const std::string& content_type, unsigned flags,
+                           const std::vector<std::pair<std::string, std::string>>& headers) {
+    auto files = std::make_shared<StaticFiles>();
+    files->file = path;
+    files->content_type = content_type;
+    if (header_error("content-type", content_type) != nullptr) throw py::value_error("invalid content type");
+    files->flags = flags & ~static_cast<unsigned>(StaticFiles::kHtml);
+    files->headers = checked_headers(headers);
+    NativeRoute r;
+    r.kind = NativeRoute::kDiskFile;
+    r.files = std::move(files);
+    add(method, pattern, std::move(r));
+  }
   py::object match_native(const std::string& method, const std::string& path) {
     const NativeRoute* r = nullptr;
     std::string allow;
@@ -303,6 +345,12 @@ class PyServer {
   void add(const std::string& method, const std::string& pattern, NativeRoute r) {
     const std::string err = server_->add_route(method, pattern, std::move(r));
     if (!err.empty()) throw py::value_error(err);
+  }
+  static std::vector<std::pair<std::string, std::string>> checked_headers(
+      const std::vector<std::pair<std::string, std::string>>& headers) {
+    for (const auto& [n, v] : headers)
+      if (header_error(n, v) != nullptr) throw py::value_error("invalid header: " + n);
+    return headers;
   }
   void wake() { handler_->wake(); }
   // Constructor failure paths: the private loop has no handle yet.
@@ -380,6 +428,8 @@ PYBIND11_MODULE(_core, mod) {
       .def("add_health_route", &PyServer::add_health_route)
       .def("add_metrics_route", &PyServer::add_metrics_route)
       .def("add_user_route", &PyServer::add_user_route)
+      .def("add_directory_route", &PyServer::add_directory_route)
+      .def("add_disk_file_route", &PyServer::add_disk_file_route)
       .def("match_native", &PyServer::match_native)
       .def("metrics_text", &PyServer::metrics_text)
       .def("_backend_fd", &PyServer::backend_fd)

@@ -15,8 +15,29 @@
 
 namespace fa {
 
+// A directory (or one file) served from disk by a native route (csrc/server/static_route.cc). The root's
+// descriptor is opened when the route is added and closed with the last route sharing it (server teardown).
+struct StaticFiles {
+  enum Flags : unsigned {
+    kFollowSymlinks = 1,  // symlinks are followed, wherever they point
+    kAllowHidden = 2,     // path components starting with "." are served
+    kPrecompressed = 4,   // a ".br" / ".gz" sibling is sent when Accept-Encoding allows it
+    kHtml = 8,            // a directory is answered with its index.html
+  };
+  int root_fd = -1;      // kDirectory: O_PATH|O_DIRECTORY descriptor of the root
+  std::string file;      // kDiskFile: the file's path
+  std::string prefix;    // kDirectory: the route's path prefix ("/assets"), without a trailing "/"
+  std::string content_type;  // kDiskFile: fixed content type ("" = by extension)
+  std::vector<std::pair<std::string, std::string>> headers;  // extra headers (cache-control, ...), validated
+  unsigned flags = 0;
+  StaticFiles() = default;
+  StaticFiles(const StaticFiles&) = delete;
+  StaticFiles& operator=(const StaticFiles&) = delete;
+  ~StaticFiles();
+};
+
 struct NativeRoute {
-  enum Kind : std::uint8_t { kStatic, kHealth, kMetrics, kUser };
+  enum Kind : std::uint8_t { kStatic, kHealth, kMetrics, kUser, kDirectory, kDiskFile };
   Kind kind = kStatic;
   int status = 200;
   std::string headers;  // pre-formatted "name: value\r\n" lines (content-type, content-length, extra)
@@ -26,6 +47,7 @@ struct NativeRoute {
   std::string pattern;  // as registered, for metrics labels
   std::string method;   // as registered, for metrics labels
   std::size_t id = 0;   // registration index (0, 1, ...): where the server keeps this route's statistics
+  std::shared_ptr<const StaticFiles> files;  // kDirectory, kDiskFile
 };
 
 struct RouteParams {

@@ -314,7 +314,9 @@ int Connection::on_request_complete() {
     answer_native();
     native_ = nullptr;
     native_405_ = false;
-    return closing_ || close_after_flush_ || block_on_output() ? kPause : kContinue;
+    // A file still going out: the next pipelined request waits for it (file_done() resumes).
+    return closing_ || close_after_flush_ || native_file_route_ != nullptr || block_on_output() ? kPause
+                                                                                                  : kContinue;
   }
   if (in_flight_) {
     server_->handler()->on_body_complete(*this);
@@ -329,6 +331,12 @@ int Connection::on_request_complete() {
 
 void Connection::answer_native() {
   int status;
+  // A route answered by a file: marked before it runs, so that a file sent at once (inside send_file()) is not
+  // taken for an app's (file_done()); the status stays -1 until run_native_route() returns.
+  if (native_ != nullptr && (native_->kind == NativeRoute::kDirectory || native_->kind == NativeRoute::kDiskFile)) {
+    native_file_route_ = native_;
+    native_file_status_ = -1;
+  }
   {
     StageScope native_stage(kStageNative);
     status = native_405_ ? answer_method_not_allowed(*this, native_allow_)
@@ -336,13 +344,32 @@ void Connection::answer_native() {
                                                                                             : kNoParams,
                                                     native_body_);
   }
+  if (closing_ && !in_flight_) {
+    // The client left while its file was going out (close() counted the request out): its access line all the
+    // same, as uvicorn logs a response when it starts.
+    if (native_ != nullptr && (native_->kind == NativeRoute::kDirectory || native_->kind == NativeRoute::kDiskFile))
+      server_->handler()->on_native_response(*this, status);
+    return;
+  }
+  if (file_ != nullptr && native_file_route_ != nullptr) {
+    native_file_status_ = status;  // file_done() completes the request
+    return;
+  }
+  native_file_route_ = nullptr;
+  finish_native(status, native_);
+}
+
+void Connection::finish_native(int status, const NativeRoute* route) {
+  if (route != nullptr && (route->kind == NativeRoute::kDirectory || route->kind == NativeRoute::kDiskFile))
+    server_->route_stats(route->id).record(static_cast<double>(monotonic_ns() - request_start_ns_) / 1000.0);
   server_->handler()->on_native_response(*this, status);
   in_flight_ = false;
   server_->active_requests_--;
   server_->counters().requests++;
   server_->counters().native_requests++;
   if (status >= 500) server_->counters().responses_5xx++;
-  if (!response_.keep_alive()) {
+  // close_after_response_: a graceful shutdown began while a file was going out.
+  if (!response_.keep_alive() || close_after_response_) {
     close_after_response_ = true;
     close_when_flushed();
   } else {
@@ -537,7 +564,13 @@ void Connection::close() {
   if (in_flight_) {
     in_flight_ = false;
     server_->active_requests_--;
-    if (native_ == nullptr && !native_405_) server_->handler()->on_disconnect(*this);
+    if (native_ == nullptr && !native_405_ && native_file_route_ == nullptr) server_->handler()->on_disconnect(*this);
+  }
+  if (native_file_route_ != nullptr) {
+    // A native file cut short (client gone, send timeout): its access line all the same, as uvicorn logs a
+    // response when it starts (not when the head itself could not be sent: status still -1).
+    native_file_route_ = nullptr;
+    if (native_file_status_ >= 0) server_->handler()->on_native_response(*this, native_file_status_);
   }
   if (file_ != nullptr) {
     ::close(file_->fd);

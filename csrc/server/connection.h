@@ -67,7 +67,8 @@ class Connection final : public ParserListener, public ws::FrameListener {
   // (and, over TLS, for the write queue to drain) without blocking the loop. When every byte is out,
   // AppHandler::on_file_sent() follows; a failure (read error, file shrunk, socket error) closes the connection.
   // Returns nullptr, or an error (the framing refused `size`, e.g. not the Content-Length): nothing was sent.
-  const char* send_file(int fd, std::uint64_t size);
+  // `offset`: where in the file the body starts (a byte range).
+  const char* send_file(int fd, std::uint64_t size, std::uint64_t offset = 0);
   bool sending_file() const { return file_ != nullptr; }
 
   // ---- flow ----
@@ -178,6 +179,9 @@ class Connection final : public ParserListener, public ws::FrameListener {
   // A request that cannot be parsed or served: count and log it, answer `status`, close.
   void reject_request(int status, const char* reason);
   void answer_native();
+  // The native request is answered (its file, if any, is out): log line, counters, route statistics, then
+  // keep-alive or close.
+  void finish_native(int status, const NativeRoute* route);
   void close_when_flushed();
   bool start_websocket_session();
   // Encrypt out_ (+ extra) and send the ciphertext (TLS connections' flush()).
@@ -211,6 +215,10 @@ class Connection final : public ParserListener, public ws::FrameListener {
   std::unique_ptr<RouteParams> native_params_;  // created on the first parameterised native route
   std::string native_body_;
   std::string native_allow_;
+  // A native route whose answer is a file (static_route.cc) completes when the file is out (file_done()): until
+  // then the request stays in flight, the parser paused (no pipelined request is read) and no keep-alive armed.
+  const NativeRoute* native_file_route_ = nullptr;
+  int native_file_status_ = -1;  // -1 while the route runs; then the status it answered
   enum WsPhase : std::uint8_t { kWsNone, kWsHandshake, kWsOpen, kWsClosing, kWsDone };
   WsPhase ws_state_ = kWsNone;
   std::unique_ptr<ws::FrameParser> ws_;  // created on accept

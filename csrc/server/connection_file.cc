@@ -24,7 +24,7 @@ namespace {
 constexpr std::size_t kSendfileMax = 1u << 30;  // bytes per sendfile call (Linux caps one call near 2 GiB)
 }  // namespace
 
-const char* Connection::send_file(int fd, std::uint64_t size) {
+const char* Connection::send_file(int fd, std::uint64_t size, std::uint64_t offset) {
   if (closing_ || file_ != nullptr) {
     ::close(fd);
     return "the connection cannot send a file now";
@@ -37,7 +37,7 @@ const char* Connection::send_file(int fd, std::uint64_t size) {
     flush();
     return err;
   }
-  file_ = std::make_unique<FileSend>(FileSend{fd, 0, emit ? size : 0, std::string(suffix)});
+  file_ = std::make_unique<FileSend>(FileSend{fd, offset, emit ? size : 0, std::string(suffix)});
   file_pump();
   return nullptr;
 }
@@ -157,6 +157,16 @@ void Connection::file_done() {
   ::close(file_->fd);
   out_.append(file_->suffix);
   file_.reset();
+  if (native_file_route_ != nullptr) {
+    // A native route's file. Sent at once, inside send_file() (status still -1): answer_native() completes the
+    // request when the route returns. Else the request completes now and the next pipelined one may start.
+    if (native_file_status_ < 0) return;
+    const NativeRoute* route = native_file_route_;
+    native_file_route_ = nullptr;
+    finish_native(native_file_status_, route);
+    resume();
+    return;
+  }
   server_->handler()->on_file_sent(*this);
 }
 

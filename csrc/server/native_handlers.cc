@@ -6,6 +6,7 @@
 #include "server/metrics.h"
 #include "server/native_abi.h"
 #include "server/server.h"
+#include "server/static_route.h"
 
 namespace fa {
 
@@ -49,6 +50,10 @@ int run_native_route(Connection& c, const NativeRoute& route, const RouteParams&
     case NativeRoute::kUser:
       status = run_user_handler(c, route, params, body);
       break;
+    case NativeRoute::kDirectory:
+    case NativeRoute::kDiskFile:
+      // Statistics when the file is out (Connection::finish_native()).
+      return run_static_route(c, route);
   }
   server.route_stats(route.id).record(static_cast<double>(monotonic_ns() - c.request_start_ns()) / 1000.0);
   return status;
