@@ -1,6 +1,5 @@
 #include "http/static_files.h"
 
-#include <cstdio>
 #include <cstring>
 
 namespace fa {
@@ -129,21 +128,57 @@ std::string_view static_content_type(std::string_view file_name) {
   return "application/octet-stream";
 }
 
+namespace {
+
+// Lower-case hex digits of `v` appended to `out` (no leading zeros; "0" for 0). Formatting by hand: snprintf's
+// format parsing was 2% of a native static request's CPU (perf).
+void append_hex(std::string* out, std::uint64_t v) {
+  char buf[16];
+  int i = 16;
+  do {
+    buf[--i] = "0123456789abcdef"[v & 15];
+    v >>= 4;
+  } while (v != 0);
+  out->append(buf + i, static_cast<std::size_t>(16 - i));
+}
+
+void append_2digits(std::string* out, int v) {
+  out->push_back(static_cast<char>('0' + v / 10 % 10));
+  out->push_back(static_cast<char>('0' + v % 10));
+}
+
+}  // namespace
+
 std::string static_etag(std::uint64_t size, std::int64_t mtime_ns) {
-  char buf[64];
-  const int n = std::snprintf(buf, sizeof buf, "\"%llx-%llx\"", static_cast<unsigned long long>(size),
-                              static_cast<unsigned long long>(mtime_ns));
-  return std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+  std::string etag;
+  etag.reserve(36);
+  etag.push_back('"');
+  append_hex(&etag, size);
+  etag.push_back('-');
+  append_hex(&etag, static_cast<std::uint64_t>(mtime_ns));
+  etag.push_back('"');
+  return etag;
 }
 
 void static_http_date(std::time_t t, std::string* out) {
   std::tm tm{};
   gmtime_r(&t, &tm);
-  char buf[40];
-  const int n = std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", kDays[tm.tm_wday % 7],
-                              tm.tm_mday, kMonths[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-                              tm.tm_sec);
-  if (n > 0) out->append(buf, static_cast<std::size_t>(n));
+  out->append(kDays[tm.tm_wday % 7]);
+  out->append(", ");
+  append_2digits(out, tm.tm_mday);
+  out->push_back(' ');
+  out->append(kMonths[tm.tm_mon % 12]);
+  out->push_back(' ');
+  const int year = tm.tm_year + 1900;
+  append_2digits(out, year / 100);
+  append_2digits(out, year % 100);
+  out->push_back(' ');
+  append_2digits(out, tm.tm_hour);
+  out->push_back(':');
+  append_2digits(out, tm.tm_min);
+  out->push_back(':');
+  append_2digits(out, tm.tm_sec);
+  out->append(" GMT");
 }
 
 bool static_parse_http_date(std::string_view s, std::time_t* out) {

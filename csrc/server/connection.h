@@ -192,6 +192,7 @@ class Connection final : public ParserListener, public ws::FrameListener {
   void file_pump();
   bool file_sendfile();  // plain connections; false when it must wait (or closed)
   bool file_read_into_writer();  // TLS; false when it must wait (or closed)
+  bool file_read_inline();       // a small file behind the head in out_; false when closed
   void file_wait_writable();
   void file_done();
   static void on_file_writable(uv_poll_t* p, int status, int events);
@@ -232,6 +233,7 @@ class Connection final : public ParserListener, public ws::FrameListener {
     std::uint64_t remaining;
     std::string suffix;        // framing after the body (the last chunk of a chunked response)
     bool waiting = false;      // for the socket (plain) or for the write queue to drain (TLS)
+    bool corked = false;       // TCP_CORK set for the transfer (plain TCP), cleared in file_done()
   };
   std::unique_ptr<FileSend> file_;
   struct FilePoll {

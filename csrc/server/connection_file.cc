@@ -1,6 +1,7 @@
 // Connection, part 5: a file as the response body (ASGI http.response.pathsend, native file routes).
 //
-// Plain connections: sendfile(2) from the file to the socket, so the bytes go from the page cache to the socket
+// Plain connections: a file of up to 16 KiB is read into the output buffer behind the head (one write, one
+// segment); a larger one goes by sendfile(2) from the file to the socket, so the bytes go from the page cache to the socket
 // without entering user space. When the socket's buffer is full (EAGAIN) the connection waits for it to become
 // writable with a uv_poll on a dup of the socket's descriptor (libuv allows one watcher per descriptor, and the
 // stream handle has its own), and goes on from there. Output queued before the file (the head, a chunk size) is
@@ -9,7 +10,10 @@
 // does at start-up, as libuv's own writes also require; the core then sees EPIPE and closes the connection).
 // TLS connections: the kernel cannot encrypt, so the file is read in 64 KiB steps into the TLS writer, each step
 // taken when the write queue is below the high-water mark (the same backpressure as an app's send()).
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -22,6 +26,8 @@ namespace fa {
 
 namespace {
 constexpr std::size_t kSendfileMax = 1u << 30;  // bytes per sendfile call (Linux caps one call near 2 GiB)
+// Files up to this size are read into the output buffer and leave with the head in one write (plain connections).
+constexpr std::uint64_t kInlineFileMax = 16 * 1024;
 }  // namespace
 
 const char* Connection::send_file(int fd, std::uint64_t size, std::uint64_t offset) {
@@ -45,23 +51,31 @@ const char* Connection::send_file(int fd, std::uint64_t size, std::uint64_t offs
 void Connection::file_pump() {
   if (closing_ || file_ == nullptr) return;
   file_->waiting = false;
-  const bool more = tls_ != nullptr ? file_read_into_writer() : file_sendfile();
+  const bool more = tls_ != nullptr                     ? file_read_into_writer()
+                    : file_->remaining <= kInlineFileMax ? file_read_inline()
+                                                         : file_sendfile();
   if (closing_ || file_ == nullptr) return;
   if (!more) return;  // waiting: on_file_writable() or on_write() calls again
   file_done();
 }
 
 bool Connection::file_sendfile() {
+  uv_os_fd_t sock = -1;
+  if (uv.uv_fileno(&io_.handle, &sock) != 0) {
+    close();
+    return false;
+  }
+  if (tcp_ && !file_->corked) {
+    // The head and the first part of the file leave in full segments, as nginx's tcp_nopush does; uncorked
+    // when the file is out.
+    const int on = 1;
+    file_->corked = ::setsockopt(sock, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0;
+  }
   // What was queued before the file goes first.
   if (!out_.empty()) flush();
   if (closing_) return false;
   if (pending_writes_ > 0) {
     file_->waiting = true;  // on_write() resumes when the queue is empty
-    return false;
-  }
-  uv_os_fd_t sock = -1;
-  if (uv.uv_fileno(&io_.handle, &sock) != 0) {
-    close();
     return false;
   }
   while (file_->remaining > 0) {
@@ -87,6 +101,29 @@ bool Connection::file_sendfile() {
     close();
     return false;
   }
+  return true;
+}
+
+bool Connection::file_read_inline() {
+  // A small file goes out with the head in one write: a second system call (and a second segment, with
+  // TCP_NODELAY) for the body costs more than copying a few KiB (native.static, 4 KiB asset: 21.1 -> see
+  // docs/benchmarks.md, "Native static files").
+  const std::size_t start = out_.size();
+  const std::size_t want = static_cast<std::size_t>(file_->remaining);
+  out_.resize(start + want);
+  std::size_t got = 0;
+  while (got < want) {
+    const ssize_t n = ::pread(file_->fd, &out_[start + got], want - got, static_cast<off_t>(file_->offset + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {  // a read error, or the file shrank
+      out_.resize(start);
+      close();
+      return false;
+    }
+    got += static_cast<std::size_t>(n);
+  }
+  file_->offset += want;
+  file_->remaining = 0;
   return true;
 }
 
@@ -154,6 +191,11 @@ void Connection::on_file_writable(uv_poll_t* p, int status, int) {
 
 void Connection::file_done() {
   server_->counters().files_sent++;
+  uv_os_fd_t sock = -1;
+  if (file_->corked && uv.uv_fileno(&io_.handle, &sock) == 0) {
+    const int off = 0;
+    ::setsockopt(sock, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
+  }
   ::close(file_->fd);
   out_.append(file_->suffix);
   file_.reset();
