@@ -54,8 +54,8 @@ step "Starlette's and FastAPI's own test suites (from their sdists), the native 
 
 # The other supported interpreters (Python 3.10-3.13): build, then on 3.13 every test (eager Task starts), on
 # 3.10 and 3.12 the real-socket smoke tests, the eager-task tests (3.12+), how request Tasks start, the route index,
-# the binding lifetime tests, TLS (the core reads the SSL_CTX out of each Python's ssl.SSLContext) and fresh
-# contextvars. Interpreters are taken from pyenv when it has them.
+# the binding lifetime tests, TLS (the core reads the SSL_CTX out of each Python's ssl.SSLContext), fresh
+# contextvars and http.response.pathsend. Interpreters are taken from pyenv when it has them.
 PYENV_ROOT=${PYENV_ROOT:-$HOME/.pyenv}
 for minor in 3.10 3.12 3.13; do
   other=$(ls -d "$PYENV_ROOT"/versions/"$minor".*/bin/python 2>/dev/null | sort -V | tail -n 1 || true)
@@ -70,7 +70,7 @@ for minor in 3.10 3.12 3.13; do
   else
     "$other" -m pytest -q -p no:cacheprovider tests/python/test_http_basic.py tests/python/test_eager_tasks.py \
       tests/python/test_task_start.py tests/python/test_route_index.py tests/python/test_core_lifetime.py \
-      tests/python/test_tls.py tests/python/test_contextvars.py
+      tests/python/test_tls.py tests/python/test_contextvars.py tests/python/test_pathsend.py
   fi
 done
 
