@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "core/strings.h"
+
 namespace fa {
 
 namespace {
@@ -11,21 +13,6 @@ int hex_value(char c) {
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
-}
-
-char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (lower(a[i]) != lower(b[i])) return false;
-  return true;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
 }
 
 // Decimal digits only, no sign, no overflow.
@@ -123,7 +110,7 @@ std::string_view static_content_type(std::string_view file_name) {
   if (dot != std::string_view::npos && dot + 1 < file_name.size()) {
     const std::string_view ext = file_name.substr(dot + 1);
     for (const TypeEntry& e : kTypes)
-      if (iequals(ext, e.ext)) return e.type;
+      if (ascii_iequals(ext, e.ext)) return e.type;
   }
   return "application/octet-stream";
 }
@@ -183,7 +170,7 @@ void static_http_date(std::time_t t, std::string* out) {
 
 bool static_parse_http_date(std::string_view s, std::time_t* out) {
   // "Sun, 06 Nov 1994 08:49:37 GMT": exactly 29 characters.
-  s = trim(s);
+  s = trim_ows(s);
   if (s.size() != 29 || s[3] != ',' || s[4] != ' ' || s[7] != ' ' || s[11] != ' ' || s[16] != ' ' ||
       s[19] != ':' || s[22] != ':' || s.substr(25) != " GMT")
     return false;
@@ -209,16 +196,11 @@ bool static_parse_http_date(std::string_view s, std::time_t* out) {
 }
 
 bool static_etag_matches(std::string_view if_none_match, std::string_view etag) {
-  std::string_view rest = if_none_match;
-  while (!rest.empty()) {
-    const auto comma = rest.find(',');
-    std::string_view tag = trim(rest.substr(0, comma));
-    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+  return for_each_list_item(if_none_match, [etag](std::string_view tag) {
     if (tag == "*") return true;
     if (tag.size() > 2 && tag[0] == 'W' && tag[1] == '/') tag.remove_prefix(2);
-    if (tag == etag) return true;
-  }
-  return false;
+    return tag == etag;
+  });
 }
 
 bool static_not_modified(std::string_view if_none_match, std::string_view if_modified_since,
@@ -230,14 +212,14 @@ bool static_not_modified(std::string_view if_none_match, std::string_view if_mod
 
 RangeKind static_parse_range(std::string_view header, std::uint64_t size, std::uint64_t* first,
                              std::uint64_t* last) {
-  header = trim(header);
-  if (header.size() < 6 || !iequals(header.substr(0, 6), "bytes=")) return RangeKind::kNone;
-  const std::string_view spec = trim(header.substr(6));
+  header = trim_ows(header);
+  if (header.size() < 6 || !ascii_iequals(header.substr(0, 6), "bytes=")) return RangeKind::kNone;
+  const std::string_view spec = trim_ows(header.substr(6));
   if (spec.find(',') != std::string_view::npos) return RangeKind::kNone;  // several ranges: the whole file
   const auto dash = spec.find('-');
   if (dash == std::string_view::npos) return RangeKind::kNone;
-  const std::string_view a = trim(spec.substr(0, dash));
-  const std::string_view b = trim(spec.substr(dash + 1));
+  const std::string_view a = trim_ows(spec.substr(0, dash));
+  const std::string_view b = trim_ows(spec.substr(dash + 1));
   std::uint64_t x = 0;
   std::uint64_t y = 0;
   if (a.empty()) {  // suffix: the last y bytes
@@ -260,27 +242,24 @@ RangeKind static_parse_range(std::string_view header, std::uint64_t size, std::u
 }
 
 bool static_accepts_encoding(std::string_view accept_encoding, std::string_view coding) {
-  std::string_view rest = accept_encoding;
-  while (!rest.empty()) {
-    const auto comma = rest.find(',');
-    std::string_view item = trim(rest.substr(0, comma));
-    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+  bool accepted = false;
+  for_each_list_item(accept_encoding, [&](std::string_view item) {
     const auto semi = item.find(';');
-    const std::string_view name = trim(item.substr(0, semi));
-    if (!iequals(name, coding)) continue;
+    if (!ascii_iequals(trim_ows(item.substr(0, semi)), coding)) return false;
+    accepted = true;
     if (semi == std::string_view::npos) return true;
-    std::string_view param = trim(item.substr(semi + 1));
-    if (param.size() >= 2 && lower(param[0]) == 'q' && param[1] == '=') {
-      param = trim(param.substr(2));
+    std::string_view param = trim_ows(item.substr(semi + 1));
+    if (param.size() >= 2 && ascii_lower(param[0]) == 'q' && param[1] == '=') {
+      param = trim_ows(param.substr(2));
       // q=0, q=0.0, q=0.000: refused.
       bool zero = !param.empty() && param[0] == '0';
       for (std::size_t i = 1; zero && i < param.size(); ++i)
         if (param[i] != '.' && param[i] != '0') zero = false;
-      return !zero;
+      accepted = !zero;
     }
     return true;
-  }
-  return false;
+  });
+  return accepted;
 }
 
 }  // namespace fa

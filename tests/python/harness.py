@@ -184,6 +184,17 @@ class ServerPool:
         self.servers.clear()
 
 
+def fd_count(pid: int) -> int:
+    """Open descriptors of a server process (leak checks)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of a process, KiB."""
+    with open(f"/proc/{pid}/status") as status:
+        return int(status.read().split("VmRSS:")[1].split()[0])
+
+
 def app_events(server: ServerProcess, event_id: str, expect: int = 1) -> list[Any]:
     """What the test app recorded under ``event_id`` (``GET /events?id=``), polled for up to 5 s until
     there are ``expect`` entries: apps record some events (a WebSocket's disconnect) after the client has

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import RawClient, RawResponse, ServerProcess, request, start_server
+from harness import RawClient, RawResponse, ServerProcess, fd_count, request, rss_kb, start_server
 
 APP = "static_app:app"
 BIG = 3 * 2**20 + 17
@@ -365,11 +365,6 @@ def test_static_over_tls(tree: Path, tmp_path: Path) -> None:
         srv.stop()
 
 
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        return int(status.read().split("VmRSS:")[1].split()[0])
-
-
 @pytest.mark.timeout(120)
 def test_large_file_keeps_memory_flat(tmp_path: Path) -> None:
     d = tmp_path / "www"
@@ -402,7 +397,7 @@ def test_large_file_keeps_memory_flat(tmp_path: Path) -> None:
 def test_access_log_and_clients_leaving_mid_file(servers: dict[str, ServerProcess]) -> None:
     srv = servers["fasterapi"]
     ask(srv, "GET", "/assets/big.bin", [("Range", "bytes=1-2"), ("User-Agent", "range-probe")])
-    fds = len(os.listdir(f"/proc/{srv.proc.pid}/fd"))
+    fds = fd_count(srv.proc.pid)
     for _ in range(10):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
@@ -411,9 +406,9 @@ def test_access_log_and_clients_leaving_mid_file(servers: dict[str, ServerProces
         s.recv(1000)
         s.close()
     deadline = time.monotonic() + 5
-    while len(os.listdir(f"/proc/{srv.proc.pid}/fd")) > fds and time.monotonic() < deadline:
+    while fd_count(srv.proc.pid) > fds and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(os.listdir(f"/proc/{srv.proc.pid}/fd")) <= fds
+    assert fd_count(srv.proc.pid) <= fds
     assert ask(srv, "GET", "/assets/app.js").status == 200
     log = srv.log()
     assert '"GET /assets/big.bin HTTP/1.1" 206' in log

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import ServerProcess, start_server
+from harness import ServerProcess, fd_count, rss_kb, start_server
 
 APP = "files_app:app"
 NATIVE = ("--native", "files_app:native_routes")
@@ -194,10 +194,6 @@ def test_keep_alive_after_files(servers: dict[str, ServerProcess], files: Path) 
         assert reader.response()[0].startswith(b"HTTP/1.1 200")
 
 
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
 def test_clients_leaving_mid_file_leak_nothing(servers: dict[str, ServerProcess]) -> None:
     srv = servers["fasterapi"]
     httpx.get(f"{srv.url}/static/small.txt", trust_env=False)
@@ -287,11 +283,6 @@ def test_pathsend_over_tls(files: Path, tmp_path: Path) -> None:
             assert re.search(r"^fasterapi_files_sent_total 3$", metrics, re.M)
     finally:
         srv.stop()
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        return int(status.read().split("VmRSS:")[1].split()[0])
 
 
 @pytest.mark.timeout(120)

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
-from harness import REPO_ROOT, ServerProcess, free_port
+from harness import REPO_ROOT, ServerProcess, fd_count, free_port
 
 StartServer = Callable[..., ServerProcess]
 APP = "tls_app:app"
@@ -240,10 +240,6 @@ def test_same_tls_session_as_uvicorn(certs: Certs, fresh_server: StartServer) ->
     theirs = describe("uvicorn", certs, fresh_server, *flags)
     assert ours == theirs
     assert ours["body"]["scheme"] == "https"  # type: ignore[index]
-
-
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def test_hostile_clients_close_only_their_connection(certs: Certs, fresh_server: StartServer) -> None:
