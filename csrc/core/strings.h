@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string_view>
 
 namespace fa {
@@ -42,6 +43,18 @@ bool for_each_list_item(std::string_view list, Fn&& fn) {
     start = end + 1;
   }
   return false;
+}
+
+// `s` as an unsigned decimal: digits only (no sign, no spaces), at most 19 of them (no overflow). False otherwise.
+inline bool parse_decimal_u64(std::string_view s, std::uint64_t* out) {
+  if (s.empty() || s.size() > 19) return false;
+  std::uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  *out = v;
+  return true;
 }
 
 // Whether a comma-separated list holds `token` (ASCII case-insensitive), e.g. "close" in a Connection value.

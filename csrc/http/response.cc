@@ -21,16 +21,7 @@ constexpr unsigned char kTokenChars[256] = {
 };
 
 bool parse_content_length(std::string_view v, std::uint64_t* out) {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-  if (v.empty() || v.size() > 19) return false;
-  std::uint64_t n = 0;
-  for (char c : v) {
-    if (c < '0' || c > '9') return false;
-    n = n * 10 + static_cast<std::uint64_t>(c - '0');
-  }
-  *out = n;
-  return true;
+  return parse_decimal_u64(trim_ows(v), out);
 }
 
 // "<len in hex>\r\n", the chunk-size line.

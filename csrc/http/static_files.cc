@@ -15,18 +15,6 @@ int hex_value(char c) {
   return -1;
 }
 
-// Decimal digits only, no sign, no overflow.
-bool parse_u64(std::string_view s, std::uint64_t* out) {
-  if (s.empty() || s.size() > 19) return false;
-  std::uint64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    v = v * 10 + static_cast<std::uint64_t>(c - '0');
-  }
-  *out = v;
-  return true;
-}
-
 struct TypeEntry {
   const char* ext;
   const char* type;
@@ -176,7 +164,7 @@ bool static_parse_http_date(std::string_view s, std::time_t* out) {
     return false;
   auto num = [&](std::size_t pos, std::size_t len, int* v) {
     std::uint64_t u = 0;
-    if (!parse_u64(s.substr(pos, len), &u)) return false;
+    if (!parse_decimal_u64(s.substr(pos, len), &u)) return false;
     *v = static_cast<int>(u);
     return true;
   };
@@ -223,16 +211,16 @@ RangeKind static_parse_range(std::string_view header, std::uint64_t size, std::u
   std::uint64_t x = 0;
   std::uint64_t y = 0;
   if (a.empty()) {  // suffix: the last y bytes
-    if (!parse_u64(b, &y)) return RangeKind::kNone;
+    if (!parse_decimal_u64(b, &y)) return RangeKind::kNone;
     if (y == 0 || size == 0) return RangeKind::kUnsatisfiable;
     *first = y >= size ? 0 : size - y;
     *last = size - 1;
     return RangeKind::kSatisfiable;
   }
-  if (!parse_u64(a, &x)) return RangeKind::kNone;
+  if (!parse_decimal_u64(a, &x)) return RangeKind::kNone;
   if (b.empty()) {
     y = UINT64_MAX;
-  } else if (!parse_u64(b, &y) || y < x) {
+  } else if (!parse_decimal_u64(b, &y) || y < x) {
     return RangeKind::kNone;  // malformed (last < first): ignored
   }
   if (x >= size) return RangeKind::kUnsatisfiable;

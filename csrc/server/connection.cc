@@ -333,7 +333,7 @@ void Connection::answer_native() {
   int status;
   // A route answered by a file: marked before it runs, so that a file sent at once (inside send_file()) is not
   // taken for an app's (file_done()); the status stays -1 until run_native_route() returns.
-  if (native_ != nullptr && (native_->kind == NativeRoute::kDirectory || native_->kind == NativeRoute::kDiskFile)) {
+  if (native_ != nullptr && native_->sends_file()) {
     native_file_route_ = native_;
     native_file_status_ = -1;
   }
@@ -347,7 +347,7 @@ void Connection::answer_native() {
   if (closing_ && !in_flight_) {
     // The client left while its file was going out (close() counted the request out): its access line all the
     // same, as uvicorn logs a response when it starts.
-    if (native_ != nullptr && (native_->kind == NativeRoute::kDirectory || native_->kind == NativeRoute::kDiskFile))
+    if (native_ != nullptr && native_->sends_file())
       server_->handler()->on_native_response(*this, status);
     return;
   }
@@ -360,7 +360,7 @@ void Connection::answer_native() {
 }
 
 void Connection::finish_native(int status, const NativeRoute* route) {
-  if (route != nullptr && (route->kind == NativeRoute::kDirectory || route->kind == NativeRoute::kDiskFile))
+  if (route != nullptr && route->sends_file())
     server_->route_stats(route->id).record(static_cast<double>(monotonic_ns() - request_start_ns_) / 1000.0);
   server_->handler()->on_native_response(*this, status);
   in_flight_ = false;
