@@ -10,6 +10,7 @@ tarball in DEST_DIR is reused. Exits non-zero with a one-line reason on any fail
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import tarfile
@@ -45,11 +46,14 @@ def main(argv: list[str]) -> int:
             "-d",
             str(dest),
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        # pip prepares the sdist's metadata with that package's own build backend. Run from inside our build
+        # backend, the environment names our backend's path (pyproject_hooks); the nested build must not see it.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("_PYPROJECT_HOOKS", "PEP517_"))}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if not tarball.exists():
             # --no-build-isolation needs the build backend installed; retry with isolation (slower).
             cmd.remove("--no-build-isolation")
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if not tarball.exists():
             sys.stderr.write(
                 f"fetch_sdist: could not download {name}=={version}: {proc.stderr.strip()[-400:]}\n"

@@ -4,7 +4,7 @@ The native module ``fasterapi_asgi._core`` is imported only when a server starts
 (its configuration, CLI and lifespan code) imports without it.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one source of the version (pyproject.toml reads it)
 
 from fasterapi_asgi.config import Config  # noqa: E402
 from fasterapi_asgi.main import main, run  # noqa: E402

@@ -53,7 +53,26 @@ def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
         f"Running fasterapi-asgi {fasterapi_asgi.__version__} with {platform.python_implementation()} "
         f"{platform.python_version()} on {platform.system()}"
     )
+    click.echo(native_versions())
     ctx.exit()
+
+
+def native_versions() -> str:
+    """The native parts as the core would run them: the running uvloop's libuv, the llhttp compiled in, and the
+    OpenSSL Python's ssl module loaded (the one TLS uses). One line; the reason when the core cannot load."""
+    import ssl
+
+    try:
+        import uvloop
+
+        from fasterapi_asgi import _core
+        from fasterapi_asgi.server import _bind_libuv
+
+        libuv = _bind_libuv(_core)
+    except Exception as exc:  # an ImportError, or the core refusing this uvloop's libuv
+        return f"native core unavailable: {one_line_error(exc)}"
+    libuv_text = f"{libuv >> 16}.{(libuv >> 8) & 0xFF}.{libuv & 0xFF}"
+    return f"libuv {libuv_text} (uvloop {uvloop.__version__}), llhttp {_core.LLHTTP_VERSION}, {ssl.OPENSSL_VERSION}"
 
 
 def _parse_headers(ctx: click.Context, param: click.Parameter, value: Sequence[str]) -> list[tuple[str, str]]:

@@ -82,15 +82,17 @@ def _ws_log(scope: MutableMapping[str, Any], outcome: int) -> None:
     logger.info("connection rejected (%d %s)", outcome, phrase)
 
 
-def _bind_libuv(core: Any) -> None:
-    """Point the core at the libuv inside uvloop's extension (required even for ``--loop asyncio``)."""
+def _bind_libuv(core: Any) -> int:
+    """Point the core at the libuv inside uvloop's extension (required even for ``--loop asyncio``).
+
+    Returns the running libuv's version as ``UV_VERSION_HEX`` (0xMMmmpp)."""
     try:
         import uvloop.loop
     except ImportError as exc:
         raise RuntimeError(f"fasterapi-asgi needs uvloop (pip install uvloop): {exc}") from exc
     file = uvloop.loop.__file__
     assert file is not None
-    core.libuv_bind(file)
+    return int(core.libuv_bind(file))
 
 
 def _asyncio_run(

@@ -52,25 +52,48 @@ step "Starlette's and FastAPI's own test suites (from their sdists), the native 
 # checks that each route the index left out answers Match.NONE (tests/upstream/fa_force_route_index.py).
 "$PY" tests/upstream/run_upstream.py all --plugin tests.upstream.fa_force_route_index
 
-# The other supported interpreters (Python 3.10-3.13): build, then on 3.13 every test (eager Task starts), on
-# 3.10 and 3.12 the real-socket smoke tests, the eager-task tests (3.12+), how request Tasks start, the route index,
-# the binding lifetime tests, TLS (the core reads the SSL_CTX out of each Python's ssl.SSLContext), fresh
-# contextvars and http.response.pathsend. Interpreters are taken from pyenv when it has them.
+# The other supported interpreters (Python 3.10-3.13), taken from pyenv when it has them. On 3.13 every test (eager
+# Task starts); on 3.10 and 3.12 the real-socket smoke tests, the eager-task tests (3.12+), how request Tasks start,
+# the route index, the binding lifetime tests, TLS (the core reads the SSL_CTX out of each Python's ssl.SSLContext),
+# fresh contextvars and http.response.pathsend. Python 3.12's build is the release path's (below).
 PYENV_ROOT=${PYENV_ROOT:-$HOME/.pyenv}
-for minor in 3.10 3.12 3.13; do
-  other=$(ls -d "$PYENV_ROOT"/versions/"$minor".*/bin/python 2>/dev/null | sort -V | tail -n 1 || true)
-  if [ -z "$other" ] || [ "$("$other" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" ]; then
-    continue
+SMOKE_TESTS=(tests/python/test_http_basic.py tests/python/test_eager_tasks.py tests/python/test_task_start.py
+  tests/python/test_route_index.py tests/python/test_core_lifetime.py tests/python/test_tls.py
+  tests/python/test_contextvars.py tests/python/test_pathsend.py tests/python/test_cli.py::test_version)
+interpreter() {  # the newest pyenv CPython of that minor version, unless it is $PY's
+  local other
+  other=$(ls -d "$PYENV_ROOT"/versions/"$1".*/bin/python 2>/dev/null | sort -V | tail -n 1 || true)
+  if [ -n "$other" ] && [ "$("$other" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != \
+    "$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" ]; then
+    echo "$other"
   fi
+}
+
+step "release path: sdist (vendored C sources) -> wheel built offline -> auditwheel -> fresh venv, no compiler"
+# tests/release builds with Python 3.12 where pyenv has it; the 3.12 tests below then run against that wheel.
+RELEASE_PY=$(interpreter 3.12)
+RELEASE_PY=${RELEASE_PY:-$PY}
+"$RELEASE_PY" -m pip install -q --disable-pip-version-check build
+FA_RELEASE_PYTHON="$RELEASE_PY" "$PY" -m pytest -q -p no:cacheprovider tests/release
+if [ "$RELEASE_PY" != "$PY" ]; then
+  step "Python 3.12: the tests against the installed release wheel ($RELEASE_PY)"
+  venv_py=build/release/venv/bin/python
+  wheel=$(ls build/release/repaired/fasterapi_asgi-*.whl)
+  "$venv_py" -m pip install -q --disable-pip-version-check "$wheel[test]"
+  # PYTHONSAFEPATH: neither pytest nor the servers it starts put the checkout on sys.path, so the wheel's copy runs.
+  PYTHONSAFEPATH=1 "$venv_py" -m pytest -q -p no:cacheprovider "${SMOKE_TESTS[@]}"
+fi
+
+for minor in 3.10 3.13; do
+  other=$(interpreter "$minor")
+  [ -n "$other" ] || continue
   step "Python $minor: build and tests ($other)"
   "$other" -m pip install -q --disable-pip-version-check -e ".[test]"
   if [ "$minor" = 3.13 ]; then
     # Every test: on 3.12+ request Tasks start eagerly, so the app runs inside the server's callbacks.
     "$other" -m pytest -q -p no:cacheprovider tests/python
   else
-    "$other" -m pytest -q -p no:cacheprovider tests/python/test_http_basic.py tests/python/test_eager_tasks.py \
-      tests/python/test_task_start.py tests/python/test_route_index.py tests/python/test_core_lifetime.py \
-      tests/python/test_tls.py tests/python/test_contextvars.py tests/python/test_pathsend.py
+    "$other" -m pytest -q -p no:cacheprovider "${SMOKE_TESTS[@]}"
   fi
 done
 

@@ -5,6 +5,7 @@
 
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <llhttp.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -387,9 +388,9 @@ PYBIND11_MODULE(_core, mod) {
       },
       "(requests routed through a route index, requests that took the plain scan) since start-up.");
   mod.attr("LIBUV_HEADER_VERSION") = UV_VERSION_HEX;
-#ifdef FA_LLHTTP_VERSION
-  mod.attr("LLHTTP_VERSION") = FA_LLHTTP_VERSION;
-#endif
+  // The llhttp release compiled in (its header's own version; the pinned sources or a system llhttp).
+  mod.attr("LLHTTP_VERSION") = std::to_string(LLHTTP_VERSION_MAJOR) + "." + std::to_string(LLHTTP_VERSION_MINOR) +
+                               "." + std::to_string(LLHTTP_VERSION_PATCH);
   mod.attr("NATIVE_ABI_VERSION") = FA_NATIVE_ABI_VERSION;
   // Raised by a WebSocket send() after the client went away (an OSError, as uvicorn's ClientDisconnected).
   mod.attr("ClientDisconnected") = py::reinterpret_borrow<py::object>(fa::names.client_disconnected);

@@ -160,9 +160,30 @@ def test_help_lists_uvicorn_options() -> None:
 
 
 def test_version() -> None:
+    """uvicorn's first line, then the native parts: the running uvloop's libuv, llhttp, the OpenSSL in use."""
+    import importlib.metadata
+    import ssl
+
+    import uvloop
+    import uvloop.loop
+
+    import fasterapi_asgi
+
     result = run_cli("--version")
     assert result.returncode == 0
-    assert result.stdout.startswith("Running fasterapi-asgi 0.1.0 with CPython")
+    first, second = result.stdout.splitlines()
+    # One version, read from the package by the build: the installed metadata agrees with __version__.
+    assert importlib.metadata.version("fasterapi-asgi") == fasterapi_asgi.__version__
+    python = f"{sys.implementation.name.replace('cpython', 'CPython')} {'.'.join(map(str, sys.version_info[:3]))}"
+    assert first == f"Running fasterapi-asgi {fasterapi_asgi.__version__} with {python} on Linux"
+    from fasterapi_asgi import _core
+
+    runtime = _core.libuv_bind(uvloop.loop.__file__)
+    libuv = f"{runtime >> 16}.{(runtime >> 8) & 0xFF}.{runtime & 0xFF}"
+    assert second == (
+        f"libuv {libuv} (uvloop {uvloop.__version__}), llhttp {_core.LLHTTP_VERSION}, {ssl.OPENSSL_VERSION}"
+    )
+    assert _core.LLHTTP_VERSION.count(".") == 2 and _core.LLHTTP_VERSION.split(".")[0].isdigit()
 
 
 def test_invalid_header_option_is_a_usage_error() -> None:
