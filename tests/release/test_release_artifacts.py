@@ -188,11 +188,13 @@ def test_wheel_holds_the_package_the_extension_and_its_header_and_nothing_else(r
             "fasterapi_asgi/_core.pyi",
             "fasterapi_asgi/__init__.py",
             "fasterapi_asgi/bench/cli.py",
+            "fasterapi_asgi/licenses/llhttp-LICENSE-MIT",  # compiled in, so its licence ships too
         ):
             assert path in names, (wheel.name, path)
+        dist_info = "-".join(wheel.name.split("-")[:2]) + ".dist-info"
+        assert any(re.fullmatch(rf"{dist_info}/(licenses/)?LICENSE", n) for n in names), names
         roots = {n.split("/")[0] for n in names}
         # The package, its metadata, auditwheel's grafted libraries; no tests, sources or build tree.
-        dist_info = "-".join(wheel.name.split("-")[:2]) + ".dist-info"
         assert roots <= {"fasterapi_asgi", "fasterapi_asgi.libs", dist_info}, roots
         bad = [
             n
