@@ -165,7 +165,7 @@ def test_the_repository_itself_holds_no_third_party_source() -> None:
 def test_sdist_builds_with_the_network_cut_off(release: Release) -> None:
     # The configure step took both C dependencies from the sdist and fetched nothing.
     assert "libuv headers: vendored (uvloop" in release.wheel_log
-    assert "llhttp: vendored release sources (httptools" in release.wheel_log
+    assert "llhttp release sources: vendored (httptools" in release.wheel_log
     assert "Fetching" not in release.wheel_log and "fetch_sdist" not in release.wheel_log
     # pip had no index (PIP_NO_INDEX): every build requirement came from the local wheelhouse.
     assert re.search(r"Looking in links: .*build/release/house", release.wheel_log)
