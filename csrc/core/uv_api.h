@@ -2,10 +2,19 @@
 //
 // uvloop links libuv statically and exports its uv_* symbols from its extension module. Two different libuv copies
 // must never operate on one uv_loop_t, so every libuv call in fasterapi-asgi goes through this table, which is filled
-// from uvloop's module (dlopen RTLD_NOLOAD + dlsym). Headers come from the same libuv release (uvloop's sdist), and
-// uv_api_bind() refuses a runtime whose major.minor differs from the headers'. The table lists exactly the functions
-// the core calls: each one must be exported by uvloop's module, so an unused entry would be a start-up requirement
-// for nothing.
+// from uvloop's module (dlopen RTLD_NOLOAD + dlsym). The table lists exactly the functions the core calls (and the
+// three size queries of the start-up check): each one must be exported by uvloop's module, so an unused entry would
+// be a start-up requirement for nothing.
+//
+// The core is compiled against one libuv release's headers (uvloop's sdist) but runs on whichever uvloop is
+// installed, so what the compiled code bakes in (type sizes, the offsets of the fields it touches, enum values,
+// prototypes) must be the same in the runtime libuv, and so must the behaviour the core relies on. uv_api_bind()
+// accepts a runtime libuv only when
+//   - its version is one of FA_UV_PROVEN_LIBUV: releases whose headers tests/uv_abi/layout_probe.cc showed to give
+//     the core exactly the layout of the headers it is built with, and on which the server was seen to serve in
+//     both loop modes (tests/python/test_uvloop_versions.py; the table is in docs/architecture.md), and
+//   - its own uv_loop_size(), uv_handle_size() and uv_req_size() equal the compiled sizeof of every libuv type the
+//     core allocates (a libuv built with other options would fail here even at a proven version).
 #pragma once
 
 #include <uv.h>
@@ -47,7 +56,21 @@
   X(uv_fileno)             \
   X(uv_poll_init)          \
   X(uv_poll_start)         \
-  X(uv_poll_stop)
+  X(uv_poll_stop)          \
+  X(uv_loop_size)          \
+  X(uv_handle_size)        \
+  X(uv_req_size)
+
+// The libuv releases the core is proven against (major, minor, patch, the uvloop releases that vendor it), oldest
+// first. Adding one: its uvloop release's probe output must equal the build headers' (test_uvloop_versions.py),
+// its uvloop release then joins FA_UVLOOP_REQUIREMENT and pyproject.toml, and docs/architecture.md's table.
+#define FA_UV_PROVEN_LIBUV(X)           \
+  X(1, 46, 0, "0.18.0, 0.19.0")         \
+  X(1, 48, 0, "0.20.0, 0.21.0, 0.22.1") \
+  X(1, 52, 1, "0.23.0")
+
+// The uvloop releases those are: the runtime dependency in pyproject.toml, named by every start-up error.
+#define FA_UVLOOP_REQUIREMENT "uvloop>=0.18,<0.24"
 
 namespace fa {
 
@@ -60,11 +83,25 @@ struct UvApi {
 // The process-wide table. Valid once uv_api_bind() returned true; never changes afterwards.
 extern UvApi uv;
 
+// UV_VERSION_HEX of each FA_UV_PROVEN_LIBUV release, oldest first; and whether `version_hex` is one of them.
+constexpr unsigned kProvenLibuv[] = {
+#define FA_UV_PROVEN_HEX(major, minor, patch, uvloop) ((major) << 16) | ((minor) << 8) | (patch),
+    FA_UV_PROVEN_LIBUV(FA_UV_PROVEN_HEX)
+#undef FA_UV_PROVEN_HEX
+};
+
+constexpr bool uv_version_proven(unsigned version_hex) {
+  for (unsigned v : kProvenLibuv)
+    if (v == version_hex) return true;
+  return false;
+}
+
 // Fill `uv` from the shared object at `path`, which must already be loaded (uvloop's loop module). Idempotent.
 // On failure returns false and sets *error to a one-line, user-facing reason.
 bool uv_api_bind(const char* path, std::string* error);
 
-// Fill `uv` from a dlopen handle (tests may pass a system libuv). Same contract as uv_api_bind().
+// Fill `uv` from a dlopen handle (the C++ tests pass their own binary). Same contract as uv_api_bind(). Nothing is
+// stored unless every check passes, so a refused libuv leaves `uv` empty and uv_api_bound() false.
 bool uv_api_bind_handle(void* dl_handle, const char* what, std::string* error);
 
 bool uv_api_bound();
