@@ -2,8 +2,9 @@
 
 pyproject.toml names this module (``backend-path = ["cmake"]``). Everything is scikit-build-core's except:
 
-- ``build_sdist`` first vendors the pinned, checksum-verified libuv headers and llhttp sources into third_party/
-  (cmake/vendor_sources.py), so the sdist builds with no download but its Python build requirements;
+- ``build_sdist`` first vendors the pinned, checksum-verified libuv headers and llhttp sources into
+  third_party/ (cmake/vendor_sources.py), so the sdist builds with no download but its Python build
+  requirements;
 - the build requirements include pip only when a build will have to fetch those sources itself (a git checkout
   without third_party/, or an sdist being made): cmake/fetch_sdist.py downloads them with ``pip download``.
 """
@@ -18,13 +19,19 @@ from typing import Any
 from scikit_build_core.build import (
     build_editable,
     build_wheel,
-    get_requires_for_build_editable as _requires_editable,
-    get_requires_for_build_sdist as _requires_sdist,
-    get_requires_for_build_wheel as _requires_wheel,
     prepare_metadata_for_build_editable,
     prepare_metadata_for_build_wheel,
 )
 from scikit_build_core.build import build_sdist as _build_sdist
+from scikit_build_core.build import (
+    get_requires_for_build_editable as _requires_editable,
+)
+from scikit_build_core.build import (
+    get_requires_for_build_sdist as _requires_sdist,
+)
+from scikit_build_core.build import (
+    get_requires_for_build_wheel as _requires_wheel,
+)
 
 __all__ = [
     "build_editable",

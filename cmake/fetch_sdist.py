@@ -46,8 +46,9 @@ def main(argv: list[str]) -> int:
             "-d",
             str(dest),
         ]
-        # pip prepares the sdist's metadata with that package's own build backend. Run from inside our build
-        # backend, the environment names our backend's path (pyproject_hooks); the nested build must not see it.
+        # pip prepares the sdist's metadata with that package's own build backend. Run from inside our
+        # build backend, the environment names our backend's path (pyproject_hooks); the nested build must
+        # not see it.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("_PYPROJECT_HOOKS", "PEP517_"))}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if not tarball.exists():

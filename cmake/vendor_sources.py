@@ -2,18 +2,18 @@
 
 Usage: python cmake/vendor_sources.py [DEST]      (DEST defaults to third_party/ beside this folder)
 
-The release process runs this (the in-tree build backend, cmake/fa_build_backend.py, calls it from build_sdist), so
-an sdist builds without downloading anything but its Python build requirements. The git repository never holds
-these files: third_party/ is ignored there. What is copied, and only that:
+The release process runs this (the in-tree build backend, cmake/fa_build_backend.py, calls it from
+build_sdist), so an sdist builds without downloading anything but its Python build requirements. The git
+repository never holds these files: third_party/ is ignored there. What is copied, and only that:
 
-- libuv's public headers, from the pinned uvloop sdist's vendor/libuv/include (the libuv *code* at run time is the
-  one inside the installed uvloop; see docs/architecture.md, "Dependencies");
+- libuv's public headers, from the pinned uvloop sdist's vendor/libuv/include (the libuv *code* at run time is
+  the one inside the installed uvloop; see docs/architecture.md, "Dependencies");
 - llhttp's release C sources and header, from the pinned httptools sdist's vendor/llhttp;
 - each project's licence files.
 
-The pins (versions and SHA-256 of the sdists) are read from CMakeLists.txt, their one home; each sdist is checked
-against its checksum before anything is copied (cmake/fetch_sdist.py). third_party/PINS records what was vendored;
-CMakeLists.txt refuses a third_party/ whose record does not match its pins.
+The pins (versions and SHA-256 of the sdists) are read from CMakeLists.txt, their one home; each sdist is
+checked against its checksum before anything is copied (cmake/fetch_sdist.py). third_party/PINS records what
+was vendored; CMakeLists.txt refuses a third_party/ whose record does not match its pins.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# (package, pin prefix in CMakeLists.txt, files to copy: sdist-relative source -> third_party-relative destination)
+# (package, pin prefix in CMakeLists.txt, files to copy: path in the sdist -> path in third_party/)
 VENDORED = (
     (
         "uvloop",

@@ -1,7 +1,7 @@
 """The single-process server: lifespan, the native core's listeners, signals and graceful shutdown.
 
-Python orchestrates here; every byte of HTTP is moved by ``fasterapi_asgi._core`` (imported lazily,
-after lifespan startup, so that the package and its lifespan path work without the extension).
+Python orchestrates here; every byte of HTTP is moved by ``fasterapi_asgi._core`` (imported lazily, when a
+server starts, so that the package, its configuration and CLI import without the extension).
 """
 
 from __future__ import annotations
@@ -165,19 +165,21 @@ class Server:
             )
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await self.lifespan.startup()
-        if self.lifespan.should_exit:
-            sys.exit(STARTUP_FAILURE)
-
-        config = self.config
+        # The core first: a missing extension or a uvloop whose libuv this build does not support is refused
+        # before the app's startup runs (and would have to be undone).
         try:
             from fasterapi_asgi import _core
 
             _bind_libuv(_core)
         except (ImportError, RuntimeError) as exc:
             logger.error("Cannot start the native server core: %s", exc)
-            await self.lifespan.shutdown()
             sys.exit(STARTUP_FAILURE)
+
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            sys.exit(STARTUP_FAILURE)
+
+        config = self.config
 
         if sockets is None:
             try:

@@ -174,7 +174,9 @@ def test_version() -> None:
     first, second = result.stdout.splitlines()
     # One version, read from the package by the build: the installed metadata agrees with __version__.
     assert importlib.metadata.version("fasterapi-asgi") == fasterapi_asgi.__version__
-    python = f"{sys.implementation.name.replace('cpython', 'CPython')} {'.'.join(map(str, sys.version_info[:3]))}"
+    python = (
+        f"{sys.implementation.name.replace('cpython', 'CPython')} {'.'.join(map(str, sys.version_info[:3]))}"
+    )
     assert first == f"Running fasterapi-asgi {fasterapi_asgi.__version__} with {python} on Linux"
     from fasterapi_asgi import _core
 
