@@ -51,7 +51,8 @@ VENDORED = (
 
 def read_pins(cmakelists: Path) -> dict[str, str]:
     """The `set(FA_..._VERSION "...")` and `set(FA_..._SHA256 "...")` lines of CMakeLists.txt."""
-    pins = dict(re.findall(r'^set\((FA_[A-Z]+_(?:VERSION|SHA256)) "([^"]+)"\)', cmakelists.read_text(), re.M))
+    pattern = r'^set\((FA_[A-Z0-9]+_(?:VERSION|SHA256)) "([^"]+)"\)'
+    pins = dict(re.findall(pattern, cmakelists.read_text(), re.M))
     for _, prefix, _ in VENDORED:
         for suffix in ("_VERSION", "_SHA256"):
             if prefix + suffix not in pins:

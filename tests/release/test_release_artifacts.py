@@ -69,7 +69,7 @@ def can_cut_network() -> bool:
 def pinned_sources() -> dict[str, tuple[str, str]]:
     """{package: (version, sha256)} of the C sources' sdists, as CMakeLists.txt pins them."""
     text = (REPO / "CMakeLists.txt").read_text()
-    pins = dict(re.findall(r'^set\((FA_[A-Z]+_(?:VERSION|SHA256)) "([^"]+)"\)', text, re.M))
+    pins = dict(re.findall(r'^set\((FA_[A-Z0-9]+_(?:VERSION|SHA256)) "([^"]+)"\)', text, re.M))
     return {
         name: (pins[f"FA_{name.upper()}_VERSION"], pins[f"FA_{name.upper()}_SHA256"])
         for name in ("uvloop", "httptools")
