@@ -9,6 +9,7 @@ repository never holds these files: third_party/ is ignored there. What is copie
 - libuv's public headers, from the pinned uvloop sdist's vendor/libuv/include (the libuv *code* at run time is
   the one inside the installed uvloop; see docs/architecture.md, "Dependencies");
 - llhttp's release C sources and header, from the pinned httptools sdist's vendor/llhttp;
+- nghttp2's library sources (lib/), from the pinned ngh2 sdist's vendor/nghttp2;
 - each project's licence files.
 
 The pins (versions and SHA-256 of the sdists) are read from CMakeLists.txt, their one home; each sdist is
@@ -44,6 +45,14 @@ VENDORED = (
             ("vendor/llhttp/include", "llhttp/include"),
             ("vendor/llhttp/src", "llhttp/src"),
             ("vendor/llhttp/LICENSE-MIT", "llhttp/LICENSE-MIT"),
+        ),
+    ),
+    (
+        "ngh2",
+        "FA_NGH2",
+        (
+            ("vendor/nghttp2/lib", "nghttp2/lib"),
+            ("vendor/nghttp2/COPYING", "nghttp2/COPYING"),
         ),
     ),
 )

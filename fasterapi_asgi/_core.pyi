@@ -29,6 +29,7 @@ class ClientDisconnected(OSError):
 
 LIBUV_HEADER_VERSION: int  # UV_VERSION_HEX of the uv.h the extension was compiled against
 LLHTTP_VERSION: str
+NGHTTP2_VERSION: str  # the nghttp2 release compiled in
 NATIVE_ABI_VERSION: int  # FA_NATIVE_ABI_VERSION of csrc/include/fasterapi_asgi/native.h
 
 def libuv_bind(uvloop_loop_so_path: str) -> int:

@@ -58,8 +58,9 @@ def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
 
 
 def native_versions() -> str:
-    """The native parts as the core would run them: the running uvloop's libuv, the llhttp compiled in, and
-    the OpenSSL Python's ssl module loaded (the one TLS uses). One line; the reason when the core cannot load.
+    """The native parts as the core would run them: the running uvloop's libuv, the llhttp and nghttp2
+    compiled in, and the OpenSSL Python's ssl module loaded (the one TLS uses). One line; the reason when the
+    core cannot load.
     """
     import ssl
 
@@ -73,8 +74,8 @@ def native_versions() -> str:
     except Exception as exc:  # an ImportError, or the core refusing this uvloop's libuv
         return f"native core unavailable: {one_line_error(exc)}"
     libuv_text = f"{libuv >> 16}.{(libuv >> 8) & 0xFF}.{libuv & 0xFF}"
-    llhttp = _core.LLHTTP_VERSION
-    return f"libuv {libuv_text} (uvloop {uvloop.__version__}), llhttp {llhttp}, {ssl.OPENSSL_VERSION}"
+    parsers = f"llhttp {_core.LLHTTP_VERSION}, nghttp2 {_core.NGHTTP2_VERSION}"
+    return f"libuv {libuv_text} (uvloop {uvloop.__version__}), {parsers}, {ssl.OPENSSL_VERSION}"
 
 
 def _parse_headers(ctx: click.Context, param: click.Parameter, value: Sequence[str]) -> list[tuple[str, str]]:

@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <llhttp.h>
+#include <nghttp2/nghttp2.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -391,6 +392,8 @@ PYBIND11_MODULE(_core, mod) {
   // The llhttp release compiled in (its header's own version; the pinned sources or a system llhttp).
   mod.attr("LLHTTP_VERSION") = std::to_string(LLHTTP_VERSION_MAJOR) + "." + std::to_string(LLHTTP_VERSION_MINOR) +
                                "." + std::to_string(LLHTTP_VERSION_PATCH);
+  // The nghttp2 release compiled in (HTTP/2 framing; CMakeLists.txt pins it).
+  mod.attr("NGHTTP2_VERSION") = nghttp2_version(0)->version_str;
   mod.attr("NATIVE_ABI_VERSION") = FA_NATIVE_ABI_VERSION;
   // Raised by a WebSocket send() after the client went away (an OSError, as uvicorn's ClientDisconnected).
   mod.attr("ClientDisconnected") = py::reinterpret_borrow<py::object>(fa::names.client_disconnected);

@@ -183,9 +183,11 @@ def test_version() -> None:
     runtime = _core.libuv_bind(uvloop.loop.__file__)
     libuv = f"{runtime >> 16}.{(runtime >> 8) & 0xFF}.{runtime & 0xFF}"
     assert second == (
-        f"libuv {libuv} (uvloop {uvloop.__version__}), llhttp {_core.LLHTTP_VERSION}, {ssl.OPENSSL_VERSION}"
+        f"libuv {libuv} (uvloop {uvloop.__version__}), llhttp {_core.LLHTTP_VERSION}, "
+        f"nghttp2 {_core.NGHTTP2_VERSION}, {ssl.OPENSSL_VERSION}"
     )
-    assert _core.LLHTTP_VERSION.count(".") == 2 and _core.LLHTTP_VERSION.split(".")[0].isdigit()
+    for version in (_core.LLHTTP_VERSION, _core.NGHTTP2_VERSION):
+        assert version.count(".") == 2 and version.split(".")[0].isdigit(), version
 
 
 def test_invalid_header_option_is_a_usage_error() -> None:

@@ -72,7 +72,7 @@ def pinned_sources() -> dict[str, tuple[str, str]]:
     pins = dict(re.findall(r'^set\((FA_[A-Z0-9]+_(?:VERSION|SHA256)) "([^"]+)"\)', text, re.M))
     return {
         name: (pins[f"FA_{name.upper()}_VERSION"], pins[f"FA_{name.upper()}_SHA256"])
-        for name in ("uvloop", "httptools")
+        for name in ("uvloop", "httptools", "ngh2")
     }
 
 
@@ -144,6 +144,10 @@ def test_sdist_carries_the_pinned_c_sources_and_nothing_of_the_build_tree(releas
         "third_party/llhttp/src/api.c",
         "third_party/llhttp/src/http.c",
         "third_party/llhttp/LICENSE-MIT",
+        "third_party/nghttp2/lib/nghttp2_session.c",
+        "third_party/nghttp2/lib/includes/nghttp2/nghttp2.h",
+        "third_party/nghttp2/lib/includes/nghttp2/nghttp2ver.h.in",
+        "third_party/nghttp2/COPYING",
         "CMakeLists.txt",
         "cmake/fa_build_backend.py",
         "csrc/include/fasterapi_asgi/native.h",
@@ -166,6 +170,7 @@ def test_sdist_builds_with_the_network_cut_off(release: Release) -> None:
     # The configure step took both C dependencies from the sdist and fetched nothing.
     assert "libuv headers: vendored (uvloop" in release.wheel_log
     assert "llhttp release sources: vendored (httptools" in release.wheel_log
+    assert "nghttp2 release sources: vendored (ngh2" in release.wheel_log
     assert "Fetching" not in release.wheel_log and "fetch_sdist" not in release.wheel_log
     # pip had no index (PIP_NO_INDEX): every build requirement came from the local wheelhouse.
     assert re.search(r"Looking in links: .*build/release/house", release.wheel_log)
@@ -188,7 +193,8 @@ def test_wheel_holds_the_package_the_extension_and_its_header_and_nothing_else(r
             "fasterapi_asgi/_core.pyi",
             "fasterapi_asgi/__init__.py",
             "fasterapi_asgi/bench/cli.py",
-            "fasterapi_asgi/licenses/llhttp-LICENSE-MIT",  # compiled in, so its licence ships too
+            "fasterapi_asgi/licenses/llhttp-LICENSE-MIT",  # compiled in, so their licences ship too
+            "fasterapi_asgi/licenses/nghttp2-COPYING",
         ):
             assert path in names, (wheel.name, path)
         dist_info = "-".join(wheel.name.split("-")[:2]) + ".dist-info"
@@ -245,6 +251,6 @@ def test_installed_version_names_the_native_parts(release: Release) -> None:
     out = run([str(release.venv_python.parent / "fasterapi-asgi"), "--version"])
     first, second = out.splitlines()[:2]
     assert first.startswith(f"Running fasterapi-asgi {version.group(1)} with CPython ")
-    assert re.fullmatch(r"libuv 1\.\d+\.\d+ \(uvloop [\d.]+\), llhttp \d+\.\d+\.\d+, OpenSSL .+", second), (
-        second
-    )
+    release = r"\d+\.\d+\.\d+"
+    expected = rf"libuv 1\.\d+\.\d+ \(uvloop [\d.]+\), llhttp {release}, nghttp2 {release}, OpenSSL .+"
+    assert re.fullmatch(expected, second), second
