@@ -112,6 +112,7 @@ void Connection::on_read_data(ssize_t nread, const uv_buf_t* buf) {
     c->handle_eof();
   } else {
     c->server_->counters().bytes_in += static_cast<std::uint64_t>(nread);
+    c->received_ = true;
     c->in_read_ = true;
     if (c->tls_ != nullptr) {
       if (!c->tls_read(buf->base, static_cast<std::size_t>(nread))) return;
@@ -548,9 +549,20 @@ void Connection::close_when_idle() {
       return;
   }
   close_after_response_ = true;
-  if (!in_flight_ && !parser_.message_in_progress()) {
-    close_when_flushed();
+  if (in_flight_ || parser_.message_in_progress()) return;  // closed after this response
+  if (!received_ && idle_) {
+    // Accepted, but not a byte read yet: its first request is most likely on its way (clients send as soon as they
+    // have connected, and a worker being restarted may have accepted it an instant before the signal). Closing it
+    // would reset that request, so the keep-alive bound is brought forward to kFreshShutdownGraceMs from now: a
+    // request arriving by then is served (with `connection: close`), else the timer closes the connection.
+    const std::uint64_t now = uv.uv_now(server_->loop());
+    const std::uint64_t keep_alive = server_->config().keep_alive_ms;
+    if (now + kFreshShutdownGraceMs < idle_since_ms_ + keep_alive)
+      idle_since_ms_ = now + kFreshShutdownGraceMs >= keep_alive ? now + kFreshShutdownGraceMs - keep_alive : 0;
+    arm_timer(idle_since_ms_ + keep_alive);
+    return;
   }
+  close_when_flushed();
 }
 
 void Connection::close() {

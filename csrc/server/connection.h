@@ -91,7 +91,8 @@ class Connection final : public ParserListener, public ws::FrameListener {
   void close();
   // Send what is buffered (corked output included), then close; reading stops now.
   void close_after_output() { close_when_flushed(); }
-  // Graceful stop: close now if idle, else after the response in flight; an open WebSocket gets a 1012 close.
+  // Graceful stop: close now if idle, else after the response in flight; an open WebSocket gets a 1012 close. A
+  // connection that has not received a byte yet is given kFreshShutdownGraceMs for its first request.
   void close_when_idle();
 
   // ---- WebSocket session (after AppHandler::on_websocket) ----
@@ -243,6 +244,7 @@ class Connection final : public ParserListener, public ws::FrameListener {
   std::unique_ptr<FilePoll> file_poll_;
   std::unique_ptr<ws::Deflater> ws_deflate_;  // permessage-deflate negotiated: compresses what ws_send() sends
   static constexpr std::size_t kNativeMaxBody = 1 << 20;
+  static constexpr std::uint64_t kFreshShutdownGraceMs = 500;
   static constexpr std::size_t kCorkMaxBytes = 16 * 1024;
   // Body chunks from this size on go to the socket by reference instead of being copied into out_.
   static constexpr std::size_t kZeroCopyThreshold = 16 * 1024;
@@ -278,6 +280,7 @@ class Connection final : public ParserListener, public ws::FrameListener {
   std::uint32_t ws_ping_payload_ = 0;
   bool ws_awaiting_pong_ = false;
   bool in_read_ = false;
+  bool received_ = false;  // any byte has arrived on this connection (see close_when_idle())
   bool parsing_ = false;  // inside parser_.execute()
 };
 
