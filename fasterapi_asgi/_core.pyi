@@ -37,7 +37,7 @@ def libuv_bind(uvloop_loop_so_path: str) -> int:
 
     Returns the runtime ``uv_version()``.  Raises ``RuntimeError`` with a clear message when
     the module is not loaded, a symbol is missing, the libuv version is not one the build is proven
-    against (``FA_UV_PROVEN_LIBUV`` in csrc/core/uv_api.h: uvloop>=0.18,<0.24), or libuv's own type
+    against (``FA_UV_PROVEN_LIBUV`` in csrc/core/uv_api.h: uvloop>=0.18,<=0.23.0), or libuv's own type
     sizes differ from the compiled ones.  Idempotent.
     """
 

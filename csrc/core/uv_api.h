@@ -69,8 +69,10 @@
   X(1, 48, 0, "0.20.0, 0.21.0, 0.22.1") \
   X(1, 52, 1, "0.23.0")
 
-// The uvloop releases those are: the runtime dependency in pyproject.toml, named by every start-up error.
-#define FA_UVLOOP_REQUIREMENT "uvloop>=0.18,<0.24"
+// The uvloop releases those are: the runtime dependency in pyproject.toml, named by every start-up error. The upper
+// bound is the newest proven release itself: a later patch release may vendor another libuv, which start-up would
+// refuse, so pip must not install one before it is proven.
+#define FA_UVLOOP_REQUIREMENT "uvloop>=0.18,<=0.23.0"
 
 namespace fa {
 
