@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# FA_TESTS=all (default): everything below. FA_TESTS=python: build, then only $PY's Python tests (what the workflow's
+# jobs for the other interpreters of its matrix run; the full run is one job's).
+FA_TESTS=${FA_TESTS:-all}
+case "$FA_TESTS" in
+  all | python) ;;
+  *) echo "FA_TESTS must be 'all' or 'python', not '$FA_TESTS'" >&2; exit 2 ;;
+esac
 
 step() { printf '\n=== %s ===\n' "$*"; }
 
@@ -20,6 +27,12 @@ fi
 step "build and install fasterapi-asgi (editable) with test extras"
 "$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
 "$PY" -m pip install -q --disable-pip-version-check cmake ninja
+
+if [ "$FA_TESTS" = python ]; then
+  step "Python tests ($("$PY" --version), FA_TESTS=python)"
+  "$PY" -m pytest -q -p no:cacheprovider tests/python
+  exit 0
+fi
 
 step "lint"
 "$PY" -m ruff check .

@@ -253,8 +253,11 @@ def test_ci_run_is_the_one_test_command() -> None:
     tests = workflows["tests.yml"]
     job = tests["jobs"]["tests"]
     assert job["strategy"]["matrix"]["python"] == ["3.10", "3.11", "3.12", "3.13"]
-    full = [s for s in job["steps"] if "bash .ci/run" in str(s.get("run", ""))]
-    assert len(full) == 1 and full[0]["if"] == "matrix.full"
+    # Every job tests through .ci/run: the full run on one interpreter, the Python tests alone on the others.
+    runs = [s for s in job["steps"] if "bash .ci/run" in str(s.get("run", ""))]
+    assert [s["if"] for s in runs] == ["matrix.full", "${{ !matrix.full }}"]
+    assert runs[1]["env"]["FA_TESTS"] == "python" and 'if [ "$FA_TESTS" = python ]' in RUN_ALL
+    assert not [s for s in job["steps"] if "pytest" in str(s.get("run", ""))]
     assert [inc["python"] for inc in job["strategy"]["matrix"]["include"] if inc.get("full")] == ["3.11"]
     # The runner is not root, so run_all.sh skips its own apt-get: the workflow installs the same packages.
     apt_step = next(s["run"] for s in job["steps"] if "apt-get install" in str(s.get("run", "")))
