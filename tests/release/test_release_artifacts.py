@@ -67,13 +67,16 @@ def can_cut_network() -> bool:
 
 
 def pinned_sources() -> dict[str, tuple[str, str]]:
-    """{package: (version, sha256)} of the C sources' sdists, as CMakeLists.txt pins them."""
-    text = (REPO / "CMakeLists.txt").read_text()
-    pins = dict(re.findall(r'^set\((FA_[A-Z0-9]+_(?:VERSION|SHA256)) "([^"]+)"\)', text, re.M))
-    return {
-        name: (pins[f"FA_{name.upper()}_VERSION"], pins[f"FA_{name.upper()}_SHA256"])
-        for name in ("uvloop", "httptools", "ngh2")
-    }
+    """{package: (version, sha256)} of the C sources' sdists, as CMakeLists.txt pins them (read with the
+    vendoring script's own reader, for the packages it vendors)."""
+    sys.path.insert(0, str(REPO / "cmake"))
+    try:
+        import vendor_sources
+    finally:
+        sys.path.pop(0)
+    pins = vendor_sources.read_pins(REPO / "CMakeLists.txt")
+    vendored = vendor_sources.VENDORED
+    return {name: (pins[f"{prefix}_VERSION"], pins[f"{prefix}_SHA256"]) for name, prefix, _ in vendored}
 
 
 @pytest.fixture(scope="session")
