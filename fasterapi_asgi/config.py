@@ -63,6 +63,11 @@ WS_MAX_SIZE_DEFAULT = 16 * 1024 * 1024
 TIMEOUT_REQUEST_HEADER_DEFAULT = 30.0
 TIMEOUT_REQUEST_BODY_DEFAULT = 60.0
 TIMEOUT_SEND_DEFAULT = 60.0
+# HTTP/2 (--http2) bounds: SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_INITIAL_WINDOW_SIZE (RFC 9113's default:
+# the request body a stream may have buffered), SETTINGS_MAX_HEADER_LIST_SIZE (enforced: 431 beyond it).
+HTTP2_MAX_CONCURRENT_STREAMS_DEFAULT = 100
+HTTP2_INITIAL_WINDOW_SIZE_DEFAULT = 65535
+HTTP2_MAX_HEADER_LIST_SIZE_DEFAULT = 65536
 # uvicorn's WebSocket defaults.
 WS_MAX_QUEUE_DEFAULT = 32
 WS_PING_INTERVAL_DEFAULT = 20.0
@@ -265,6 +270,9 @@ class Config:
         gc_freeze: bool = True,
         http: str = "auto",
         http2: bool = False,
+        http2_max_concurrent_streams: int = HTTP2_MAX_CONCURRENT_STREAMS_DEFAULT,
+        http2_initial_window_size: int = HTTP2_INITIAL_WINDOW_SIZE_DEFAULT,
+        http2_max_header_list_size: int = HTTP2_MAX_HEADER_LIST_SIZE_DEFAULT,
         ws_max_queue: int = WS_MAX_QUEUE_DEFAULT,
         ws_ping_interval: float | None = WS_PING_INTERVAL_DEFAULT,
         ws_ping_timeout: float | None = WS_PING_TIMEOUT_DEFAULT,
@@ -326,6 +334,9 @@ class Config:
         self.ws_per_message_deflate = ws_per_message_deflate
         self.http = http
         self.http2 = http2
+        self.http2_max_concurrent_streams = http2_max_concurrent_streams
+        self.http2_initial_window_size = http2_initial_window_size
+        self.http2_max_header_list_size = http2_max_header_list_size
         self.reload = reload
         self.reload_delay = reload_delay
         # Resolved below when reloading (uvicorn's rules): absolute directories, glob patterns.
@@ -451,8 +462,21 @@ class Config:
                 f"--http {self.http!r}: fasterapi-asgi parses HTTP natively and accepts uvicorn's names "
                 f"{'|'.join(HTTP_PROTOCOLS)} (all served by the native parser), not a protocol class"
             )
-        if self.http2:
-            raise ValueError("--http2: HTTP/2 is not supported yet; serve HTTP/1.1 (drop --http2)")
+        if not 1 <= self.http2_max_concurrent_streams <= 2**31 - 1:
+            raise ValueError(
+                f"--http2-max-concurrent-streams must be between 1 and 2147483647, "
+                f"got {self.http2_max_concurrent_streams}"
+            )
+        if not 1024 <= self.http2_initial_window_size <= 2**31 - 1:
+            raise ValueError(
+                f"--http2-initial-window-size must be between 1024 and 2147483647 bytes, "
+                f"got {self.http2_initial_window_size}"
+            )
+        if not 1024 <= self.http2_max_header_list_size <= 2**32 - 1:
+            raise ValueError(
+                f"--http2-max-header-list-size must be between 1024 and 4294967295 bytes, "
+                f"got {self.http2_max_header_list_size}"
+            )
 
     def load_ssl(self) -> None:
         """Build ``self.ssl`` as uvicorn does (``create_ssl_context`` or ``ssl_context_factory``)."""

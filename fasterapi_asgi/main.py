@@ -18,6 +18,9 @@ import click
 
 import fasterapi_asgi
 from fasterapi_asgi.config import (
+    HTTP2_INITIAL_WINDOW_SIZE_DEFAULT,
+    HTTP2_MAX_CONCURRENT_STREAMS_DEFAULT,
+    HTTP2_MAX_HEADER_LIST_SIZE_DEFAULT,
     HTTP_PROTOCOLS,
     INTERFACES,
     LIFESPAN,
@@ -192,7 +195,30 @@ class _Command(click.Command):
     is_flag=True,
     default=False,
     show_default=True,
-    help="Enable HTTP/2 support (not available yet: refused with an error).",
+    help="Enable HTTP/2: h2 by ALPN on a TLS port, h2c by prior knowledge on a plain one (HTTP/1.1 is still "
+    "served).",
+)
+@click.option(
+    "--http2-max-concurrent-streams",
+    type=int,
+    default=HTTP2_MAX_CONCURRENT_STREAMS_DEFAULT,
+    show_default=True,
+    help="HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: requests in progress at once on one connection.",
+)
+@click.option(
+    "--http2-initial-window-size",
+    type=int,
+    default=HTTP2_INITIAL_WINDOW_SIZE_DEFAULT,
+    show_default=True,
+    help="HTTP/2 SETTINGS_INITIAL_WINDOW_SIZE: request-body bytes a stream may send before the app takes "
+    "them.",
+)
+@click.option(
+    "--http2-max-header-list-size",
+    type=int,
+    default=HTTP2_MAX_HEADER_LIST_SIZE_DEFAULT,
+    show_default=True,
+    help="HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE: larger request header lists are answered 431.",
 )
 @click.option(
     "--lifespan",
@@ -526,6 +552,9 @@ def run(
     timeout_send: float = TIMEOUT_SEND_DEFAULT,
     http: str = "auto",
     http2: bool = False,
+    http2_max_concurrent_streams: int = HTTP2_MAX_CONCURRENT_STREAMS_DEFAULT,
+    http2_initial_window_size: int = HTTP2_INITIAL_WINDOW_SIZE_DEFAULT,
+    http2_max_header_list_size: int = HTTP2_MAX_HEADER_LIST_SIZE_DEFAULT,
     ws_max_queue: int = WS_MAX_QUEUE_DEFAULT,
     ws_ping_interval: float | None = WS_PING_INTERVAL_DEFAULT,
     ws_ping_timeout: float | None = WS_PING_TIMEOUT_DEFAULT,
@@ -594,6 +623,9 @@ def run(
         timeout_send=timeout_send,
         http=http,
         http2=http2,
+        http2_max_concurrent_streams=http2_max_concurrent_streams,
+        http2_initial_window_size=http2_initial_window_size,
+        http2_max_header_list_size=http2_max_header_list_size,
         ws_max_queue=ws_max_queue,
         ws_ping_interval=ws_ping_interval,
         ws_ping_timeout=ws_ping_timeout,

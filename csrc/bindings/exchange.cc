@@ -167,7 +167,7 @@ bool exchange_types_init() {
   return PyType_Ready(&ExchangeType) == 0 && PyType_Ready(&ReceiveType) == 0;
 }
 
-bool exchange_create(PyAppHandler* handler, Connection* c, bool websocket, Exchange** out_ex, PyObject** out_receive) {
+bool exchange_create(PyAppHandler* handler, HttpStream* c, bool websocket, Exchange** out_ex, PyObject** out_receive) {
   WsState* ws = websocket ? new (std::nothrow) WsState() : nullptr;
   if (websocket && ws == nullptr) {
     PyErr_NoMemory();
@@ -298,7 +298,7 @@ void clear_chunks(Exchange* ex) {
 }
 
 void detach(Exchange* ex) {
-  Connection* c = ex->conn;
+  HttpStream* c = ex->conn;
   if (c == nullptr) return;
   ex->conn = nullptr;
   if (c->exchange == ex) {
@@ -309,7 +309,7 @@ void detach(Exchange* ex) {
 
 void complete_response(Exchange* ex) {
   ex->response_complete = true;
-  Connection* c = ex->conn;
+  HttpStream* c = ex->conn;
   Py_INCREF(reinterpret_cast<PyObject*>(ex));
   if (c != nullptr) {
     detach(ex);
@@ -373,14 +373,20 @@ bool type_is(PyObject* type, PyObject* interned) {
   return type == interned || (PyUnicode_Check(type) && PyUnicode_Compare(type, interned) == 0);
 }
 
-std::string request_line(const Connection* c) {
+const char* http_version_text(const RequestHead& head) {
+  return head.http_major == 2 ? "2" : head.http_minor == 0 ? "1.0" : "1.1";
+}
+
+std::string request_line(const HttpStream* c) {
   if (c == nullptr) return {};
   const RequestHead& h = c->head();
   std::string s = " (\"";
   s += llhttp_method_name(static_cast<llhttp_method_t>(h.method));
   s += ' ';
   s += h.url_view();
-  s += h.http_minor == 0 ? " HTTP/1.0\")" : " HTTP/1.1\")";
+  s += " HTTP/";
+  s += http_version_text(h);
+  s += "\")";
   return s;
 }
 

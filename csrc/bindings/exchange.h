@@ -22,8 +22,9 @@
 
 namespace fa {
 
-class Connection;
+class HttpStream;
 class PyAppHandler;
+struct RequestHead;
 
 // WebSocket session state of an Exchange (nullptr for HTTP requests).
 struct WsState {
@@ -51,7 +52,7 @@ struct Exchange {
   PyObject_HEAD
   vectorcallfunc vectorcall;
   PyAppHandler* handler;  // counted reference (PyAppHandler::retain), released in dealloc
-  Connection* conn;       // nullptr once detached
+  HttpStream* conn;       // nullptr once detached (HTTP/1.1: the Connection; HTTP/2: an H2Stream)
   std::vector<PyObject*>* chunks;  // request body chunks not yet taken by receive()
   PyObject* receive_waiter;  // Future awaited by receive(), or nullptr
   // Further receive() calls waiting at the same time (Starlette's StreamingResponse listens for the disconnect
@@ -77,7 +78,7 @@ struct Exchange {
 bool exchange_types_init();
 // A new Exchange for the request now on `c` (websocket: with a WsState) and its Receive. New references in
 // *ex and *receive, or false with a Python error set and nothing created.
-bool exchange_create(PyAppHandler* handler, Connection* c, bool websocket, Exchange** ex, PyObject** receive);
+bool exchange_create(PyAppHandler* handler, HttpStream* c, bool websocket, Exchange** ex, PyObject** receive);
 
 // ---- shared by the HTTP and WebSocket cycles ----
 PyObject* new_future(Exchange* ex);
@@ -113,7 +114,9 @@ PyObject* runtime_error(const char* fmt, PyObject* arg = nullptr);
 bool get_bytes(PyObject* o, std::string_view* out);
 bool type_is(PyObject* type, PyObject* interned);
 // ` ("GET /path HTTP/1.1")` for log lines, or "" without a connection.
-std::string request_line(const Connection* c);
+std::string request_line(const HttpStream* c);
+// "1.0", "1.1" or "2", for log lines.
+const char* http_version_text(const RequestHead& head);
 // The app is done (returned or raised): drop the Task and the drain waiter.
 void app_finished(Exchange* ex);
 // message["status"] as a long. False with a Python error set (KeyError when absent).

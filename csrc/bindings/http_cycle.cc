@@ -177,7 +177,7 @@ PyObject* send_pathsend(Exchange* ex, PyObject* message) {
 // The app failed mid-response: what it already sent still goes out (as with uvicorn's transport), then the
 // connection closes, so the client sees a truncated response, never a desynchronised stream.
 void close_connection(Exchange* ex) {
-  Connection* c = ex->conn;
+  HttpStream* c = ex->conn;
   if (c == nullptr) return;
   detach(ex);
   c->close_after_output();
@@ -263,7 +263,7 @@ void http_body_complete(Exchange* ex) {
 }
 
 void http_answer_500(Exchange* ex) {
-  Connection* c = ex->conn;
+  HttpStream* c = ex->conn;
   if (c == nullptr) return;
   c->answer_error(500, "Internal Server Error");
   ex->response_started = true;

@@ -60,7 +60,8 @@ class PyServer {
            std::size_t ws_max_size, double timeout_request_header, double timeout_request_body, double timeout_send,
            py::object log, py::object ws_log, py::object ssl_context, double ssl_handshake_timeout,
            long long ws_max_queue, py::object ws_ping_interval, py::object ws_ping_timeout,
-           bool ws_per_message_deflate) {
+           bool ws_per_message_deflate, bool http2, std::uint32_t http2_max_concurrent_streams,
+           std::uint32_t http2_initial_window_size, std::uint32_t http2_max_header_list_size) {
     // The WebSocket options first: nothing to undo yet when they are refused.
     if (ws_max_queue < 1)
       throw py::value_error("ws_max_queue must be >= 1 (messages buffered for the app), got " +
@@ -105,8 +106,17 @@ class PyServer {
     cfg.ws_ping_interval_ms = ping_interval_ms;
     cfg.ws_ping_timeout_ms = ping_timeout_ms;
     cfg.ws_per_message_deflate = ws_per_message_deflate;
+    cfg.http2.enabled = http2;
+    cfg.http2.max_concurrent_streams = http2_max_concurrent_streams;
+    cfg.http2.initial_stream_window = http2_initial_window_size;
+    cfg.http2.max_header_list_size = http2_max_header_list_size;
+    if (http2 && (http2_max_concurrent_streams < 1 || http2_initial_window_size < 1024 ||
+                  http2_initial_window_size > 0x7fffffffu || http2_max_header_list_size < 1024)) {
+      free_own_loop();
+      throw py::value_error("invalid HTTP/2 limits (streams >= 1, window 1024..2^31-1, header list >= 1024)");
+    }
     if (!ssl_context.is_none()) {
-      cfg.tls = tls_context_from_python(ssl_context.ptr());
+      cfg.tls = tls_context_from_python(ssl_context.ptr(), http2);
       if (cfg.tls == nullptr) {
         free_own_loop();
         throw py::error_already_set();
@@ -409,7 +419,8 @@ PYBIND11_MODULE(_core, mod) {
       .def(py::init<py::object, py::object, py::object, py::object, std::string, bool, bool,
                     std::vector<std::pair<py::bytes, py::bytes>>, double, py::object, py::object, py::object,
                     std::string, bool, bool, std::size_t, double, double, double, py::object, py::object,
-                    py::object, double, long long, py::object, py::object, bool>(),
+                    py::object, double, long long, py::object, py::object, bool, bool, std::uint32_t,
+                    std::uint32_t, std::uint32_t>(),
            py::arg("loop"), py::arg("app"), py::kw_only(), py::arg("error_log"), py::arg("access_log") = py::none(),
            py::arg("root_path") = "", py::arg("server_header") = true, py::arg("date_header") = true,
            py::arg("default_headers") = std::vector<std::pair<py::bytes, py::bytes>>{},
@@ -420,7 +431,9 @@ PYBIND11_MODULE(_core, mod) {
            py::arg("timeout_request_body") = 60.0, py::arg("timeout_send") = 60.0, py::arg("log") = py::none(),
            py::arg("ws_log") = py::none(), py::arg("ssl_context") = py::none(),
            py::arg("ssl_handshake_timeout") = 60.0, py::arg("ws_max_queue") = 32,
-           py::arg("ws_ping_interval") = 20.0, py::arg("ws_ping_timeout") = 20.0, py::arg("ws_per_message_deflate") = true)
+           py::arg("ws_ping_interval") = 20.0, py::arg("ws_ping_timeout") = 20.0, py::arg("ws_per_message_deflate") = true,
+           py::arg("http2") = false, py::arg("http2_max_concurrent_streams") = 100,
+           py::arg("http2_initial_window_size") = 65535, py::arg("http2_max_header_list_size") = 65536)
       .def("listen", &PyServer::listen, py::arg("sock"), py::arg("backlog") = 2048)
       .def("stop_accepting", &PyServer::stop_accepting)
       .def("shutdown", &PyServer::shutdown)

@@ -184,14 +184,15 @@ void PyAppHandler::log_error(const std::string& message, PyObject* exc) {
   PyErr_Restore(saved_type, saved_value, saved_tb);
 }
 
-void PyAppHandler::log_access(Connection& c, int status) {
+void PyAppHandler::log_access(HttpStream& s, int status) {
   if (access_log_ == nullptr) return;
-  const RequestHead& h = c.head();
+  const RequestHead& h = s.head();
+  const Connection& c = s.connection();
   std::string client = c.is_tcp() ? c.peer_host() + ":" + std::to_string(c.peer_port()) : std::string("-");
   const std::string_view url = h.url_view();
   PyObject* r = PyObject_CallFunction(access_log_, "s#ss#si", client.data(), static_cast<Py_ssize_t>(client.size()),
                                       llhttp_method_name(static_cast<llhttp_method_t>(h.method)), url.data(),
-                                      static_cast<Py_ssize_t>(url.size()), h.http_minor == 0 ? "1.0" : "1.1", status);
+                                      static_cast<Py_ssize_t>(url.size()), http_version_text(h), status);
   if (r == nullptr) PyErr_WriteUnraisable(access_log_);
   Py_XDECREF(r);
 }
@@ -227,15 +228,15 @@ void PyAppHandler::log(int level, const std::string& message) {
 }
 
 // As uvicorn: the line at WARNING, without the detail.
-void PyAppHandler::on_over_limit(Connection&) { log(kWarning, "Exceeded concurrency limit."); }
+void PyAppHandler::on_over_limit(HttpStream&) { log(kWarning, "Exceeded concurrency limit."); }
 
-void PyAppHandler::on_native_response(Connection& c, int status) {
+void PyAppHandler::on_native_response(HttpStream& c, int status) {
   if (access_log_ == nullptr) return;
   gil();
   log_access(c, status);
 }
 
-void PyAppHandler::dispatch(Connection& c, const RequestHead& head, bool websocket) {
+void PyAppHandler::dispatch(HttpStream& c, const RequestHead& head, bool websocket) {
   gil();
   Exchange* ex = nullptr;
   PyObject* receive = nullptr;
@@ -307,35 +308,37 @@ void PyAppHandler::dispatch(Connection& c, const RequestHead& head, bool websock
   Py_DECREF(reinterpret_cast<PyObject*>(ex));
 }
 
-bool PyAppHandler::on_body(Connection& c, const char* data, std::size_t len) {
+void PyAppHandler::on_websocket(Connection& c, const RequestHead& head) { dispatch(c, head, true); }
+
+bool PyAppHandler::on_body(HttpStream& c, const char* data, std::size_t len) {
   auto* ex = static_cast<Exchange*>(c.exchange);
   if (ex == nullptr) return false;
   gil();
   return http_body_arrived(ex, data, len);
 }
 
-void PyAppHandler::on_body_complete(Connection& c) {
+void PyAppHandler::on_body_complete(HttpStream& c) {
   auto* ex = static_cast<Exchange*>(c.exchange);
   if (ex == nullptr) return;
   gil();
   http_body_complete(ex);
 }
 
-void PyAppHandler::on_disconnect(Connection& c) {
+void PyAppHandler::on_disconnect(HttpStream& c) {
   auto* ex = static_cast<Exchange*>(c.exchange);
   if (ex == nullptr) return;
   gil();
   exchange_disconnected(ex);
 }
 
-void PyAppHandler::on_drain(Connection& c) {
+void PyAppHandler::on_drain(HttpStream& c) {
   auto* ex = static_cast<Exchange*>(c.exchange);
   if (ex == nullptr || ex->drain_waiter == nullptr) return;
   gil();
   resolve(&ex->drain_waiter, Py_None);
 }
 
-void PyAppHandler::on_file_sent(Connection& c) {
+void PyAppHandler::on_file_sent(HttpStream& c) {
   auto* ex = static_cast<Exchange*>(c.exchange);
   if (ex == nullptr) return;
   gil();
@@ -350,7 +353,7 @@ void PyAppHandler::on_closed(Connection& c) {
 }
 
 // As uvicorn: "Invalid HTTP request received." at WARNING; what was wrong and the request line at DEBUG.
-void PyAppHandler::on_bad_request(Connection& c, int status, const char* reason) {
+void PyAppHandler::on_bad_request(HttpStream& c, int status, const char* reason) {
   log(kWarning, "Invalid HTTP request received.");
   std::string msg = "Invalid HTTP request (" + std::to_string(status) + ": " + reason + ")";
   if (c.head().url.len > 0 && c.head().url.len < 512) msg += request_line(&c);

@@ -45,22 +45,22 @@ class PyAppHandler final : public AppHandler {
   static std::size_t live_count();
 
   // AppHandler
-  void on_request(Connection& c, const RequestHead& head) override { dispatch(c, head, false); }
-  void on_websocket(Connection& c, const RequestHead& head) override { dispatch(c, head, true); }
-  bool on_body(Connection& c, const char* data, std::size_t len) override;
-  void on_body_complete(Connection& c) override;
-  void on_disconnect(Connection& c) override;
-  void on_drain(Connection& c) override;
-  void on_file_sent(Connection& c) override;
+  void on_request(HttpStream& c, const RequestHead& head) override { dispatch(c, head, false); }
+  void on_websocket(Connection& c, const RequestHead& head) override;
+  bool on_body(HttpStream& c, const char* data, std::size_t len) override;
+  void on_body_complete(HttpStream& c) override;
+  void on_disconnect(HttpStream& c) override;
+  void on_drain(HttpStream& c) override;
+  void on_file_sent(HttpStream& c) override;
   void on_closed(Connection& c) override;
   void on_callback_end() override;
-  void on_bad_request(Connection& c, int status, const char* reason) override;
+  void on_bad_request(HttpStream& c, int status, const char* reason) override;
   void on_timeout(Connection& c, const char* what) override;
   void on_tls_error(Connection& c, const char* reason) override;
   bool on_ws_message(Connection& c, bool text, const char* data, std::size_t len) override;
   void on_ws_close(Connection& c, int code, std::string_view reason) override;
-  void on_over_limit(Connection& c) override;
-  void on_native_response(Connection& c, int status) override;
+  void on_over_limit(HttpStream& c) override;
+  void on_native_response(HttpStream& c, int status) override;
 
   // Take the GIL for the rest of this libuv callback (no-op when held).
   void gil() {
@@ -72,7 +72,7 @@ class PyAppHandler final : public AppHandler {
   // Log through the Python error_log callable; never raises (a failing logger is reported as unraisable).
   void log_error(const std::string& message, PyObject* exc);
   // The access line of a response the server answered itself (native route, 503, bad request), from the head.
-  void log_access(Connection& c, int status);
+  void log_access(HttpStream& c, int status);
   // The access line of an app's response, from its scope as the app left it (proxy headers applied), when the
   // response starts (as uvicorn: a stream that fails later still has its line).
   void log_access(PyObject* scope, int status);
@@ -112,7 +112,7 @@ class PyAppHandler final : public AppHandler {
  private:
   PyAppHandler() = default;
   ~PyAppHandler() override;
-  void dispatch(Connection& c, const RequestHead& head, bool websocket);
+  void dispatch(HttpStream& c, const RequestHead& head, bool websocket);
   bool init_eager_start();               // false with a Python error set
   // The request's Task (new reference), or nullptr with an error set; started eagerly when `eager` and the
   // interpreter and loop allow (init_eager_start).

@@ -44,7 +44,7 @@ bool py_names_init() {
       intern(&n.raw_path, "raw_path") && intern(&n.query_string, "query_string") && intern(&n.state, "state") &&
       intern(&n.subprotocols, "subprotocols") && intern(&n.version, "version") &&
       intern(&n.spec_version, "spec_version") && intern(&n.http, "http") && intern(&n.websocket, "websocket") &&
-      intern(&n.ws, "ws") && intern(&n.https, "https") && intern(&n.wss, "wss") && intern(&n.v10, "1.0") && intern(&n.v11, "1.1") && intern(&n.v30, "3.0") &&
+      intern(&n.ws, "ws") && intern(&n.https, "https") && intern(&n.wss, "wss") && intern(&n.v10, "1.0") && intern(&n.v11, "1.1") && intern(&n.v2, "2") && intern(&n.v30, "3.0") &&
       intern(&n.v20, "2.0") && intern(&n.spec_23, "2.3") && intern(&n.spec_24, "2.4");
   if (!ok) return false;
   n.empty_bytes = PyBytes_FromStringAndSize("", 0);

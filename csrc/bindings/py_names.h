@@ -21,7 +21,7 @@ struct PyNames {
   // Scope keys and values.
   PyObject *asgi, *http_version, *server, *client, *scheme, *method, *root_path, *path, *raw_path, *query_string,
       *state, *subprotocols, *version, *spec_version, *extensions;
-  PyObject *http, *https, *websocket, *ws, *wss, *v10, *v11, *v30, *v20, *spec_23, *spec_24;
+  PyObject *http, *https, *websocket, *ws, *wss, *v10, *v11, *v2, *v30, *v20, *spec_23, *spec_24;
   PyObject* empty_bytes;
   PyObject* methods[64];  // interned method names by llhttp_method_t
   // ~40 common request header names as bytes objects, shared by every scope.

@@ -212,8 +212,9 @@ PyObject* header_list(const RequestHead& head, bool* forwarded) {
 
 }  // namespace
 
-PyObject* build_scope(PyAppHandler& h, Connection& c, const RequestHead& head, bool* forwarded) {
+PyObject* build_scope(PyAppHandler& h, HttpStream& s, const RequestHead& head, bool* forwarded) {
   const PyNames& n = names;
+  Connection& c = s.connection();
   PyObject* method = head.method >= 0 && head.method < 64 ? n.methods[head.method] : nullptr;
   if (method == nullptr) {
     PyErr_SetString(PyExc_ValueError, "unknown method");
@@ -230,7 +231,8 @@ PyObject* build_scope(PyAppHandler& h, Connection& c, const RequestHead& head, b
       set_steal(scope, n.extensions, PyDict_Copy(h.scope_extensions_)) == 0 &&
       (cache->client == nullptr || PyDict_SetItem(scope, n.client, cache->client) == 0) &&
       (cache->server == nullptr || PyDict_SetItem(scope, n.server, cache->server) == 0) &&
-      (head.http_minor != 0 || PyDict_SetItem(scope, n.http_version, n.v10) == 0) &&
+      (head.http_major == 2 ? PyDict_SetItem(scope, n.http_version, n.v2) == 0
+                            : head.http_minor != 0 || PyDict_SetItem(scope, n.http_version, n.v10) == 0) &&
       (!c.is_tls() || PyDict_SetItem(scope, n.scheme, n.https) == 0) &&
       PyDict_SetItem(scope, n.method, method) == 0 && set_paths(h, scope, head) &&
       (q.empty() ? PyDict_SetItem(scope, n.query_string, n.empty_bytes) == 0
@@ -270,9 +272,10 @@ PyObject* subprotocol_list(const RequestHead& head) {
 
 }  // namespace
 
-PyObject* build_ws_scope(PyAppHandler& h, Connection& c, const RequestHead& head, bool* forwarded) {
+PyObject* build_ws_scope(PyAppHandler& h, HttpStream& s, const RequestHead& head, bool* forwarded) {
   const PyNames& n = names;
-  PyObject* http = build_scope(h, c, head, forwarded);
+  const Connection& c = s.connection();
+  PyObject* http = build_scope(h, s, head, forwarded);
   if (http == nullptr) return nullptr;
   PyObject* scope = PyDict_New();
   PyObject* asgi = PyDict_New();

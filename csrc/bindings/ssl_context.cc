@@ -56,7 +56,7 @@ bool attr_as_ull(PyObject* obj, const char* name, unsigned long long* out) {
 
 }  // namespace
 
-std::shared_ptr<TlsContext> tls_context_from_python(PyObject* context) {
+std::shared_ptr<TlsContext> tls_context_from_python(PyObject* context, bool http2) {
   PyObject* ssl_module = PyImport_ImportModule("_ssl");
   if (ssl_module == nullptr) return nullptr;
   PyObject* base = PyObject_GetAttrString(ssl_module, "_SSLContext");
@@ -93,7 +93,7 @@ std::shared_ptr<TlsContext> tls_context_from_python(PyObject* context) {
     return nullptr;
   }
   std::string error;
-  TlsContext* tls = TlsContext::adopt(ctx, &error);
+  TlsContext* tls = TlsContext::adopt(ctx, &error, http2);
   if (tls == nullptr) {
     PyErr_SetString(PyExc_RuntimeError, error.c_str());
     return nullptr;

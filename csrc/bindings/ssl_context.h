@@ -15,6 +15,6 @@ namespace fa {
 // ssl_context_factory set); the core replaces only the ALPN selection. Contexts with Python callbacks that OpenSSL
 // would call on the core's connections (sni_callback, keylog_filename, _msg_callback) are refused: those callbacks
 // expect Python's own SSL socket objects. Returns nullptr with a Python exception set on failure.
-std::shared_ptr<TlsContext> tls_context_from_python(PyObject* context);
+std::shared_ptr<TlsContext> tls_context_from_python(PyObject* context, bool http2);
 
 }  // namespace fa

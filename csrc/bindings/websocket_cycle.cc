@@ -125,7 +125,7 @@ bool header_views(PyObject* message, const char* what, PyObject** keep, std::vec
 }
 
 PyObject* send_accept(Exchange* ex, PyObject* message) {
-  Connection* c = ex->conn;
+  Connection* c = &ex->conn->connection();
   PyObject* subprotocol = nullptr;
   if (!opt_str(message, names.subprotocol, &subprotocol)) return nullptr;
   std::string_view sub;
@@ -185,7 +185,7 @@ PyObject* denial_start(Exchange* ex, PyObject* message) {
 
 PyObject* denial_body(Exchange* ex, PyObject* message) {
   WsState* w = ex->ws;
-  Connection* c = ex->conn;
+  Connection* c = &ex->conn->connection();
   std::string_view data;
   Py_buffer view{};
   bool have_view = false, more = false;
@@ -246,7 +246,7 @@ PyObject* reject(Exchange* ex) {
 PyObject* send_data(Exchange* ex, PyObject* message) {
   PyObject* bytes = PyDict_GetItemWithError(message, names.bytes);
   if (bytes == nullptr && PyErr_Occurred()) return nullptr;
-  Connection* c = ex->conn;
+  Connection* c = &ex->conn->connection();
   if (bytes != nullptr && bytes != Py_None) {
     std::string_view data;
     if (get_bytes(bytes, &data)) {
@@ -297,7 +297,7 @@ PyObject* send_close(Exchange* ex, PyObject* message) {
   const std::string_view reason_view(r, static_cast<std::size_t>(len));
   ex->ws->close_sent = true;
   set_disconnect(ex, static_cast<int>(code), reason_view, true);
-  ex->conn->ws_close(static_cast<int>(code), reason_view);
+  ex->conn->connection().ws_close(static_cast<int>(code), reason_view);
   ex->handler->wake();
   return ready_none();
 }
@@ -350,7 +350,7 @@ PyObject* ws_send(Exchange* ex, PyObject* message, PyObject* type) {
                          type);
   }
   if (!w->close_sent && w->accepted) {
-    if (ex->conn == nullptr || !ex->conn->ws_open()) return client_disconnected();
+    if (ex->conn == nullptr || !ex->conn->connection().ws_open()) return client_disconnected();
     if (type_is(type, names.ws_send)) return send_data(ex, message);
     if (type_is(type, names.ws_close)) return send_close(ex, message);
     return runtime_error("Expected ASGI message 'websocket.send' or 'websocket.close', but got '%S'.", type);
@@ -417,7 +417,7 @@ void ws_app_finished(Exchange* ex, PyObject* exc, PyObject* result) {
   // As uvicorn: no handshake answer yet -> 500; an open session is closed without a close frame; a close
   // handshake in progress completes (or times out).
   if (!w->handshake_done) ws_answer_500(ex);
-  else if (ex->conn != nullptr) ex->conn->ws_app_done();
+  else if (ex->conn != nullptr) ex->conn->connection().ws_app_done();
 }
 
 }  // namespace fa

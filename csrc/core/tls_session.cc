@@ -6,14 +6,19 @@ namespace fa {
 
 namespace {
 
-// ALPN: the protocols this server speaks, in preference order (wire format: length-prefixed).
-const unsigned char kAlpnProtocols[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+// ALPN: the protocols this server speaks, in preference order (wire format: length-prefixed). The server's list
+// wins (SSL_select_next_proto): a client offering both gets h2 when --http2 is on.
+const unsigned char kAlpnHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+const unsigned char kAlpnH2Http11[] = {2, 'h', '2', 8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
 
 int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned int inlen,
-                void*) {
+                void* arg) {
+  const bool h2 = arg != nullptr;
+  const unsigned char* ours = h2 ? kAlpnH2Http11 : kAlpnHttp11;
+  const unsigned int ours_len = h2 ? sizeof kAlpnH2Http11 : sizeof kAlpnHttp11;
   unsigned char* selected = nullptr;
   unsigned char selected_len = 0;
-  if (ossl.SSL_select_next_proto(&selected, &selected_len, kAlpnProtocols, sizeof kAlpnProtocols, in, inlen) !=
+  if (ossl.SSL_select_next_proto(&selected, &selected_len, ours, ours_len, in, inlen) !=
       OPENSSL_NPN_NEGOTIATED) {
     return SSL_TLSEXT_ERR_NOACK;  // no common protocol: go on without ALPN (the client decides)
   }
@@ -24,7 +29,7 @@ int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const un
 
 }  // namespace
 
-TlsContext* TlsContext::adopt(SSL_CTX* ctx, std::string* error) {
+TlsContext* TlsContext::adopt(SSL_CTX* ctx, std::string* error, bool http2) {
   if (!tls_api_bound()) {
     *error = "the OpenSSL API is not bound";
     return nullptr;
@@ -35,7 +40,8 @@ TlsContext* TlsContext::adopt(SSL_CTX* ctx, std::string* error) {
   }
   // NOTE: this replaces any ALPN callback Python installed (ssl.SSLContext.set_alpn_protocols): the core decides
   // which protocols it speaks.
-  ossl.SSL_CTX_set_alpn_select_cb(ctx, &select_alpn, nullptr);
+  static char h2_marker;
+  ossl.SSL_CTX_set_alpn_select_cb(ctx, &select_alpn, http2 ? &h2_marker : nullptr);
   return new TlsContext(ctx);
 }
 

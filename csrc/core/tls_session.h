@@ -14,9 +14,9 @@ namespace fa {
 // ssl.SSLContext it came from may be collected while connections still use it.
 class TlsContext {
  public:
-  // Take a reference to `ctx` and install the ALPN selection (http/1.1). Returns nullptr with *error set when the
-  // OpenSSL table is not bound.
-  static TlsContext* adopt(SSL_CTX* ctx, std::string* error);
+  // Take a reference to `ctx` and install the ALPN selection (http/1.1; h2 first when `http2`). Returns nullptr
+  // with *error set when the OpenSSL table is not bound.
+  static TlsContext* adopt(SSL_CTX* ctx, std::string* error, bool http2 = false);
   ~TlsContext();
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;

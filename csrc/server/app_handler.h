@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "http/request.h"
+#include "server/http_stream.h"
 
 namespace fa {
 
@@ -21,17 +22,17 @@ class AppHandler {
   // A request head arrived that no native route answers. The handler keeps per-request state in c.exchange and must
   // eventually complete the response (Connection::write_body with more=false, or answer_error) and call
   // c.finish_response(), or call c.close().
-  virtual void on_request(Connection& c, const RequestHead& head) = 0;
+  virtual void on_request(HttpStream& c, const RequestHead& head) = 0;
   // Body bytes of the current request. Return true to pause reading until the handler calls c.resume().
-  virtual bool on_body(Connection& c, const char* data, std::size_t len) = 0;
-  virtual void on_body_complete(Connection& c) = 0;
+  virtual bool on_body(HttpStream& c, const char* data, std::size_t len) = 0;
+  virtual void on_body_complete(HttpStream& c) = 0;
   // The client went away (or the connection is being closed) while a request was in flight.
-  virtual void on_disconnect(Connection& c) = 0;
+  virtual void on_disconnect(HttpStream& c) = 0;
   // The write queue drained below the low-water mark after c.want_drain() was called.
-  virtual void on_drain(Connection& c) = 0;
+  virtual void on_drain(HttpStream& c) = 0;
   // The file of c.send_file() has been sent completely (the response body is complete: the handler calls
   // c.finish_response()). A transfer that fails closes the connection instead (on_disconnect).
-  virtual void on_file_sent(Connection& c) { (void)c; }
+  virtual void on_file_sent(HttpStream& c) { (void)c; }
   // The connection's handles are closed; drop anything kept in c.exchange / c.app_data. Called exactly once,
   // before the connection is deleted.
   virtual void on_closed(Connection& c) = 0;
@@ -39,11 +40,11 @@ class AppHandler {
   // Called by CallbackScope only.
   virtual void on_callback_end() {}
   // A request was refused with 503 because of --limit-concurrency (for logging).
-  virtual void on_over_limit(Connection& c) = 0;
+  virtual void on_over_limit(HttpStream& c) = 0;
   // A native route answered the current request with `status` (for the access log; must be cheap when off).
-  virtual void on_native_response(Connection& c, int status) = 0;
+  virtual void on_native_response(HttpStream& c, int status) = 0;
   // A request could not be parsed; `status` is being sent. For logging.
-  virtual void on_bad_request(Connection& c, int status, const char* reason) = 0;
+  virtual void on_bad_request(HttpStream& c, int status, const char* reason) = 0;
   // A time bound fired and the connection is being closed (`what`: "header timeout", ...). For debug logging.
   virtual void on_timeout(Connection& c, const char* what) { (void)c, (void)what; }
   // TLS failed on this connection (handshake refused, plain HTTP on the TLS port, a bad record); `reason` is
@@ -53,7 +54,7 @@ class AppHandler {
   // ---- WebSocket (only with ServerConfig::websocket; otherwise upgrade requests are answered as plain HTTP) ----
   // A valid opening handshake arrived. Like on_request: the handler keeps its state in c.exchange and answers either
   // with c.ws_accept(...) or with an HTTP response (answer_error) and c.finish_response().
-  virtual void on_websocket(Connection& c, const RequestHead& head) { on_request(c, head); }
+  virtual void on_websocket(Connection& c, const RequestHead& head) = 0;
   // A complete message (text is valid UTF-8). Return true to pause reading until c.resume().
   virtual bool on_ws_message(Connection& c, bool text, const char* data, std::size_t len) {
     (void)c, (void)text, (void)data, (void)len;

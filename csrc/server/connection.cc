@@ -8,6 +8,7 @@
 #include <new>
 
 #include "core/uv_api.h"
+#include "server/h2_session.h"
 #include "server/native_handlers.h"
 #include "server/server.h"
 #include "server/stage_clock.h"
@@ -40,7 +41,11 @@ void addr_to_host_port(const sockaddr_storage& ss, std::string* host, int* port)
 }  // namespace
 
 Connection::Connection(Server* server, bool tcp)
-    : server_(server), parser_(this, &server->config().limits), tcp_(tcp) {}
+    : HttpStream(server, this, nullptr), parser_(this, &server->config().limits), tcp_(tcp) {
+  head_ = &parser_.head();
+}
+
+Connection::~Connection() = default;  // here, where H2Session is a complete type
 
 bool Connection::accept_from(uv_stream_t* listener) {
   uv_loop_t* loop = server_->loop();
@@ -77,6 +82,7 @@ bool Connection::accept_from(uv_stream_t* listener) {
       return false;
     }
   }
+  sniff_h2_ = server_->config().http2.enabled && tls_ == nullptr;
   start_reading();
   arm_keep_alive();  // a client that connects and sends nothing (not even a TLS ClientHello) is idle
   return true;
@@ -122,7 +128,8 @@ void Connection::on_read_data(ssize_t nread, const uv_buf_t* buf) {
     c->in_read_ = false;
     // Also with nothing to write: a close decided during this read (close_when_flushed) happens here, and TLS
     // handshake records go out.
-    if ((!c->out_.empty() || c->close_after_flush_ || (c->tls_ != nullptr && c->tls_->pending_output() > 0)) &&
+    if ((!c->out_.empty() || c->close_after_flush_ || c->h2_ != nullptr ||
+         (c->tls_ != nullptr && c->tls_->pending_output() > 0)) &&
         !c->closing_)
       c->flush();
     // A WebSocket peer that sends pings (or closes) but never reads: its pongs must not pile up.
@@ -131,6 +138,21 @@ void Connection::on_read_data(ssize_t nread, const uv_buf_t* buf) {
 }
 
 void Connection::take_input(char* data, std::size_t len) {
+  if (h2_ != nullptr) {
+    if (!h2_->receive(data, len)) close_when_flushed();
+    return;
+  }
+  if (sniff_h2_) {
+    if (h2_sniff(data, len)) return;
+    if (!in_.empty()) {
+      // A few bytes were held back while they could still have been the HTTP/2 preface: parse them first.
+      std::string pending;
+      pending.swap(in_);
+      pending.append(data, len);
+      process(pending.data(), pending.size());
+      return;
+    }
+  }
   if (paused_) {
     in_.append(data, len);
     // Bounded read-ahead: stop pulling from the socket while the app is behind.
@@ -470,6 +492,14 @@ void Connection::check_timeouts() {
       return;
     }
   }
+  // HTTP/2: responses the peer's flow-control window holds back. A client that never opens its window (zero-window
+  // stall) keeps nothing here longer than the send bound.
+  if (h2_ != nullptr && cfg.send_timeout_ms > 0 && h2_->output_waiting() &&
+      due(h2_->last_progress_ms(), cfg.send_timeout_ms)) {
+    server_->handler()->on_timeout(*this, "send timeout: the HTTP/2 client does not take its responses");
+    close();
+    return;
+  }
   if (ws_state_ != kWsNone) {
     // A WebSocket session is never idle-closed; its keepalive pings and its closing handshake have bounds.
     if (!ws_keepalive(now, &next_due)) {
@@ -508,8 +538,13 @@ void Connection::check_timeouts() {
       close();  // the app sees http.disconnect
       return;
     }
-  } else if (idle_ && !in_flight_) {
+  } else if (idle_ && !in_flight_ && (h2_ == nullptr || !h2_->has_active())) {
     if (due(idle_since_ms_, cfg.keep_alive_ms)) {
+      if (h2_ != nullptr) {
+        h2_->shutdown();  // an idle HTTP/2 connection says GOAWAY before it closes
+        close_when_flushed();
+        return;
+      }
       close();
       return;
     }
@@ -529,6 +564,14 @@ void Connection::close_when_flushed() {
 
 void Connection::close_when_idle() {
   if (closing_) return;
+  if (h2_ != nullptr) {
+    // GOAWAY naming the last stream taken; the streams in progress finish, then the connection closes.
+    close_after_response_ = true;
+    h2_->shutdown();
+    if (h2_->idle()) close_when_flushed();
+    else cork();
+    return;
+  }
   switch (ws_state_) {
     case kWsNone:
       break;
@@ -573,6 +616,7 @@ void Connection::close() {
     server_->uncork(this);
   }
   stop_reading();
+  if (h2_ != nullptr) h2_->connection_lost();  // every stream's app sees http.disconnect
   if (in_flight_) {
     in_flight_ = false;
     server_->active_requests_--;

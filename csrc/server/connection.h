@@ -21,13 +21,15 @@
 #include "http/router.h"
 #include "http/websocket.h"
 #include "server/app_handler.h"
+#include "server/http_stream.h"
 
 namespace fa {
 
 class Server;
+class H2Session;
 struct NativeRoute;
 
-class Connection final : public ParserListener, public ws::FrameListener {
+class Connection final : public HttpStream, public ParserListener, public ws::FrameListener {
  public:
   Connection(Server* server, bool tcp);
   Connection(const Connection&) = delete;
@@ -42,25 +44,25 @@ class Connection final : public ParserListener, public ws::FrameListener {
   // body for HEAD, 1xx, 204, 304). The head is held until the first body bytes so that both leave in one write.
   // Returns nullptr, or an error message with nothing written and the response not started.
   const char* start_response(int status, const std::string_view* names, const std::string_view* values,
-                             std::size_t count);
+                             std::size_t count) override;
   // Body bytes of the started response; `data` is referenced only during the call. more=false completes the
   // response (the caller then calls finish_response()); a streamed chunk is corked to the end of the loop turn.
   // Returns nullptr, or an error (e.g. longer than Content-Length): the connection is then no longer kept alive.
-  const char* write_body(const char* data, std::size_t len, bool more);
+  const char* write_body(const char* data, std::size_t len, bool more) override;
   // Answer the current request with the server's own complete response (text/plain `body`, none for HEAD;
   // `extra_headers` pre-formatted and trusted; connection: close). The caller then calls finish_response().
   // `server_headers` false leaves out the default block (server header, --header values), as uvicorn does for a
   // refused WebSocket handshake; `date` stays.
   void answer_error(int status, std::string_view body, std::string_view extra_headers = {},
-                    bool server_headers = true);
+                    bool server_headers = true) override;
   // A complete response whose headers are pre-formatted and already validated (native routes): status line,
   // default headers, `headers`, content-length when `with_length`, connection, body (left out for HEAD).
-  void write_response(int status, std::string_view headers, std::string_view body, bool with_length);
-  bool response_started() const { return response_.started(); }
+  void write_response(int status, std::string_view headers, std::string_view body, bool with_length) override;
+  bool response_started() const override { return response_.started(); }
   bool response_complete() const { return response_.complete(); }
   int response_status() const { return response_.status(); }
   // Bytes of output not yet accepted by the socket (buffered here or queued in libuv): what backpressure reads.
-  std::size_t write_queue_bytes() const;
+  std::size_t write_queue_bytes() const override;
   // The whole body of the started response is the file open at `fd` (`size` bytes from offset 0; the connection
   // takes the descriptor and closes it). Sent with sendfile(2) from the kernel's page cache, never through user
   // space, on a plain connection; read in 64 KiB steps into the TLS writer on a TLS one. Waits for the socket
@@ -68,8 +70,8 @@ class Connection final : public ParserListener, public ws::FrameListener {
   // AppHandler::on_file_sent() follows; a failure (read error, file shrunk, socket error) closes the connection.
   // Returns nullptr, or an error (the framing refused `size`, e.g. not the Content-Length): nothing was sent.
   // `offset`: where in the file the body starts (a byte range).
-  const char* send_file(int fd, std::uint64_t size, std::uint64_t offset = 0);
-  bool sending_file() const { return file_ != nullptr; }
+  const char* send_file(int fd, std::uint64_t size, std::uint64_t offset = 0) override;
+  bool sending_file() const override { return file_ != nullptr; }
 
   // ---- flow ----
   // Serialised bytes waiting for the next flush (also used by tests and the WebSocket writer).
@@ -80,17 +82,17 @@ class Connection final : public ParserListener, public ws::FrameListener {
   // when a write is already pending or enough is buffered.
   void cork();
   // The current response is complete: count it, then close (keep-alive off) or go on with the next request.
-  void finish_response();
+  void finish_response() override;
   // Body consumed / response done: restart parsing buffered input and reading.
-  void resume();
+  void resume() override;
   // Ask for on_drain() once queued writes fall below the low-water mark. Returns false when already below it
   // (after handing out_ to libuv: only bytes libuv queued are waited for, so an on_write always follows).
-  bool want_drain();
+  bool want_drain() override;
   // Write "HTTP/1.1 100 Continue" if the request asked for it and it was not sent yet.
-  void send_continue();
-  void close();
+  void send_continue() override;
+  void close() override;
   // Send what is buffered (corked output included), then close; reading stops now.
-  void close_after_output() { close_when_flushed(); }
+  void close_after_output() override { close_when_flushed(); }
   // Graceful stop: close now if idle, else after the response in flight; an open WebSocket gets a 1012 close. A
   // connection that has not received a byte yet is given kFreshShutdownGraceMs for its first request.
   void close_when_idle();
@@ -110,10 +112,13 @@ class Connection final : public ParserListener, public ws::FrameListener {
   bool ws_open() const { return ws_state_ == kWsOpen; }
   bool is_websocket() const { return ws_state_ != kWsNone; }
 
-  bool closing() const { return closing_; }
+  bool closing() const override { return closing_; }
+  // Serves HTTP/2 (H2Session): its requests are H2Streams, not this object.
+  bool is_h2() const { return h2_ != nullptr; }
+  // H2Session: the last stream is gone (keep-alive, or close during a shutdown) / a stream began.
+  void h2_idle();
+  void h2_busy();
   bool in_flight() const { return in_flight_; }
-  Server* server() const { return server_; }
-  const RequestHead& head() const { return parser_.head(); }
   // The peer's address and port ("" and 0 for Unix sockets). local_host() is the bound address, or for a Unix
   // socket its path (as uvicorn's scope["server"] = [path, None]).
   const std::string& peer_host() const { return peer_host_; }
@@ -123,18 +128,16 @@ class Connection final : public ParserListener, public ws::FrameListener {
   bool is_tcp() const { return tcp_; }
   // Served over TLS (the server has a TLS context): scope scheme https/wss.
   bool is_tls() const { return tls_ != nullptr; }
-  std::uint64_t request_start_ns() const { return request_start_ns_; }
 
-  // Per-request state owned by the AppHandler (a Python object in the bindings). Opaque to the core.
-  void* exchange = nullptr;
   // Per-connection state owned by the AppHandler (e.g. the cached client tuple).
   void* app_data = nullptr;
   Connection* prev = nullptr;
   Connection* next = nullptr;
 
  private:
-  ~Connection() override = default;
+  ~Connection() override;
   friend class Server;
+  friend class H2Session;  // arms the connection's timer for its send bound
 
   // ParserListener
   void on_request_begin() override;
@@ -155,6 +158,16 @@ class Connection final : public ParserListener, public ws::FrameListener {
   bool tls_read(const char* data, std::size_t len);
   void tls_handshake_done();
   void process(char* data, std::size_t len);
+  // HTTP/2 (connection_h2.cc).
+  bool start_h2();
+  bool h2_sniff(const char* data, std::size_t len);
+  void flush_h2();
+  // flush() at the end of this loop turn, never now (H2Session: its callbacks must not re-enter nghttp2).
+  void flush_soon();
+  // HTTP/2 frames still to be made: a close waits for them.
+  bool h2_has_more() const;
+  // The bytes of out_ (+ extra) to the socket, encrypted first over TLS: flush() without HTTP/2's framing step.
+  void flush_out(const char* extra, std::size_t extra_len);
   int start_websocket(const RequestHead& head);
   void ws_process(char* data, std::size_t len);
   void ws_fail(int code, const char* reason);
@@ -205,7 +218,6 @@ class Connection final : public ParserListener, public ws::FrameListener {
     uv_handle_t handle;
   } io_;
   uv_timer_t timer_;
-  Server* server_;
   RequestParser parser_;
   ResponseState response_;
   std::string out_;
@@ -243,6 +255,8 @@ class Connection final : public ParserListener, public ws::FrameListener {
   };
   std::unique_ptr<FilePoll> file_poll_;
   std::unique_ptr<ws::Deflater> ws_deflate_;  // permessage-deflate negotiated: compresses what ws_send() sends
+  std::unique_ptr<H2Session> h2_;  // HTTP/2 on this connection (after the preface or ALPN h2)
+  bool sniff_h2_ = false;          // plain port with --http2: the first bytes may be the HTTP/2 preface
   static constexpr std::size_t kNativeMaxBody = 1 << 20;
   static constexpr std::uint64_t kFreshShutdownGraceMs = 500;
   static constexpr std::size_t kCorkMaxBytes = 16 * 1024;
@@ -250,7 +264,6 @@ class Connection final : public ParserListener, public ws::FrameListener {
   static constexpr std::size_t kZeroCopyThreshold = 16 * 1024;
   std::string peer_host_, local_host_;
   int peer_port_ = 0, local_port_ = 0;
-  std::uint64_t request_start_ns_ = 0;
   int open_handles_ = 0;
   int pending_writes_ = 0;
   bool tcp_;

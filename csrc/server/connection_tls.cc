@@ -52,6 +52,7 @@ void Connection::tls_handshake_done() {
   // From here the connection waits for its first request like any idle keep-alive connection.
   reading_head_ = false;
   arm_keep_alive();
+  if (server_->config().http2.enabled && tls_->alpn() == "h2") start_h2();
 }
 
 void Connection::flush_tls(const char* extra, std::size_t extra_len) {
@@ -64,14 +65,14 @@ void Connection::flush_tls(const char* extra, std::size_t extra_len) {
     return;
   }
   out_.clear();
-  if (close_after_flush_) tls_->shutdown();  // close_notify before the stream closes
+  if (close_after_flush_ && !h2_has_more()) tls_->shutdown();  // close_notify before the stream closes
   // The ciphertext leaves through the server's TLS buffer in steps (a large body is several steps).
   char* buf = server_->tls_buffer();
   while (tls_->pending_output() > 0) {
     const std::size_t n = tls_->take_output(buf, Server::kTlsBufferSize);
     if (n == 0 || !write_raw(buf, n, nullptr, 0)) return;
   }
-  if (close_after_flush_ && pending_writes_ == 0) close();
+  if (close_after_flush_ && pending_writes_ == 0 && !h2_has_more()) close();
 }
 
 }  // namespace fa

@@ -86,6 +86,14 @@ void Connection::write_response(int status, std::string_view headers, std::strin
 // ---------------------------------------------------------------------------------------------------------------
 
 void Connection::flush(const char* extra, std::size_t extra_len) {
+  if (h2_ != nullptr && !closing_) {
+    flush_h2();  // `extra` is HTTP/1.1's (a body by reference): never given on an HTTP/2 connection
+    return;
+  }
+  flush_out(extra, extra_len);
+}
+
+void Connection::flush_out(const char* extra, std::size_t extra_len) {
   if (closing_) {
     out_.clear();
     return;
@@ -96,13 +104,13 @@ void Connection::flush(const char* extra, std::size_t extra_len) {
   }
   const std::size_t total = out_.size() + extra_len;
   if (total == 0) {
-    if (close_after_flush_ && pending_writes_ == 0) close();
+    if (close_after_flush_ && pending_writes_ == 0 && !h2_has_more()) close();
     return;
   }
   StageScope write_stage(kStageWrite);
   if (!write_raw(out_.data(), out_.size(), extra, extra_len)) return;
   out_.clear();
-  if (close_after_flush_ && pending_writes_ == 0) close();
+  if (close_after_flush_ && pending_writes_ == 0 && !h2_has_more()) close();
 }
 
 bool Connection::write_raw(const char* a, std::size_t a_len, const char* b, std::size_t b_len) {
@@ -198,7 +206,9 @@ void Connection::on_write(uv_write_t* req, int status) {
     c->output_blocked_ = false;
     c->resume();
   }
-  if (c->close_after_flush_ && c->pending_writes_ == 0 && c->out_.empty()) c->close();
+  if (c->h2_ != nullptr && drained && !c->closing_) c->flush();  // more frames, as far as the socket takes them
+  if (c->close_after_flush_ && c->pending_writes_ == 0 && c->out_.empty() && !c->closing_ && !c->h2_has_more())
+    c->close();
 }
 
 std::size_t Connection::write_queue_bytes() const {

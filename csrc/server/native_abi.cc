@@ -48,7 +48,7 @@ thread_local Scratch t_scratch;
 
 }  // namespace
 
-int run_user_handler(Connection& c, const NativeRoute& route, const RouteParams& params, std::string_view body) {
+int run_user_handler(HttpStream& c, const NativeRoute& route, const RouteParams& params, std::string_view body) {
   Scratch& s = t_scratch;
   const RequestHead& head = c.head();
   s.headers.clear();

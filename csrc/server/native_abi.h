@@ -9,11 +9,11 @@
 
 namespace fa {
 
-class Connection;
+class HttpStream;
 
 // Call route.fn for the current request of `c` with the parameters of the one match and `body`, and write its
 // response. Never throws: a C++ exception or a non-zero return from the handler, or an invalid status, becomes a
 // 500. Returns the status answered. Views handed to the handler are valid only during the call.
-int run_user_handler(Connection& c, const NativeRoute& route, const RouteParams& params, std::string_view body);
+int run_user_handler(HttpStream& c, const NativeRoute& route, const RouteParams& params, std::string_view body);
 
 }  // namespace fa

@@ -19,7 +19,7 @@ thread_local std::string t_scratch;
 
 }  // namespace
 
-int answer_method_not_allowed(Connection& c, std::string_view allow) {
+int answer_method_not_allowed(HttpStream& c, std::string_view allow) {
   std::string& h = t_scratch;
   h.assign("allow: ");
   h.append(allow);
@@ -29,7 +29,7 @@ int answer_method_not_allowed(Connection& c, std::string_view allow) {
   return 405;
 }
 
-int run_native_route(Connection& c, const NativeRoute& route, const RouteParams& params, std::string_view body) {
+int run_native_route(HttpStream& c, const NativeRoute& route, const RouteParams& params, std::string_view body) {
   Server& server = *c.server();
   int status = route.status;
   switch (route.kind) {

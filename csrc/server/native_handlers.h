@@ -8,13 +8,13 @@
 
 namespace fa {
 
-class Connection;
+class HttpStream;
 
 // Write the response of `route` for the current request of `c` into its output; `params` are those of the one
 // match, `body` the request body. Records the route's statistics on the server. Never throws. Returns the status.
-int run_native_route(Connection& c, const NativeRoute& route, const RouteParams& params, std::string_view body);
+int run_native_route(HttpStream& c, const NativeRoute& route, const RouteParams& params, std::string_view body);
 
 // 405 with `allow` (the methods the path accepts). Returns 405.
-int answer_method_not_allowed(Connection& c, std::string_view allow);
+int answer_method_not_allowed(HttpStream& c, std::string_view allow);
 
 }  // namespace fa

@@ -22,6 +22,21 @@ namespace fa {
 class AppHandler;
 class Connection;
 
+// HTTP/2 settings and bounds (ServerConfig::http2).
+struct Http2Config {
+  bool enabled = false;  // h2c by prior knowledge on plain ports, ALPN "h2" on TLS ones
+  // SETTINGS_MAX_CONCURRENT_STREAMS. Also the rate of requests a client may reset while their app runs (twice this
+  // many at once, this many a second): beyond it, GOAWAY(ENHANCE_YOUR_CALM) (rapid reset, CVE-2023-44487).
+  std::uint32_t max_concurrent_streams = 100;
+  // SETTINGS_INITIAL_WINDOW_SIZE: the request body a stream may have in flight that the app has not taken yet
+  // (what bounds a connection's buffered request bodies: this times the concurrent streams).
+  std::uint32_t initial_stream_window = 65535;
+  std::uint32_t connection_window = 1 << 20;  // connection-level receive window (its data is taken at once)
+  // SETTINGS_MAX_HEADER_LIST_SIZE, and enforced: a request whose header list (RFC 9113 6.5.2 sizes) is larger
+  // gets 431. nghttp2 itself bounds the HPACK table and each CONTINUATION sequence.
+  std::uint32_t max_header_list_size = 65536;
+};
+
 struct ServerConfig {
   ParserLimits limits;
   ResponseDefaults defaults;
@@ -51,6 +66,7 @@ struct ServerConfig {
   std::uint64_t ws_ping_timeout_ms = 20000;   // no pong this long after a ping: close 1011 (kNoPingTimeout: off)
   bool ws_per_message_deflate = true;         // negotiate permessage-deflate when the client offers it
   static constexpr std::uint64_t kNoPingTimeout = UINT64_MAX;
+  Http2Config http2;
 };
 
 struct ServerCounters {
@@ -124,6 +140,8 @@ class Server {
 
  private:
   friend class Connection;
+  friend class H2Session;
+  friend class H2Stream;
   struct Listener {
     union {
       uv_tcp_t tcp;

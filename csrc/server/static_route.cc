@@ -70,20 +70,20 @@ bool open_regular(int dir, const char* name, bool follow, Fd* out, struct stat* 
   return true;
 }
 
-int answer_plain(Connection& c, int status, std::string_view headers, std::string_view body) {
+int answer_plain(HttpStream& c, int status, std::string_view headers, std::string_view body) {
   c.write_response(status, headers, body, true);
   return status;
 }
 
-int not_found(Connection& c) { return answer_plain(c, 404, kTextPlain, "Not Found"); }
+int not_found(HttpStream& c) { return answer_plain(c, 404, kTextPlain, "Not Found"); }
 
 // Starlette's redirect of a directory URL to its "/" form: 307 to the absolute URL (path + "/", query kept).
-int redirect_to_slash(Connection& c) {
+int redirect_to_slash(HttpStream& c) {
   const RequestHead& head = c.head();
   std::string h = "location: ";
   const std::string_view host = head.header("host");
   if (!host.empty() && host.find_first_of("\r\n") == std::string_view::npos) {
-    h.append(c.is_tls() ? "https://" : "http://");
+    h.append(c.connection().is_tls() ? "https://" : "http://");
     h.append(host);
   }
   const std::string_view path = head.path_view();
@@ -99,11 +99,11 @@ int redirect_to_slash(Connection& c) {
 }
 
 // The head and the file for a resolved regular file (`status` 200, or 404 for an html route's 404.html).
-int send_regular(Connection& c, const NativeRoute& route, Fd& file, const Fd& parent, const std::string& name,
+int send_regular(HttpStream& c, const NativeRoute& route, Fd& file, const Fd& parent, const std::string& name,
                  struct stat st, int status);
 
 // Not found: in html mode the root's 404.html with status 404 if there is one (as Starlette), else "Not Found".
-int not_found_page(Connection& c, const NativeRoute& route) {
+int not_found_page(HttpStream& c, const NativeRoute& route) {
   const StaticFiles& files = *route.files;
   if ((files.flags & StaticFiles::kHtml) == 0 || route.kind != NativeRoute::kDirectory) return not_found(c);
   Fd page;
@@ -113,7 +113,7 @@ int not_found_page(Connection& c, const NativeRoute& route) {
   return send_regular(c, route, page, Fd(), "404.html", st, 404);
 }
 
-int serve(Connection& c, const NativeRoute& route) {
+int serve(HttpStream& c, const NativeRoute& route) {
   const StaticFiles& files = *route.files;
   const bool follow = (files.flags & StaticFiles::kFollowSymlinks) != 0;
   const RequestHead& head = c.head();
@@ -162,7 +162,7 @@ int serve(Connection& c, const NativeRoute& route) {
   return send_regular(c, route, file, parent, name, st, 200);
 }
 
-int send_regular(Connection& c, const NativeRoute& route, Fd& file, const Fd& parent, const std::string& name,
+int send_regular(HttpStream& c, const NativeRoute& route, Fd& file, const Fd& parent, const std::string& name,
                  struct stat st, int status) {
   const StaticFiles& files = *route.files;
   const bool follow = (files.flags & StaticFiles::kFollowSymlinks) != 0;
@@ -275,7 +275,7 @@ int send_regular(Connection& c, const NativeRoute& route, Fd& file, const Fd& pa
 
 }  // namespace
 
-int run_static_route(Connection& c, const NativeRoute& route) noexcept {
+int run_static_route(HttpStream& c, const NativeRoute& route) noexcept {
   try {
     return serve(c, route);
   } catch (...) {

@@ -6,12 +6,12 @@
 
 namespace fa {
 
-class Connection;
+class HttpStream;
 
 // Answer the current request of `c` (GET or HEAD) from `route.files`. When a body follows, the file is being sent
 // when this returns (c.sending_file()) and the request completes when it is out; else the answer is complete.
 // Blocking file-system calls (openat, fstat) run on the loop thread, as the sendfile(2) calls do. Never throws.
 // Returns the status.
-int run_static_route(Connection& c, const NativeRoute& route) noexcept;
+int run_static_route(HttpStream& c, const NativeRoute& route) noexcept;
 
 }  // namespace fa

@@ -30,7 +30,7 @@ namespace fa_test {
 class TestApp final : public fa::AppHandler {
  public:
   struct Pending {
-    fa::Connection* conn = nullptr;
+    fa::HttpStream* conn = nullptr;
     std::string method, path, body;
   };
   int requests = 0, disconnects = 0, closed = 0, bad_requests = 0, drains = 0, files_sent = 0;
@@ -42,7 +42,7 @@ class TestApp final : public fa::AppHandler {
   std::vector<std::string> errors;  // checked by the test after the loop ends
   uv_timer_t defer_timer;
   uv_timer_t resume_timer;
-  fa::Connection* to_resume = nullptr;
+  fa::HttpStream* to_resume = nullptr;
   std::vector<std::size_t> body_calls;  // sizes passed to on_body, in order
   Pending current;  // the request being received (one per connection at a time; tests use one app connection)
   std::vector<Pending> deferred;
@@ -58,7 +58,7 @@ class TestApp final : public fa::AppHandler {
     uv_close(reinterpret_cast<uv_handle_t*>(&resume_timer), nullptr);
   }
 
-  void on_request(fa::Connection& c, const fa::RequestHead& head) override {
+  void on_request(fa::HttpStream& c, const fa::RequestHead& head) override {
     ++requests;
     heads.fetch_add(1);
     current = Pending{&c, std::string(llhttp_method_name(static_cast<llhttp_method_t>(head.method))),
@@ -66,7 +66,7 @@ class TestApp final : public fa::AppHandler {
     c.exchange = &current;
     if (head.expect_continue) c.send_continue();
   }
-  bool on_body(fa::Connection& c, const char* data, std::size_t len) override {
+  bool on_body(fa::HttpStream& c, const char* data, std::size_t len) override {
     if (c.exchange != &current) errors.push_back("on_body without a request");
     current.body.append(data, len);
     body_calls.push_back(len);
@@ -77,28 +77,30 @@ class TestApp final : public fa::AppHandler {
     }
     return false;
   }
-  void on_body_complete(fa::Connection& c) override {
-    c.exchange = nullptr;
+  void on_body_complete(fa::HttpStream& c) override {
     if (current.path.rfind("/defer", 0) == 0) {
+      // Still attached until answered: a stream that goes away meanwhile reports on_disconnect (HTTP/2 streams
+      // report it only to an attached handler).
       deferred.push_back(current);
       uv_timer_start(&defer_timer, &TestApp::on_defer_timer, 1, 0);
       return;
     }
+    c.exchange = nullptr;
     respond(c, current);
   }
-  void on_disconnect(fa::Connection& c) override {
+  void on_disconnect(fa::HttpStream& c) override {
     ++disconnects;
     for (auto& p : deferred)
       if (p.conn == &c) p.conn = nullptr;
     if (to_resume == &c) to_resume = nullptr;
   }
-  void on_drain(fa::Connection&) override { ++drains; }
-  void on_file_sent(fa::Connection& c) override {
+  void on_drain(fa::HttpStream&) override { ++drains; }
+  void on_file_sent(fa::HttpStream& c) override {
     ++files_sent;
     c.finish_response();
   }
-  void on_over_limit(fa::Connection&) override { ++over_limit; }
-  void on_native_response(fa::Connection&, int status) override {
+  void on_over_limit(fa::HttpStream&) override { ++over_limit; }
+  void on_native_response(fa::HttpStream&, int status) override {
     ++native_responses;
     last_native_status = status;
   }
@@ -108,7 +110,7 @@ class TestApp final : public fa::AppHandler {
       if (p.conn == &c) p.conn = nullptr;
     if (to_resume == &c) to_resume = nullptr;
   }
-  void on_bad_request(fa::Connection&, int status, const char*) override {
+  void on_bad_request(fa::HttpStream&, int status, const char*) override {
     ++bad_requests;
     last_bad_status = status;
   }
@@ -131,7 +133,7 @@ class TestApp final : public fa::AppHandler {
   }
   void on_ws_close(fa::Connection&, int code, std::string_view) override { ws_close_codes.push_back(code); }
 
-  void respond_file(fa::Connection& c) {
+  void respond_file(fa::HttpStream& c) {
     const int fd = ::open(file_path.c_str(), O_RDONLY | O_CLOEXEC);
     struct stat st {};
     if (fd < 0 || ::fstat(fd, &st) != 0) {
@@ -145,7 +147,7 @@ class TestApp final : public fa::AppHandler {
     if (const char* err = c.send_file(fd, static_cast<std::uint64_t>(st.st_size))) errors.push_back(err);
   }
 
-  void respond(fa::Connection& c, const Pending& p) {
+  void respond(fa::HttpStream& c, const Pending& p) {
     if (p.path.rfind("/file", 0) == 0) {
       respond_file(c);
       return;
@@ -170,7 +172,7 @@ class TestApp final : public fa::AppHandler {
  private:
   static void on_resume_timer(uv_timer_t* t) {
     auto* self = static_cast<TestApp*>(t->data);
-    fa::Connection* c = self->to_resume;
+    fa::HttpStream* c = self->to_resume;
     self->to_resume = nullptr;
     if (c != nullptr && !c->closing()) c->resume();
   }
@@ -178,8 +180,11 @@ class TestApp final : public fa::AppHandler {
     auto* self = static_cast<TestApp*>(t->data);
     std::vector<Pending> ready;
     ready.swap(self->deferred);
-    for (const Pending& p : ready)
-      if (p.conn != nullptr && !p.conn->closing()) self->respond(*p.conn, p);
+    for (const Pending& p : ready) {
+      if (p.conn == nullptr || p.conn->closing()) continue;
+      p.conn->exchange = nullptr;
+      self->respond(*p.conn, p);
+    }
   }
 };
 

@@ -593,10 +593,19 @@ def test_uvicorn_protocol_names_are_served_natively(
     assert get(server, "/").text == "hello, world"
 
 
-def test_http2_is_refused_with_one_line() -> None:
-    result = run_cli("raw_app:app", "--app-dir", "tests/python/apps", "--http2")
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--http2-max-concurrent-streams", "0", "--http2-max-concurrent-streams must be between 1 and"),
+        ("--http2-initial-window-size", "100", "--http2-initial-window-size must be between 1024 and"),
+        ("--http2-initial-window-size", str(2**31), "--http2-initial-window-size must be between 1024 and"),
+        ("--http2-max-header-list-size", "10", "--http2-max-header-list-size must be between 1024 and"),
+    ],
+)
+def test_bad_http2_limits_fail_with_one_line(flag: str, value: str, message: str) -> None:
+    result = run_cli("raw_app:app", "--app-dir", "tests/python/apps", "--http2", flag, value)
     assert result.returncode == 3
-    assert "HTTP/2 is not supported yet" in result.stderr
+    assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 

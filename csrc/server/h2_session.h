@@ -1,0 +1,197 @@
+// HTTP/2 (RFC 9113) on one connection, framed by nghttp2: H2Session turns the connection's plaintext into requests
+// on H2Streams and their responses back into frames in the connection's output.
+//
+// Shape (as HTTP/1.1's): the Connection reads, decrypts and writes; H2Session::receive() runs nghttp2 over what was
+// read, whose callbacks build each stream's RequestHead and hand it to a native route or the AppHandler exactly as
+// Connection::on_request_head does. Responses are queued on the stream (headers submitted, body bytes buffered)
+// and framed only when the connection flushes (produce()): nghttp2 is never re-entered from a stream method, so a
+// stream is never deleted under a caller.
+//
+// Ownership and lifetime:
+// - The Connection owns its H2Session (created when the client's preface or ALPN "h2" is seen).
+// - The session owns its streams. A stream is deleted when nghttp2 closes it (on_stream_close) or the connection
+//   closes; if an exchange is still attached then, the AppHandler first gets on_disconnect (which detaches it).
+// - nghttp2's stream user data points to the H2Stream, cleared before the stream is deleted.
+// All on the loop thread.
+#pragma once
+
+#include <nghttp2/nghttp2.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "http/request.h"
+#include "http/router.h"
+#include "server/http_stream.h"
+
+namespace fa {
+
+class Connection;
+class H2Session;
+
+class H2Stream final : public HttpStream {
+ public:
+  H2Stream(H2Session* session, std::int32_t id);
+  ~H2Stream();
+
+  const char* start_response(int status, const std::string_view* names, const std::string_view* values,
+                             std::size_t count) override;
+  const char* write_body(const char* data, std::size_t len, bool more) override;
+  void answer_error(int status, std::string_view body, std::string_view extra_headers = {},
+                    bool server_headers = true) override;
+  void write_response(int status, std::string_view headers, std::string_view body, bool with_length) override;
+  const char* send_file(int fd, std::uint64_t size, std::uint64_t offset = 0) override;
+  bool sending_file() const override { return file_fd_ >= 0; }
+  bool response_started() const override { return started_; }
+  std::size_t write_queue_bytes() const override;
+  bool want_drain() override;
+  void finish_response() override;
+  void resume() override;
+  void send_continue() override;
+  void close() override;
+  void close_after_output() override;
+  bool closing() const override { return reset_ || closed_; }
+
+  std::int32_t id() const { return id_; }
+
+ private:
+  friend class H2Session;
+
+  // The response head as nghttp2 name/value pairs: ":status", the server's default headers (`server_headers`:
+  // the server header and --header values; date always), then the response's own.
+  void begin_head(int status, bool server_headers);
+  void add_header(std::string_view name, std::string_view value);
+  // Pre-formatted "name: value\r\n" lines (native routes, the server's own answers).
+  void add_header_lines(std::string_view lines);
+  // Submit the head with (or without) a body to follow, once.
+  void submit(bool with_body);
+  // nghttp2's DATA source: buffered body bytes or the file.
+  static nghttp2_ssize read_body(nghttp2_session* s, std::int32_t stream_id, std::uint8_t* buf, std::size_t length,
+                                 std::uint32_t* flags, nghttp2_data_source* source, void* user);
+  std::size_t buffered() const { return body_.size() - body_off_; }
+  void wake_data();
+
+  H2Session* session_;
+  std::int32_t id_;
+  RequestHead request_;
+  std::string authority_;
+  std::string cookies_;  // cookie fields, joined with "; " (RFC 9113 8.2.3)
+  std::size_t header_list_bytes_ = 0;
+  bool header_list_too_large_ = false;
+  bool bad_header_ = false;  // a pseudo-header missing or repeated, an unknown method
+  // Request body and flow control: bytes handed to the app while it paused reading, not yet acknowledged with a
+  // WINDOW_UPDATE (the peer's stream window stays shut until the app takes them: backpressure).
+  std::size_t unconsumed_ = 0;
+  bool body_paused_ = false;
+  bool body_complete_ = false;
+  // The native route for this request (its parameters are views into request_), and its body.
+  const NativeRoute* native_ = nullptr;
+  bool native_405_ = false;
+  std::unique_ptr<RouteParams> native_params_;
+  std::string native_body_;
+  std::string native_allow_;
+  // Response.
+  std::vector<std::string> head_fields_;  // the response head until submitted: name, value, name, value, ...
+  int status_ = 0;
+  bool head_request_ = false;
+  bool no_body_ = false;          // HEAD, 1xx, 204, 304
+  bool started_ = false;          // start_response() accepted
+  bool submitted_ = false;        // the head went to nghttp2
+  bool eof_ = false;              // nghttp2 has the whole response (its last DATA frame made, or none)
+  bool body_done_ = false;        // the last body bytes were written
+  bool deferred_ = false;         // nghttp2 waits for body bytes (NGHTTP2_ERR_DEFERRED)
+  bool in_flight_ = false;        // counted in Server::active_requests_
+  bool drain_wanted_ = false;
+  bool continue_pending_ = false;
+  bool reset_ = false;            // RST_STREAM submitted by us
+  bool closed_ = false;           // nghttp2 closed the stream
+  bool app_request_ = false;      // handed to the AppHandler (not a native route)
+  std::int64_t content_length_ = -1;  // the app's Content-Length, enforced
+  std::uint64_t sent_ = 0;
+  std::string body_;
+  std::size_t body_off_ = 0;
+  int file_fd_ = -1;
+  std::uint64_t file_offset_ = 0, file_remaining_ = 0;
+  H2Stream* next_ = nullptr;  // the session's list
+  H2Stream* prev_ = nullptr;
+};
+
+class H2Session {
+ public:
+  explicit H2Session(Connection& conn);
+  ~H2Session();
+  H2Session(const H2Session&) = delete;
+  H2Session& operator=(const H2Session&) = delete;
+  bool ok() const { return session_ != nullptr; }
+
+  // Plaintext from the peer. False when the connection must end (protocol error: the GOAWAY is queued; flush, then
+  // close).
+  bool receive(const char* data, std::size_t len);
+  // Frame what is ready into `out` while it holds less than `budget` bytes; then tell the streams waiting for
+  // their output to drain. Returns false when the session is over (both sides done: close after the flush).
+  bool produce(std::string& out, std::size_t budget);
+  // Graceful shutdown: GOAWAY with the last stream id taken; streams in progress finish.
+  void shutdown();
+  // The connection is closing: every stream with an exchange gets on_disconnect, every stream is deleted.
+  void connection_lost();
+  bool idle() const { return streams_ == nullptr; }
+  // A request is being served (app or native route) or a response still has bytes to send: not keep-alive idle.
+  bool has_active() const;
+  // Some response has bytes nghttp2 could not send yet (the peer's window, or the socket): the send bound applies
+  // from last_progress_ms(), the last time a frame went out while output was waiting.
+  bool output_waiting() const;
+  std::uint64_t last_progress_ms() const { return last_progress_ms_; }
+  std::size_t stream_count() const { return stream_count_; }
+  Connection& connection() const { return conn_; }
+  nghttp2_session* raw() const { return session_; }
+  // Output is waiting in nghttp2 or a stream: the connection should flush at the end of this loop turn.
+  void want_write();
+  // nghttp2 has frames to send now (not counting data its flow control holds back).
+  bool wants_write() const;
+  // Inside mem_recv2 / mem_send2 (and so possibly inside one of its callbacks).
+  bool in_nghttp2() const { return in_nghttp2_; }
+
+ private:
+  friend class H2Stream;
+  static int on_begin_headers(nghttp2_session* s, const nghttp2_frame* frame, void* user);
+  static int on_header(nghttp2_session* s, const nghttp2_frame* frame, const std::uint8_t* name, std::size_t namelen,
+                       const std::uint8_t* value, std::size_t valuelen, std::uint8_t flags, void* user);
+  static int on_frame_recv(nghttp2_session* s, const nghttp2_frame* frame, void* user);
+  static int on_data_chunk(nghttp2_session* s, std::uint8_t flags, std::int32_t stream_id, const std::uint8_t* data,
+                           std::size_t len, void* user);
+  static int on_stream_close(nghttp2_session* s, std::int32_t stream_id, std::uint32_t error_code, void* user);
+
+  void request_ready(H2Stream* st);     // the request head is complete
+  void request_complete(H2Stream* st);  // END_STREAM
+  void request_done();                  // a request finished: keep-alive starts when none is left
+  void answer_native(H2Stream* st);
+  void drop(H2Stream* st);              // unlink, clear nghttp2's pointer, delete
+  void stream_finished(H2Stream* st);   // the response is complete: counters
+
+  Connection& conn_;
+  nghttp2_session* session_ = nullptr;
+  H2Stream* streams_ = nullptr;
+  std::size_t stream_count_ = 0;
+  std::vector<H2Stream*> drain_waiters_;
+  // Streams whose file is out: AppHandler::on_file_sent() after produce(), or before the stream is dropped.
+  std::vector<H2Stream*> file_sent_;
+  void notify_file_sent(H2Stream* st);
+  bool shutting_down_ = false;
+  bool failed_ = false;       // nghttp2 cannot make frames any more
+  bool recv_failed_ = false;  // nghttp2 refused the peer's bytes: what it queued goes out, then the end
+  bool was_waiting_ = false;
+  bool in_nghttp2_ = false;
+  // Rapid reset (CVE-2023-44487) as it costs this server: requests the client resets while their app runs. A token
+  // bucket of 2 x max_concurrent_streams, refilled at max_concurrent_streams a second; empty -> GOAWAY
+  // (ENHANCE_YOUR_CALM). nghttp2's own reset rate limit (1000 burst, 33/s) counts every RST_STREAM.
+  double cancel_tokens_ = -1;  // -1: not started (full)
+  std::uint64_t cancel_refill_ms_ = 0;
+  bool too_many_cancels();
+  std::uint64_t last_progress_ms_ = 0;
+};
+
+}  // namespace fa
