@@ -52,7 +52,7 @@ ctest --test-dir build/cpp-asan --output-on-failure
 
 step "fuzzing (libFuzzer + ASan + UBSan, bounded; a longer run: bash tests/fuzz/run.sh 600)"
 if command -v clang++ >/dev/null 2>&1; then
-  bash tests/fuzz/run.sh 30
+  bash tests/fuzz/run.sh 20
 else
   echo "clang++ not found: fuzz targets not built (apt-get install clang libclang-rt-dev)"
 fi
@@ -72,7 +72,8 @@ step "Starlette's and FastAPI's own test suites (from their sdists), the native 
 PYENV_ROOT=${PYENV_ROOT:-$HOME/.pyenv}
 SMOKE_TESTS=(tests/python/test_http_basic.py tests/python/test_eager_tasks.py tests/python/test_task_start.py
   tests/python/test_route_index.py tests/python/test_core_lifetime.py tests/python/test_tls.py
-  tests/python/test_contextvars.py tests/python/test_pathsend.py tests/python/test_cli.py::test_version)
+  tests/python/test_contextvars.py tests/python/test_pathsend.py tests/python/test_http2.py
+  tests/python/test_cli.py::test_version)
 interpreter() {  # the newest pyenv CPython of that minor version, unless it is $PY's
   local other
   other=$(ls -d "$PYENV_ROOT"/versions/"$1".*/bin/python 2>/dev/null | sort -V | tail -n 1 || true)

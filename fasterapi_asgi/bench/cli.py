@@ -182,6 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
         "connection (handshakes/s)",
     )
     p.add_argument(
+        "--http2",
+        action="store_true",
+        help="serve and load over HTTP/2 (h2c by prior knowledge; ALPN h2 with --tls): h2load with --streams "
+        "streams on each of --connections connections; each server gets its own HTTP/2 options",
+    )
+    p.add_argument(
+        "--streams",
+        type=_positive_int,
+        default=10,
+        help="HTTP/2: concurrent streams per connection (h2load -m; default 10)",
+    )
+    p.add_argument(
         "--out", type=Path, default=Path("bench-results"), help="output directory (default bench-results)"
     )
     p.add_argument("--baseline", type=Path, help="bench.json of an earlier run to compare with (CI gate)")
@@ -238,6 +250,12 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> runner.Be
                 raise runner.BenchError(f"--tls: the harness does not know how {name} serves TLS")
             cert_path, key_path = str(Path(cert).resolve()), str(Path(key).resolve())
             server_args.setdefault(name, []).extend(tls_args(cert_path, key_path))
+    if args.http2:
+        for name in names:
+            h2_args = servers.HTTP2_ARGS.get(name)
+            if h2_args is None:
+                raise runner.BenchError(f"--http2: the harness does not know how {name} serves HTTP/2")
+            server_args.setdefault(name, []).extend(h2_args)
     app_dir = args.app_dir.resolve()
     if not app_dir.is_dir():
         raise runner.BenchError(f"--app-dir {args.app_dir} is not a directory")
@@ -265,6 +283,8 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> runner.Be
         startup_timeout=args.startup_timeout,
         command_line="fasterapi-asgi bench " + shlex.join(argv),
         tls=args.tls is not None,
+        http2=args.http2,
+        streams=args.streams,
     )
 
 

@@ -233,6 +233,41 @@ def h2load_command(
     return cmd
 
 
+def h2load_h2_command(
+    url: str,
+    *,
+    duration_s: float,
+    connections: int,
+    threads: int,
+    streams: int,
+    log_file: str,
+    headers: Sequence[tuple[str, str]] = (),
+    body_file: str | None = None,
+) -> list[str]:
+    """Max-throughput HTTP/2 run: ``connections`` connections with ``streams`` concurrent streams each (h2c by
+    prior knowledge for http://, ALPN h2 for https://)."""
+    cmd = [
+        "h2load",
+        f"-c{connections}",
+        f"-t{threads}",
+        f"-m{streams}",
+        f"-D{max(1, math.ceil(duration_s))}",
+        f"--log-file={log_file}",
+    ]
+    for name, value in headers:
+        cmd += ["-H", f"{name}: {value}"]
+    if body_file:
+        cmd += ["-d", body_file]
+    cmd.append(url)
+    return cmd
+
+
+def h2load_protocol(text: str) -> str | None:
+    """The protocol h2load reports it spoke ("h2c", "h2", "http/1.1"), or None."""
+    m = re.search(r"Application protocol: (\S+)", text)
+    return m.group(1) if m else None
+
+
 def percentile(sorted_values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile of an already sorted, non-empty sequence (p in 0..100)."""
     if not sorted_values:

@@ -44,6 +44,8 @@ class BenchConfig:
     startup_timeout: float = 30.0
     command_line: str = ""
     tls: bool = False  # the servers serve HTTPS (their TLS options are in server_args); the load is https://
+    http2: bool = False  # the servers serve HTTP/2 (their options are in server_args); the load is h2load over h2
+    streams: int = 10  # HTTP/2: concurrent streams per connection (h2load -m)
 
     def public(self) -> dict[str, object]:
         d = asdict(self)
@@ -57,7 +59,7 @@ class BenchConfig:
 
 def required_tools(config: BenchConfig) -> list[tuple[str, str]]:
     """(executable, install command) pairs this configuration needs."""
-    if config.rate is not None:
+    if config.rate is not None or config.http2:
         return [("h2load", load.H2LOAD_INSTALL)]
     return [("wrk", load.WRK_INSTALL)]
 
@@ -141,12 +143,27 @@ def _run_load(
     config: BenchConfig, port: int, duration: int, pinning: servers.Pinning, workdir: Path, tag: str
 ) -> load.LoadResult:
     url = f"{'https' if config.tls else 'http'}://{servers.HOST}:{port}{config.path}"
-    if config.rate is not None:
+    log_file = workdir / f"h2load-{tag}.log"
+    if config.http2:
         body_file = None
         if config.body is not None:
             body_file = workdir / "body.bin"
             body_file.write_bytes(config.body)
-        log_file = workdir / f"h2load-{tag}.log"
+        cmd = pinning.load_prefix() + load.h2load_h2_command(
+            url,
+            duration_s=duration,
+            connections=config.connections,
+            threads=config.threads,
+            streams=config.streams,
+            log_file=str(log_file),
+            headers=config.headers,
+            body_file=str(body_file) if body_file else None,
+        )
+    elif config.rate is not None:
+        body_file = None
+        if config.body is not None:
+            body_file = workdir / "body.bin"
+            body_file.write_bytes(config.body)
         cmd = pinning.load_prefix() + load.h2load_command(
             url,
             duration_s=duration,
@@ -172,8 +189,15 @@ def _run_load(
     text = out.stdout + out.stderr
     (workdir / f"load-{tag}.txt").write_text("$ " + " ".join(cmd) + "\n" + text)
     try:
-        if config.rate is not None:
+        if config.http2:
+            # Every server must really have spoken HTTP/2: a silent fallback to HTTP/1.1 would compare protocols.
+            spoken = load.h2load_protocol(text)
+            if spoken not in ("h2", "h2c"):
+                raise BenchError(f"the server did not speak HTTP/2 (h2load: application protocol {spoken})")
+        if config.rate is not None or config.http2:
             log_text = Path(log_file).read_text() if Path(log_file).exists() else ""
+            if config.http2:
+                Path(log_file).unlink(missing_ok=True)  # one line per request: large, and read already
             return load.parse_h2load_output(text, log_text)
         return load.parse_wrk_output(text)
     except load.LoadParseError as exc:
@@ -200,6 +224,8 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Benc
     say = progress or (lambda _m: None)
     if config.pipeline > 1 and config.rate is not None:
         raise BenchError("--pipeline cannot be combined with --rate")
+    if config.http2 and (config.rate is not None or config.pipeline > 1):
+        raise BenchError("--http2 measures maximum throughput: it cannot be combined with --rate or --pipeline")
     if config.rate is not None and config.method not in ("GET", "POST"):
         raise BenchError("fixed-rate mode (h2load) supports GET, and POST with a body, only")
     if config.rate is not None and config.method == "POST" and config.body is None:

@@ -1,8 +1,10 @@
 // libFuzzer target: the connection state machine (fa::Connection over a real fa::Server on a real libuv loop),
 // driven by a loopback client in this thread. The input is split on 0xFE into separate sends with loop turns in
 // between (reads split anywhere, pipelining, bodies across reads, WebSocket frames after an accept); then the
-// client half-closes and the connection must end. Invariants: no sanitizer finding, the server closes every
-// connection and handle it opened, and it always keeps answering: a fresh request after each input gets a 200.
+// client half-closes and the connection must end. HTTP/2 is on: an input that begins with the client preface
+// drives H2Session and its streams instead of the HTTP/1.1 parser. Invariants: no sanitizer finding, the server
+// closes every connection and handle it opened, and it always keeps answering: a fresh request after each input
+// gets a 200.
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,20 +25,20 @@ namespace {
 // Answers at the head ("/now...") or once the body is complete (everything else); accepts WebSockets and echoes.
 class App final : public fa::AppHandler {
  public:
-  void on_request(fa::Connection& c, const fa::RequestHead& head) override {
+  void on_request(fa::HttpStream& c, const fa::RequestHead& head) override {
     c.exchange = this;
     if (head.path_view().rfind("/now", 0) == 0) respond(c);
   }
-  bool on_body(fa::Connection&, const char*, std::size_t) override { return false; }
-  void on_body_complete(fa::Connection& c) override {
+  bool on_body(fa::HttpStream&, const char*, std::size_t) override { return false; }
+  void on_body_complete(fa::HttpStream& c) override {
     if (c.exchange != nullptr) respond(c);
   }
-  void on_disconnect(fa::Connection& c) override { c.exchange = nullptr; }
-  void on_drain(fa::Connection&) override {}
+  void on_disconnect(fa::HttpStream& c) override { c.exchange = nullptr; }
+  void on_drain(fa::HttpStream&) override {}
   void on_closed(fa::Connection&) override {}
-  void on_over_limit(fa::Connection&) override {}
-  void on_native_response(fa::Connection&, int) override {}
-  void on_bad_request(fa::Connection&, int, const char*) override {}
+  void on_over_limit(fa::HttpStream&) override {}
+  void on_native_response(fa::HttpStream&, int) override {}
+  void on_bad_request(fa::HttpStream&, int, const char*) override {}
   void on_websocket(fa::Connection& c, const fa::RequestHead&) override {
     c.exchange = nullptr;
     (void)c.ws_accept("fuzz", nullptr, nullptr, 0, "");
@@ -48,7 +50,7 @@ class App final : public fa::AppHandler {
   }
 
  private:
-  static void respond(fa::Connection& c) {
+  static void respond(fa::HttpStream& c) {
     c.exchange = nullptr;
     const std::string_view names[] = {"content-type"};
     const std::string_view values[] = {"text/plain"};
@@ -74,6 +76,7 @@ World* world() {
     cfg.websocket = true;
     cfg.keep_alive_ms = 60000;
     cfg.limits.max_header_bytes = 4096;
+    cfg.http2.enabled = true;  // inputs that begin with the HTTP/2 preface drive an H2Session
     v->server = std::make_unique<fa::Server>(&v->loop, &v->app, cfg);
     fa::NativeRoute text;
     text.headers = "content-type: text/plain\r\ncontent-length: 2\r\n";

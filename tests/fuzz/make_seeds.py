@@ -121,7 +121,39 @@ def connection_seeds() -> list[bytes]:
         + frame(9, b"p")
         + frame(1, b"close"),
     ]
-    return seeds
+    return seeds + h2_connection_seeds()
+
+
+def h2_frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + sid.to_bytes(4, "big") + payload
+
+
+def h2_connection_seeds() -> list[bytes]:
+    """HTTP/2 (the fuzz server has --http2 on): the preface, SETTINGS, requests on several streams with bodies,
+    resets, window updates, pings, a GOAWAY. Header blocks use HPACK's static table only (0x82 GET, 0x83 POST,
+    0x86 http; 0x41/0x44 literal :authority/:path)."""
+    sep = b"\xfe"
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0)
+
+    def head(method: int, path: bytes) -> bytes:
+        return bytes([method, 0x86]) + b"\x41\x01x" + b"\x44" + bytes([len(path)]) + path
+
+    get_native = h2_frame(1, 0x5, 1, head(0x82, b"/native"))
+    get_now = h2_frame(1, 0x5, 3, head(0x82, b"/now"))
+    post = h2_frame(1, 0x4, 5, head(0x83, b"/app")) + h2_frame(0, 0, 5, b"ab") + sep + h2_frame(0, 1, 5, b"c")
+    return [
+        preface + get_native + sep + get_now + sep + post,
+        preface[:10] + sep + preface[10:] + get_now,
+        preface
+        + h2_frame(4, 1, 0)
+        + h2_frame(6, 0, 0, b"12345678")
+        + h2_frame(8, 0, 0, (1000).to_bytes(4, "big"))
+        + h2_frame(1, 0x4, 1, head(0x83, b"/app"))
+        + h2_frame(3, 0, 1, (8).to_bytes(4, "big"))
+        + sep
+        + get_now.replace(b"\x00\x00\x00\x03", b"\x00\x00\x00\x07", 1)
+        + h2_frame(7, 0, 0, (0).to_bytes(8, "big")),
+    ]
 
 
 def main(argv: list[str]) -> int:

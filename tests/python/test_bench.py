@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -795,3 +796,47 @@ def test_tls_option_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     both = f"{__file__}:{__file__}"
     assert cli.main(["main:app", "--only", "nginx", "--tls", both, "--out", str(tmp_path)]) == 2
     assert "does not know how nginx serves TLS" in capsys.readouterr().err
+
+
+def test_http2_load_command_and_protocol() -> None:
+    cmd = load.h2load_h2_command(
+        "http://127.0.0.1:1/", duration_s=2, connections=4, threads=1, streams=25, log_file="l",
+        headers=[("A", "b")], body_file="body",
+    )  # fmt: skip
+    assert "--h1" not in cmd and "-c4" in cmd and "-m25" in cmd and "-D2" in cmd and "--log-file=l" in cmd
+    assert cmd[cmd.index("-H") + 1] == "A: b" and cmd[cmd.index("-d") + 1] == "body"
+    assert load.h2load_protocol("TLS Protocol: TLSv1.3\nApplication protocol: h2c\n") == "h2c"
+    assert load.h2load_protocol("Application protocol: http/1.1\n") == "http/1.1"
+    assert load.h2load_protocol("no such line") is None
+
+
+def test_http2_option_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["main:app", "--only", "nginx", "--http2", "--out", str(tmp_path)]) == 2
+    assert "does not know how nginx serves HTTP/2" in capsys.readouterr().err
+    assert cli.main(["main:app", "--http2", "--rate", "100", "--out", str(tmp_path), "--skip-missing"]) == 2
+    assert "cannot be combined with --rate" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) is not installed")
+def test_http2_smoke_run(tmp_path: Path) -> None:
+    """--http2: each server gets its HTTP/2 options, h2load drives h2c with several streams per connection, and
+    the run records that the server spoke HTTP/2 (a real 1 s run, granian as the peer when installed)."""
+    names = ["fasterapi-asgi"] + (["granian"] if importlib.util.find_spec("granian") else [])
+    out = tmp_path / "out"
+    argv = [
+        sys.executable, "-m", "fasterapi_asgi.bench", "raw_asgi:app", "--app-dir", str(APPS),
+        "--path", "/plaintext", "--only", ",".join(names), "--duration", "1", "--rounds", "1",
+        "--warmup", "0", "--connections", "4", "--streams", "20", "--http2", "--out", str(out), "--no-chart",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("GITHUB_STEP_SUMMARY", None)
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=str(ROOT), env=env, timeout=100)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((out / "bench.json").read_text())
+    assert data["config"]["http2"] is True and data["config"]["streams"] == 20
+    for run in data["runs"]:
+        assert run["requests"] > 0 and run["errors"] == 0, run
+    load_logs = "".join(p.read_text() for p in (out / "logs").rglob("load-*.txt"))
+    assert "Application protocol: h2c" in load_logs and "-m20" in load_logs
+    server_logs = "".join(p.read_text() for p in (out / "logs").rglob("*.log"))
+    assert "--http2" in server_logs
