@@ -93,8 +93,8 @@ class Server:
         """``ssl_context``: serve every connection over TLS with this context's OpenSSL context (its
         certificate, key, verify mode, CA and ciphers as configured in Python); the core sets its ALPN.
         Contexts with ``sni_callback``/``keylog_filename`` set are refused. ``ssl_handshake_timeout``: seconds
-        from the first handshake byte to its end. ``http2``: serve HTTP/2 too (h2c by prior knowledge on a plain
-        socket, ALPN ``h2`` with TLS) with these SETTINGS (the header list size is enforced: 431)."""
+        from the first handshake byte to its end. ``http2``: serve HTTP/2 too (h2c by prior knowledge on a
+        plain socket, ALPN ``h2`` with TLS) with these SETTINGS (the header list size is enforced: 431)."""
     def set_reset_contextvars(self, on: bool) -> None:
         """Start every request Task in a fresh, empty ``contextvars.Context`` (--reset-contextvars)."""
     def listen(self, sock: socket.socket, backlog: int = 2048) -> None:

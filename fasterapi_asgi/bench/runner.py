@@ -44,7 +44,7 @@ class BenchConfig:
     startup_timeout: float = 30.0
     command_line: str = ""
     tls: bool = False  # the servers serve HTTPS (their TLS options are in server_args); the load is https://
-    http2: bool = False  # the servers serve HTTP/2 (their options are in server_args); the load is h2load over h2
+    http2: bool = False  # the servers serve HTTP/2 (options in server_args); the load is h2load over h2
     streams: int = 10  # HTTP/2: concurrent streams per connection (h2load -m)
 
     def public(self) -> dict[str, object]:
@@ -190,7 +190,8 @@ def _run_load(
     (workdir / f"load-{tag}.txt").write_text("$ " + " ".join(cmd) + "\n" + text)
     try:
         if config.http2:
-            # Every server must really have spoken HTTP/2: a silent fallback to HTTP/1.1 would compare protocols.
+            # Every server must really have spoken HTTP/2: a silent fallback to HTTP/1.1 would compare
+            # protocols, not servers.
             spoken = load.h2load_protocol(text)
             if spoken not in ("h2", "h2c"):
                 raise BenchError(f"the server did not speak HTTP/2 (h2load: application protocol {spoken})")
@@ -225,7 +226,9 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> Benc
     if config.pipeline > 1 and config.rate is not None:
         raise BenchError("--pipeline cannot be combined with --rate")
     if config.http2 and (config.rate is not None or config.pipeline > 1):
-        raise BenchError("--http2 measures maximum throughput: it cannot be combined with --rate or --pipeline")
+        raise BenchError(
+            "--http2 measures maximum throughput: it cannot be combined with --rate or --pipeline"
+        )
     if config.rate is not None and config.method not in ("GET", "POST"):
         raise BenchError("fixed-rate mode (h2load) supports GET, and POST with a body, only")
     if config.rate is not None and config.method == "POST" and config.body is None:

@@ -186,8 +186,8 @@ TLS_ARGS: dict[str, Callable[[str, str], list[str]]] = {
 }
 
 
-# `fasterapi-asgi bench --http2`: each server's own options for serving HTTP/2 (h2c by prior knowledge on a plain
-# port, ALPN h2 with --tls) while still answering the harness's HTTP/1.1 readiness probe.
+# `fasterapi-asgi bench --http2`: each server's own options for serving HTTP/2 (h2c by prior knowledge on a
+# plain port, ALPN h2 with --tls) while still answering the harness's HTTP/1.1 readiness probe.
 HTTP2_ARGS: dict[str, list[str]] = {
     "fasterapi-asgi": ["--http2"],
     "uvicorn": ["--http", "zttp", "--http2"],  # uvicorn 0.54: HTTP/2 only through its zttp parser

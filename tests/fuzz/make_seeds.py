@@ -129,9 +129,9 @@ def h2_frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
 
 
 def h2_connection_seeds() -> list[bytes]:
-    """HTTP/2 (the fuzz server has --http2 on): the preface, SETTINGS, requests on several streams with bodies,
-    resets, window updates, pings, a GOAWAY. Header blocks use HPACK's static table only (0x82 GET, 0x83 POST,
-    0x86 http; 0x41/0x44 literal :authority/:path)."""
+    """HTTP/2 (the fuzz server has --http2 on): the preface, SETTINGS, requests on several streams with
+    bodies, resets, window updates, pings, a GOAWAY. Header blocks use HPACK's static table only (0x82 GET,
+    0x83 POST, 0x86 http; 0x41/0x44 literal :authority/:path)."""
     sep = b"\xfe"
     preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0)
 

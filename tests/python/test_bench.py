@@ -819,8 +819,8 @@ def test_http2_option_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 @pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) is not installed")
 def test_http2_smoke_run(tmp_path: Path) -> None:
-    """--http2: each server gets its HTTP/2 options, h2load drives h2c with several streams per connection, and
-    the run records that the server spoke HTTP/2 (a real 1 s run, granian as the peer when installed)."""
+    """--http2: each server gets its HTTP/2 options, h2load drives h2c with several streams per connection,
+    and the run records that the server spoke HTTP/2 (a real 1 s run, granian as the peer when installed)."""
     names = ["fasterapi-asgi"] + (["granian"] if importlib.util.find_spec("granian") else [])
     out = tmp_path / "out"
     argv = [
