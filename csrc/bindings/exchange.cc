@@ -205,6 +205,7 @@ bool exchange_create(PyAppHandler* handler, HttpStream* c, bool websocket, Excha
   ex->status = 0;
   ex->body_complete = ex->disconnected = ex->response_started = ex->response_complete = false;
   ex->body_paused = ex->app_done = ex->final_delivered = ex->file_pending = false;
+  ex->trailers_expected = ex->awaiting_trailers = false;
   ex->ws = ws;
   PyObject_GC_Track(reinterpret_cast<PyObject*>(ex));
   Receive* r;

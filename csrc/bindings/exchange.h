@@ -71,6 +71,8 @@ struct Exchange {
   bool app_done;
   bool final_delivered;  // the http.request message with more_body=False was handed to the app
   bool file_pending;     // http.response.pathsend: the core is sending the file; send() waits in drain_waiter
+  bool trailers_expected;  // http.response.start had trailers=True and the stream takes them (HTTP/2)
+  bool awaiting_trailers;  // the body is complete: http.response.trailers messages complete the response
   WsState* ws;           // WebSocket session, or nullptr
 };
 

@@ -57,6 +57,31 @@ PyObject* take_body_message(Exchange* ex) {
   return msg;
 }
 
+// The (name, value) pairs of a PySequence_Fast `seq` as views (valid while `seq` lives) into names/values, which
+// hold PySequence_Fast_GET_SIZE(seq) entries. False with a Python error set.
+bool header_views(PyObject* seq, std::string_view* names_out, std::string_view* values_out) {
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* pair = PySequence_Fast_GET_ITEM(seq, i);
+    PyObject *name, *value;
+    if (PyTuple_Check(pair) && PyTuple_GET_SIZE(pair) == 2) {
+      name = PyTuple_GET_ITEM(pair, 0);
+      value = PyTuple_GET_ITEM(pair, 1);
+    } else if (PyList_Check(pair) && PyList_GET_SIZE(pair) == 2) {
+      name = PyList_GET_ITEM(pair, 0);
+      value = PyList_GET_ITEM(pair, 1);
+    } else {
+      runtime_error("Invalid HTTP header: expected a (name, value) pair");
+      return false;
+    }
+    if (!get_bytes(name, &names_out[i]) || !get_bytes(value, &values_out[i])) {
+      PyErr_SetString(PyExc_TypeError, "response header names and values must be bytes");
+      return false;
+    }
+  }
+  return true;
+}
+
 PyObject* send_start(Exchange* ex, PyObject* message) {
   long status = 0;
   if (!message_status(message, &status)) return nullptr;
@@ -79,24 +104,9 @@ PyObject* send_start(Exchange* ex, PyObject* message) {
     hnames = heap_names.data();
     hvalues = heap_values.data();
   }
-  for (Py_ssize_t i = 0; i < n; ++i) {
-    PyObject* pair = PySequence_Fast_GET_ITEM(seq, i);
-    PyObject *name, *value;
-    if (PyTuple_Check(pair) && PyTuple_GET_SIZE(pair) == 2) {
-      name = PyTuple_GET_ITEM(pair, 0);
-      value = PyTuple_GET_ITEM(pair, 1);
-    } else if (PyList_Check(pair) && PyList_GET_SIZE(pair) == 2) {
-      name = PyList_GET_ITEM(pair, 0);
-      value = PyList_GET_ITEM(pair, 1);
-    } else {
-      Py_DECREF(seq);
-      return runtime_error("Invalid HTTP header: expected a (name, value) pair");
-    }
-    if (!get_bytes(name, &hnames[i]) || !get_bytes(value, &hvalues[i])) {
-      Py_DECREF(seq);
-      PyErr_SetString(PyExc_TypeError, "response header names and values must be bytes");
-      return nullptr;
-    }
+  if (seq != nullptr && !header_views(seq, hnames, hvalues)) {
+    Py_DECREF(seq);
+    return nullptr;
   }
   const char* err = nullptr;
   try {
@@ -107,6 +117,15 @@ PyObject* send_start(Exchange* ex, PyObject* message) {
   }
   Py_XDECREF(seq);
   if (err != nullptr) return runtime_error(err);
+  // ASGI's trailers extension: {"trailers": True} announces http.response.trailers messages after the body. Offered
+  // (scope["extensions"]) on HTTP/2 only; elsewhere the key is ignored, as uvicorn ignores it.
+  PyObject* trailers = PyDict_GetItemWithError(message, names.trailers);
+  if (trailers == nullptr && PyErr_Occurred()) return nullptr;
+  if (trailers != nullptr) {
+    const int on = PyObject_IsTrue(trailers);
+    if (on < 0) return nullptr;
+    if (on != 0) ex->trailers_expected = ex->conn->expect_trailers();
+  }
   ex->response_started = true;
   ex->status = static_cast<int>(status);
   ex->handler->log_access(ex->scope, ex->status);
@@ -129,10 +148,41 @@ PyObject* send_body(Exchange* ex, PyObject* message) {
   if (err != nullptr) return runtime_error(err);
   ex->handler->wake();
   if (!more) {
+    if (ex->trailers_expected) {
+      ex->awaiting_trailers = true;  // the response completes with its last trailers message
+      return ready_none();
+    }
     complete_response(ex);
     return ready_none();
   }
   return drain_or_ready(ex);
+}
+
+// {"type": "http.response.trailers", "headers": [...], "more_trailers": bool} (ASGI's trailers extension).
+PyObject* send_trailers(Exchange* ex, PyObject* message) {
+  PyObject* headers = PyDict_GetItemWithError(message, names.headers);
+  if (headers == nullptr && PyErr_Occurred()) return nullptr;
+  PyObject* more_obj = PyDict_GetItemWithError(message, names.more_trailers);
+  if (more_obj == nullptr && PyErr_Occurred()) return nullptr;
+  const int more = more_obj == nullptr ? 0 : PyObject_IsTrue(more_obj);
+  if (more < 0) return nullptr;
+  PyObject* seq = headers != nullptr ? PySequence_Fast(headers, "trailers must be an iterable of [name, value] pairs")
+                                     : PyTuple_New(0);
+  if (seq == nullptr) return nullptr;
+  std::vector<std::string_view> tnames(static_cast<std::size_t>(PySequence_Fast_GET_SIZE(seq)));
+  std::vector<std::string_view> tvalues(tnames.size());
+  if (!header_views(seq, tnames.data(), tvalues.data())) {
+    Py_DECREF(seq);
+    return nullptr;
+  }
+  const char* err = ex->conn->write_trailers(tnames.data(), tvalues.data(), tnames.size(), more != 0);
+  Py_DECREF(seq);
+  if (err != nullptr) return runtime_error(err);
+  if (more == 0) {
+    ex->awaiting_trailers = false;
+    complete_response(ex);
+  }
+  return ready_none();
 }
 
 // {"type": "http.response.pathsend", "path": ...}: the file at `path` is the whole body (ASGI's pathsend
@@ -212,6 +262,10 @@ PyObject* http_send(Exchange* ex, PyObject* message, PyObject* type) {
     return send_start(ex, message);
   }
   if (ex->file_pending) return runtime_error("Unexpected ASGI message '%S' sent, after http.response.pathsend.", type);
+  if (ex->awaiting_trailers) {
+    if (type_is(type, names.http_response_trailers)) return send_trailers(ex, message);
+    return runtime_error("Expected ASGI message 'http.response.trailers', but got '%S'.", type);
+  }
   if (is_body) return send_body(ex, message);
   if (type_is(type, names.http_response_pathsend)) return send_pathsend(ex, message);
   return runtime_error("Expected ASGI message 'http.response.body', but got '%S'.", type);

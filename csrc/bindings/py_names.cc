@@ -32,7 +32,9 @@ bool py_names_init() {
       intern(&n.subprotocol, "subprotocol") && intern(&n.http_request, "http.request") &&
       intern(&n.http_disconnect, "http.disconnect") && intern(&n.http_response_start, "http.response.start") &&
       intern(&n.http_response_body, "http.response.body") &&
-      intern(&n.http_response_pathsend, "http.response.pathsend") && intern(&n.ws_connect, "websocket.connect") &&
+      intern(&n.http_response_pathsend, "http.response.pathsend") &&
+      intern(&n.http_response_trailers, "http.response.trailers") && intern(&n.trailers, "trailers") &&
+      intern(&n.more_trailers, "more_trailers") && intern(&n.ws_connect, "websocket.connect") &&
       intern(&n.ws_receive, "websocket.receive") && intern(&n.ws_disconnect, "websocket.disconnect") &&
       intern(&n.ws_accept, "websocket.accept") && intern(&n.ws_send, "websocket.send") &&
       intern(&n.ws_close, "websocket.close") &&

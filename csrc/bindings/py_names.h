@@ -15,6 +15,8 @@ struct PyNames {
   PyObject *type, *body, *more_body, *status, *headers, *text, *bytes, *code, *reason, *subprotocol;
   PyObject *http_request, *http_disconnect, *http_response_start, *http_response_body;
   PyObject* http_response_pathsend;  // the http.response.pathsend extension's message type
+  // The http.response.trailers extension (HTTP/2 scopes): its message type and keys.
+  PyObject *http_response_trailers, *trailers, *more_trailers;
   PyObject *ws_connect, *ws_receive, *ws_disconnect, *ws_accept, *ws_send, *ws_close;
   PyObject *ws_http_response_start, *ws_http_response_body;  // the websocket.http.response extension
   PyObject* ws_http_response_str;                             // "websocket.http.response" (its scope key)

@@ -212,6 +212,25 @@ PyObject* header_list(const RequestHead& head, bool* forwarded) {
 
 }  // namespace
 
+namespace {
+
+// The request's own copy of the server's extensions; HTTP/2 scopes add http.response.trailers (the stream can end
+// with a trailer HEADERS frame; HTTP/1.1 responses here never carry trailers).
+PyObject* scope_extensions(PyAppHandler& h, const RequestHead& head) {
+  PyObject* d = PyDict_Copy(h.scope_extensions_);
+  if (d == nullptr || head.http_major != 2) return d;
+  PyObject* empty = PyDict_New();
+  if (empty == nullptr || PyDict_SetItem(d, names.http_response_trailers, empty) < 0) {
+    Py_XDECREF(empty);
+    Py_DECREF(d);
+    return nullptr;
+  }
+  Py_DECREF(empty);
+  return d;
+}
+
+}  // namespace
+
 PyObject* build_scope(PyAppHandler& h, HttpStream& s, const RequestHead& head, bool* forwarded) {
   const PyNames& n = names;
   Connection& c = s.connection();
@@ -228,7 +247,7 @@ PyObject* build_scope(PyAppHandler& h, HttpStream& s, const RequestHead& head, b
   const bool ok =
       // Every request gets its own scope["asgi"]: an app may write to it (uvicorn builds a new one each time).
       set_steal(scope, n.asgi, PyDict_Copy(h.scope_asgi_)) == 0 &&
-      set_steal(scope, n.extensions, PyDict_Copy(h.scope_extensions_)) == 0 &&
+      set_steal(scope, n.extensions, scope_extensions(h, head)) == 0 &&
       (cache->client == nullptr || PyDict_SetItem(scope, n.client, cache->client) == 0) &&
       (cache->server == nullptr || PyDict_SetItem(scope, n.server, cache->server) == 0) &&
       (head.http_major == 2 ? PyDict_SetItem(scope, n.http_version, n.v2) == 0

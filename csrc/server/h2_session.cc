@@ -492,7 +492,8 @@ bool H2Session::too_many_cancels() {
     cancel_tokens_ = capacity;
     cancel_refill_ms_ = now;
   }
-  cancel_tokens_ = std::min(capacity, cancel_tokens_ + static_cast<double>(now - cancel_refill_ms_) * per_second / 1000);
+  const double refill = static_cast<double>(now - cancel_refill_ms_) * per_second / 1000;
+  cancel_tokens_ = std::min(capacity, cancel_tokens_ + refill);
   cancel_refill_ms_ = now;
   if (cancel_tokens_ < 1) return true;
   cancel_tokens_ -= 1;

@@ -55,6 +55,9 @@ class H2Stream final : public HttpStream {
   void close() override;
   void close_after_output() override;
   bool closing() const override { return reset_ || closed_; }
+  bool expect_trailers() override;
+  const char* write_trailers(const std::string_view* names, const std::string_view* values, std::size_t count,
+                             bool more) override;
 
   std::int32_t id() const { return id_; }
 
@@ -114,6 +117,12 @@ class H2Stream final : public HttpStream {
   std::uint64_t sent_ = 0;
   std::string body_;
   std::size_t body_off_ = 0;
+  // Trailers (ASGI http.response.trailers): announced, then complete; the last DATA frame waits for them.
+  bool trailers_expected_ = false;
+  bool trailers_ready_ = false;
+  std::vector<std::string> trailer_fields_;  // name, value, ...
+  // The body is out: end the stream, or hand nghttp2 the trailers (from inside read_body, as its API asks).
+  void end_of_body(std::uint32_t* flags);
   int file_fd_ = -1;
   std::uint64_t file_offset_ = 0, file_remaining_ = 0;
   H2Stream* next_ = nullptr;  // the session's list

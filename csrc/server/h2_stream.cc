@@ -97,7 +97,8 @@ void H2Stream::submit(bool with_body) {
   provider.source.ptr = this;
   provider.read_callback = &H2Stream::read_body;
   // nghttp2 copies the header list.
-  const int rv = nghttp2_submit_response2(session_->raw(), id_, nva.data(), nva.size(), with_body ? &provider : nullptr);
+  const int rv =
+      nghttp2_submit_response2(session_->raw(), id_, nva.data(), nva.size(), with_body ? &provider : nullptr);
   eof_ = !with_body;
   head_fields_.clear();
   head_fields_.shrink_to_fit();
@@ -118,7 +119,8 @@ const char* H2Stream::start_response(int status, const std::string_view* names, 
     if (const char* err = header_error(names[i], values[i])) return err;
     if (ascii_iequals(names[i], "content-length")) {
       std::int64_t n = 0;
-      if (!parse_length(values[i], &n) || (length >= 0 && n != length)) return "Invalid Content-Length header in response.";
+      if (!parse_length(values[i], &n) || (length >= 0 && n != length))
+        return "Invalid Content-Length header in response.";
       length = n;
     }
   }
@@ -146,8 +148,9 @@ const char* H2Stream::write_body(const char* data, std::size_t len, bool more) {
     body_.append(data, len);
   }
   if (!submitted_) {
-    // A response complete in its first write with nothing to send ends the stream with its HEADERS frame.
-    submit(!(body_done_ && body_.empty()));
+    // A response complete in its first write with nothing to send ends the stream with its HEADERS frame (unless
+    // trailers are to follow).
+    submit(!(body_done_ && body_.empty()) || (trailers_expected_ && !no_body_));
   } else {
     wake_data();
   }
@@ -244,12 +247,11 @@ nghttp2_ssize H2Stream::read_body(nghttp2_session*, std::int32_t, std::uint8_t* 
   }
   const std::size_t avail = st->buffered();
   if (avail == 0) {
-    if (st->body_done_) {
-      st->eof_ = true;
-      *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (st->body_done_ && (!st->trailers_expected_ || st->trailers_ready_)) {
+      st->end_of_body(flags);
       return 0;
     }
-    st->deferred_ = true;
+    st->deferred_ = true;  // more body, or the trailers, still to come
     return NGHTTP2_ERR_DEFERRED;
   }
   const std::size_t n = std::min(length, avail);
@@ -262,11 +264,50 @@ nghttp2_ssize H2Stream::read_body(nghttp2_session*, std::int32_t, std::uint8_t* 
     st->body_.erase(0, st->body_off_);
     st->body_off_ = 0;
   }
-  if (st->body_done_ && st->buffered() == 0) {
-    st->eof_ = true;
-    *flags |= NGHTTP2_DATA_FLAG_EOF;
-  }
+  if (st->body_done_ && st->buffered() == 0 && (!st->trailers_expected_ || st->trailers_ready_)) st->end_of_body(flags);
   return static_cast<nghttp2_ssize>(n);
+}
+
+void H2Stream::end_of_body(std::uint32_t* flags) {
+  eof_ = true;
+  *flags |= NGHTTP2_DATA_FLAG_EOF;
+  if (!trailers_expected_) return;
+  std::vector<nghttp2_nv> nva;
+  for (std::size_t i = 0; i + 1 < trailer_fields_.size(); i += 2)
+    nva.push_back({reinterpret_cast<std::uint8_t*>(trailer_fields_[i].data()),
+                   reinterpret_cast<std::uint8_t*>(trailer_fields_[i + 1].data()), trailer_fields_[i].size(),
+                   trailer_fields_[i + 1].size(), NGHTTP2_NV_FLAG_NONE});
+  // The trailer HEADERS frame ends the stream instead of this DATA frame (nghttp2 copies the fields).
+  if (nghttp2_submit_trailer(session_->raw(), id_, nva.data(), nva.size()) == 0)
+    *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+  trailer_fields_.clear();
+}
+
+bool H2Stream::expect_trailers() {
+  if (!started_ || submitted_ || no_body_) return false;
+  trailers_expected_ = true;
+  return true;
+}
+
+const char* H2Stream::write_trailers(const std::string_view* names, const std::string_view* values,
+                                     std::size_t count, bool more) {
+  if (!trailers_expected_) return "http.response.trailers sent, but http.response.start did not announce trailers.";
+  if (trailers_ready_) return "Response trailers already completed.";
+  for (std::size_t i = 0; i < count; ++i)
+    if (const char* err = header_error(names[i], values[i])) return err;
+  for (std::size_t i = 0; i < count; ++i) {
+    std::string lower(names[i]);
+    for (char& c : lower) c = ascii_lower(c);
+    if (connection_specific(lower) || lower == "content-length") continue;  // not allowed in a trailer section
+    trailer_fields_.push_back(std::move(lower));
+    trailer_fields_.emplace_back(values[i]);
+  }
+  if (!more) {
+    trailers_ready_ = true;
+    if (!submitted_) submit(true);
+    else wake_data();
+  }
+  return nullptr;
 }
 
 std::size_t H2Stream::write_queue_bytes() const { return buffered(); }

@@ -62,6 +62,16 @@ class HttpStream {
   virtual void close_after_output() = 0;
   // The exchange can no longer send anything (connection closing, stream reset).
   virtual bool closing() const = 0;
+  // ASGI's http.response.trailers extension (offered on HTTP/2 only): after start_response(), announce that the
+  // response ends with trailers instead of with its last body bytes. Returns whether it will (false: ignored).
+  virtual bool expect_trailers() { return false; }
+  // The trailer fields (validated like headers); more=false completes the response (the caller then calls
+  // finish_response()). Returns nullptr, or an error message.
+  virtual const char* write_trailers(const std::string_view* names, const std::string_view* values, std::size_t count,
+                                     bool more) {
+    (void)names, (void)values, (void)count, (void)more;
+    return "Response trailers are not supported on this connection.";
+  }
 
   const RequestHead& head() const { return *head_; }
   // The transport: peer and local addresses, TLS, the per-connection app data.

@@ -32,6 +32,7 @@ class Response:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: bytes = b""
     informational: list[int] = field(default_factory=list)  # 1xx statuses received first
+    trailers: list[tuple[bytes, bytes]] = field(default_factory=list)
     ended: bool = False
     reset_code: int | None = None  # RST_STREAM from the server
 
@@ -155,6 +156,8 @@ class H2Client:
             r.body += ev.data
             if self.auto_ack:
                 self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+        elif isinstance(ev, h2.events.TrailersReceived) and r is not None:
+            r.trailers = list(ev.headers)
         elif isinstance(ev, h2.events.StreamEnded) and r is not None:
             r.ended = True
         elif isinstance(ev, h2.events.StreamReset) and r is not None:

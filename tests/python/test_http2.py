@@ -327,6 +327,28 @@ def test_header_list_too_large_is_431(start_server: StartServer) -> None:
         assert c.get("/").status == 200
 
 
+# ---- response trailers (ASGI's http.response.trailers extension) ----
+
+
+def test_trailers_extension_over_http2(h2srv: ServerProcess) -> None:
+    with H2Client(h2srv.port) as c:
+        scope = unwrap(json.loads(c.get("/scope").body))
+        assert "http.response.trailers" in scope["extensions"]
+        r = c.get("/trailers")
+        assert r.status == 200 and r.body == b"part1-part2" and r.ended
+        # Both trailers messages, in one trailer HEADERS frame that ends the stream; names lowercased.
+        assert r.trailers == [(b"x-digest", b"abc"), (b"x-count", b"2")]
+        # A body message where the trailers were due: the app gets an error, the stream is reset.
+        assert c.get("/trailers?bad=1").reset_code == 2
+        assert c.get("/").status == 200
+    assert "Expected ASGI message 'http.response.trailers', but got 'http.response.body'" in h2srv.log()
+
+
+def test_trailers_not_offered_over_http1(h2srv: ServerProcess) -> None:
+    r = httpx.get(h2srv.url + "/trailers", trust_env=False, timeout=5)
+    assert r.status_code == 200 and r.text == "no trailers"
+
+
 # ---- native routes over HTTP/2 ----
 
 

@@ -279,6 +279,22 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901
         logging.getLogger("uvicorn.error").info("APP-INFO-LINE")
         logging.getLogger("uvicorn.error").warning("APP-WARNING-LINE")
         await _respond(send, 200, b"logged")
+    elif route == "/trailers":
+        # ASGI's http.response.trailers extension where the scope offers it (HTTP/2); ?bad=1 sends body after
+        # the body was complete instead of the trailers.
+        offered = "http.response.trailers" in scope.get("extensions", {})
+        if not offered:
+            await _respond(send, 200, b"no trailers")
+            return
+        start = {"type": "http.response.start", "status": 200, "trailers": True}
+        await send({**start, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"part1-", "more_body": True})
+        await send({"type": "http.response.body", "body": b"part2", "more_body": False})
+        if q.get("bad") == "1":
+            await send({"type": "http.response.body", "body": b"late", "more_body": False})
+        trailers = "http.response.trailers"
+        await send({"type": trailers, "headers": [(b"x-digest", b"abc")], "more_trailers": True})
+        await send({"type": trailers, "headers": [(b"X-Count", b"2")], "more_trailers": False})
     elif route == "/slow":
         delay = float(q.get("delay", "1"))
         marker(f"APP-SLOW-START {q.get('id', '')}")
