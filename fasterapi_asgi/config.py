@@ -462,21 +462,14 @@ class Config:
                 f"--http {self.http!r}: fasterapi-asgi parses HTTP natively and accepts uvicorn's names "
                 f"{'|'.join(HTTP_PROTOCOLS)} (all served by the native parser), not a protocol class"
             )
-        if not 1 <= self.http2_max_concurrent_streams <= 2**31 - 1:
-            raise ValueError(
-                f"--http2-max-concurrent-streams must be between 1 and 2147483647, "
-                f"got {self.http2_max_concurrent_streams}"
-            )
-        if not 1024 <= self.http2_initial_window_size <= 2**31 - 1:
-            raise ValueError(
-                f"--http2-initial-window-size must be between 1024 and 2147483647 bytes, "
-                f"got {self.http2_initial_window_size}"
-            )
-        if not 1024 <= self.http2_max_header_list_size <= 2**32 - 1:
-            raise ValueError(
-                f"--http2-max-header-list-size must be between 1024 and 4294967295 bytes, "
-                f"got {self.http2_max_header_list_size}"
-            )
+        # The HTTP/2 SETTINGS values RFC 9113 allows (a window under 1 KiB would be one frame at a time).
+        for option, value, low, high, unit in (
+            ("--http2-max-concurrent-streams", self.http2_max_concurrent_streams, 1, 2**31 - 1, ""),
+            ("--http2-initial-window-size", self.http2_initial_window_size, 1024, 2**31 - 1, " bytes"),
+            ("--http2-max-header-list-size", self.http2_max_header_list_size, 1024, 2**32 - 1, " bytes"),
+        ):
+            if not low <= value <= high:
+                raise ValueError(f"{option} must be between {low} and {high}{unit}, got {value}")
 
     def load_ssl(self) -> None:
         """Build ``self.ssl`` as uvicorn does (``create_ssl_context`` or ``ssl_context_factory``)."""

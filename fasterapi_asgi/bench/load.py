@@ -203,6 +203,16 @@ def parse_wrk_output(text: str) -> LoadResult:
 # --------------------------------------------------------------------------------------------- h2load
 
 
+def _h2load_request(url: str, headers: Sequence[tuple[str, str]], body_file: str | None) -> list[str]:
+    """h2load's arguments for the request itself: headers, body file, URL."""
+    args: list[str] = []
+    for name, value in headers:
+        args += ["-H", f"{name}: {value}"]
+    if body_file:
+        args += ["-d", body_file]
+    return [*args, url]
+
+
 def h2load_command(
     url: str,
     *,
@@ -225,12 +235,7 @@ def h2load_command(
         f"-D{max(1, math.ceil(duration_s))}",
         f"--log-file={log_file}",
     ]
-    for name, value in headers:
-        cmd += ["-H", f"{name}: {value}"]
-    if body_file:
-        cmd += ["-d", body_file]
-    cmd.append(url)
-    return cmd
+    return cmd + _h2load_request(url, headers, body_file)
 
 
 def h2load_h2_command(
@@ -254,12 +259,7 @@ def h2load_h2_command(
         f"-D{max(1, math.ceil(duration_s))}",
         f"--log-file={log_file}",
     ]
-    for name, value in headers:
-        cmd += ["-H", f"{name}: {value}"]
-    if body_file:
-        cmd += ["-d", body_file]
-    cmd.append(url)
-    return cmd
+    return cmd + _h2load_request(url, headers, body_file)
 
 
 def h2load_protocol(text: str) -> str | None:

@@ -144,11 +144,11 @@ def _run_load(
 ) -> load.LoadResult:
     url = f"{'https' if config.tls else 'http'}://{servers.HOST}:{port}{config.path}"
     log_file = workdir / f"h2load-{tag}.log"
+    body_file = None  # h2load reads a request body from a file
+    if config.body is not None and (config.http2 or config.rate is not None):
+        body_file = workdir / "body.bin"
+        body_file.write_bytes(config.body)
     if config.http2:
-        body_file = None
-        if config.body is not None:
-            body_file = workdir / "body.bin"
-            body_file.write_bytes(config.body)
         cmd = pinning.load_prefix() + load.h2load_h2_command(
             url,
             duration_s=duration,
@@ -160,10 +160,6 @@ def _run_load(
             body_file=str(body_file) if body_file else None,
         )
     elif config.rate is not None:
-        body_file = None
-        if config.body is not None:
-            body_file = workdir / "body.bin"
-            body_file.write_bytes(config.body)
         cmd = pinning.load_prefix() + load.h2load_command(
             url,
             duration_s=duration,

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "catch_compat.h"
 #include "core/uv_api.h"
 #include "server/connection.h"
 #include "server/server.h"
@@ -248,5 +249,23 @@ class LoopHarness {
   }
   uv_async_t stop_async;
 };
+
+// A native route answering `body` as text/plain (pre-formatted headers, as the router stores them).
+inline fa::NativeRoute static_text(std::string body) {
+  fa::NativeRoute r;
+  r.kind = fa::NativeRoute::kStatic;
+  r.status = 200;
+  r.headers = "content-type: text/plain\r\ncontent-length: " + std::to_string(body.size()) + "\r\n";
+  r.body = std::move(body);
+  return r;
+}
+
+// After LoopHarness::run(): the app saw no protocol error, every handle is closed and the loop closes cleanly.
+inline void check_clean_teardown(LoopHarness& h, int loop_close_rc) {
+  CHECK(h.app.errors.empty());
+  for (const auto& e : h.app.errors) INFO("app error: " << e);
+  CHECK(fa::live_handles() == 0);
+  CHECK(loop_close_rc == 0);
+}
 
 }  // namespace fa_test

@@ -21,16 +21,9 @@
 
 namespace {
 
+using fa_test::check_clean_teardown;
 using fa_test::LoopHarness;
-
-fa::NativeRoute static_text(std::string body) {
-  fa::NativeRoute r;
-  r.kind = fa::NativeRoute::kStatic;
-  r.status = 200;
-  r.headers = "content-type: text/plain\r\ncontent-length: " + std::to_string(body.size()) + "\r\n";
-  r.body = std::move(body);
-  return r;
-}
+using fa_test::static_text;
 
 fa::ServerConfig h2_config() {
   fa::ServerConfig c = LoopHarness::default_config();
@@ -181,13 +174,6 @@ class Client {
 
 std::string app_body(const std::string& method, const std::string& path, const std::string& body) {
   return "app " + method + " " + path + " body=" + body;
-}
-
-void check_clean_teardown(LoopHarness& h, int loop_close_rc) {
-  CHECK(h.app.errors.empty());
-  for (const auto& e : h.app.errors) INFO("app error: " << e);
-  CHECK(fa::live_handles() == 0);
-  CHECK(loop_close_rc == 0);
 }
 
 }  // namespace

@@ -15,16 +15,9 @@
 namespace {
 
 using fa_test::HttpResponse;
+using fa_test::check_clean_teardown;
 using fa_test::LoopHarness;
-
-fa::NativeRoute static_text(std::string body) {
-  fa::NativeRoute r;
-  r.kind = fa::NativeRoute::kStatic;
-  r.status = 200;
-  r.headers = "content-type: text/plain\r\ncontent-length: " + std::to_string(body.size()) + "\r\n";
-  r.body = std::move(body);
-  return r;
-}
+using fa_test::static_text;
 
 int user_handler(const fa_request* req, fa_response* res, const fa_response_api* api, void*) {
   const std::string_view id = fasterapi_asgi::param(req, "id");
@@ -56,13 +49,6 @@ std::string app_response(const std::string& method, const std::string& path, con
   const std::string text = "app " + method + " " + path + " body=" + body;
   return "HTTP/1.1 200 OK\r\nserver: fa-test\r\ndate: <date>\r\ncontent-type: text/plain\r\ncontent-length: " +
          std::to_string(text.size()) + "\r\n\r\n" + text;
-}
-
-void check_clean_teardown(LoopHarness& h, int loop_close_rc) {
-  CHECK(h.app.errors.empty());
-  for (const auto& e : h.app.errors) INFO("app error: " << e);
-  CHECK(fa::live_handles() == 0);
-  CHECK(loop_close_rc == 0);
 }
 
 }  // namespace

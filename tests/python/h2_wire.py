@@ -3,8 +3,7 @@
 - ``H2Client``: the ``h2`` library's connection state machine (a conforming client): requests, responses,
   flow control, resets, with the server's events kept for the test to inspect.
 - ``send_frame`` / ``read_frames``: raw frames built and parsed with ``hyperframe``, for what a conforming
-client
-  never sends (protocol violations, floods) and to see exactly which frames the server answers with.
+  client never sends (protocol violations, floods) and to see exactly which frames the server answers with.
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
 """RFC 9113 conformance at the frame level: one test per MUST the server implements, over a real socket.
 
 Frames are built byte by byte (what a conforming client library refuses to send) and the server's answer is
-read
-as frames: a connection error is a GOAWAY with the RFC's error code (and the connection closed), a stream
-error an
-RST_STREAM on that stream while the connection goes on serving. nghttp2 does the framing; these tests check
-that
-the server built on it keeps every rule, including the ones that depend on how the server drives it.
+read as frames: a connection error is a GOAWAY with the RFC's error code (and the connection closed), a stream
+error an RST_STREAM on that stream while the connection goes on serving. nghttp2 does the framing; these tests
+check that the server built on it keeps every rule, including the ones that depend on how the server drives
+it.
 """
 
 from __future__ import annotations
@@ -40,8 +38,7 @@ def settings(*pairs: tuple[int, int], flags: int = 0) -> bytes:
 
 
 class Peer:
-    """A raw HTTP/2 client connection: preface and SETTINGS sent, the server's SETTINGS read and
-    acknowledged."""
+    """A raw HTTP/2 client connection: preface and SETTINGS sent, the server's SETTINGS read and ACKed."""
 
     def __init__(self, port: int, *, first: bytes | None = None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -107,8 +104,7 @@ def assert_connection_error(p: Peer, code: int) -> None:
 
 def assert_stream_error(p: Peer, sid: int, code: int, next_sid: int) -> None:
     """RST_STREAM(code) on `sid`, and the connection still serves a request on `next_sid`; or, as RFC 9113
-    5.4.1
-    allows ("an endpoint MAY choose to treat a stream error as a connection error"), GOAWAY(code)."""
+    5.4.1 allows ("an endpoint MAY choose to treat a stream error as a connection error"), GOAWAY(code)."""
     frames = p.read(2.0, until=lambda f: f.type in (RST_STREAM, GOAWAY) and f.stream_id in (sid, 0))
     g = goaway(frames)
     if g is not None:
@@ -129,8 +125,7 @@ def assert_stream_error(p: Peer, sid: int, code: int, next_sid: int) -> None:
 
 
 def test_3_4_server_preface_is_settings_and_client_settings_are_acknowledged(peer: Peer) -> None:
-    """3.4: the server's preface is a SETTINGS frame (its first frame). 6.5.3: our SETTINGS are
-    acknowledged."""
+    """3.4: the server's preface is a SETTINGS frame (its first frame). 6.5.3: ours are acknowledged."""
     assert peer.start and peer.start[0].type == SETTINGS and "ACK" not in peer.start[0].flags
     more = peer.start + peer.read(1.0, until=lambda f: f.type == SETTINGS and "ACK" in f.flags)
     assert any(f.type == SETTINGS and "ACK" in f.flags for f in more)
@@ -206,10 +201,9 @@ def test_5_1_1_even_stream_id_from_client_is_protocol_error(peer: Peer) -> None:
 
 def test_5_1_1_stream_id_lower_than_before_is_never_served(peer: Peer) -> None:
     """5.1.1 asks for a connection error here. nghttp2 deliberately ignores such a HEADERS frame instead: it
-    cannot
-    tell a new stream with a reused id from a late frame of a stream it already closed (lib/nghttp2_session.c,
-    session_on_request_headers_received). What the server guarantees: the stale id is never served as a
-    request, and the connection stays consistent."""
+    cannot tell a new stream with a reused id from a late frame of a stream it already closed
+    (lib/nghttp2_session.c, session_on_request_headers_received). What the server guarantees: the stale id is
+    never served as a request, and the connection stays consistent."""
     peer.send(frame(HEADERS, END_HEADERS | END_STREAM, 5, peer.headers()))
     peer.read(1.0, until=lambda f: f.type == DATA and "END_STREAM" in f.flags)
     peer.send(frame(HEADERS, END_HEADERS | END_STREAM, 3, peer.headers()))
@@ -327,8 +321,7 @@ def test_6_9_1_window_beyond_2_31_minus_1_is_flow_control_error(peer: Peer) -> N
 
 
 def test_6_9_1_data_beyond_the_window_is_flow_control_error(start_server: object) -> None:
-    """A stream window of 1024 (--http2-initial-window-size): a 2000-byte DATA frame is more than was
-    granted."""
+    """A stream window of 1024 (--http2-initial-window-size): a 2000-byte DATA frame exceeds the grant."""
     srv = start_server("fasterapi", "raw_app:app", "--http2", "--http2-initial-window-size", "1024")  # type: ignore[operator]
     p = Peer(srv.port)
     try:
