@@ -107,12 +107,14 @@ void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     c->on_read_data(nread, buf);
   } catch (...) {
     c->in_read_ = false;
+    c->in_read_callback_ = false;
     c->close();
   }
 }
 
 void Connection::on_read_data(ssize_t nread, const uv_buf_t* buf) {
   Connection* c = this;
+  in_read_callback_ = true;
   StageScope parse_stage(kStageParse);  // the whole callback; what it starts (route, app, writes) is nested
   if (nread < 0) {
     c->handle_eof();
@@ -121,7 +123,10 @@ void Connection::on_read_data(ssize_t nread, const uv_buf_t* buf) {
     c->received_ = true;
     c->in_read_ = true;
     if (c->tls_ != nullptr) {
-      if (!c->tls_read(buf->base, static_cast<std::size_t>(nread))) return;
+      if (!c->tls_read(buf->base, static_cast<std::size_t>(nread))) {
+        in_read_callback_ = false;
+        return;
+      }
     } else {
       c->take_input(buf->base, static_cast<std::size_t>(nread));
     }
@@ -134,12 +139,15 @@ void Connection::on_read_data(ssize_t nread, const uv_buf_t* buf) {
       c->flush();
     // A WebSocket peer that sends pings (or closes) but never reads: its pongs must not pile up.
     if (c->ws_ != nullptr && !c->closing_) c->block_on_output();
+    if (c->h2_ != nullptr && !c->closing_ && c->h2_->has_pending_input()) c->h2_schedule_resume();
   }
+  in_read_callback_ = false;
 }
 
 void Connection::take_input(char* data, std::size_t len) {
   if (h2_ != nullptr) {
     if (!h2_->receive(data, len)) close_when_flushed();
+    else if (h2_->has_pending_input()) stop_reading();  // the rest of this batch's turn waits (bounded: one read)
     return;
   }
   if (sniff_h2_) {

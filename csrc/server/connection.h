@@ -166,6 +166,10 @@ class Connection final : public HttpStream, public ParserListener, public ws::Fr
   void flush_soon();
   // HTTP/2 frames still to be made: a close waits for them.
   bool h2_has_more() const;
+  // HTTP/2 input beyond this turn's batch of requests (H2Session::kRequestsPerTurn): reading stops, and the next
+  // batch is taken up after the next flush (the cork callback), once this batch's responses are out.
+  void h2_schedule_resume();
+  void h2_resume_input();
   // The bytes of out_ (+ extra) to the socket, encrypted first over TLS: flush() without HTTP/2's framing step.
   void flush_out(const char* extra, std::size_t extra_len);
   int start_websocket(const RequestHead& head);
@@ -257,6 +261,7 @@ class Connection final : public HttpStream, public ParserListener, public ws::Fr
   std::unique_ptr<ws::Deflater> ws_deflate_;  // permessage-deflate negotiated: compresses what ws_send() sends
   std::unique_ptr<H2Session> h2_;  // HTTP/2 on this connection (after the preface or ALPN h2)
   bool sniff_h2_ = false;          // plain port with --http2: the first bytes may be the HTTP/2 preface
+  bool in_read_callback_ = false;  // inside on_read_data, its final flush included (no HTTP/2 batch resumes there)
   static constexpr std::size_t kNativeMaxBody = 1 << 20;
   static constexpr std::uint64_t kFreshShutdownGraceMs = 500;
   static constexpr std::size_t kCorkMaxBytes = 16 * 1024;

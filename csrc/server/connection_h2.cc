@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/uv_api.h"
 #include "server/h2_session.h"
 #include "server/server.h"
 
@@ -95,8 +96,32 @@ void Connection::flush_h2() {
     }
     const bool produced = out_.size() > before;
     flush_out(nullptr, 0);
-    if (!produced || !alive) return;
+    if (!produced || !alive) break;
   }
+  // This batch's responses went out as far as the socket took them: the next batch of requests may begin.
+  if (!closing_ && !in_read_callback_ && h2_->has_pending_input()) h2_resume_input();
+}
+
+void Connection::h2_resume_input() {
+  if (!h2_->resume_input()) {
+    close_when_flushed();
+    return;
+  }
+  if (h2_->has_pending_input()) {
+    h2_schedule_resume();
+  } else if (!close_after_flush_) {
+    start_reading();
+  }
+}
+
+void Connection::h2_schedule_resume() {
+  stop_reading();
+  if (!corked_) {
+    corked_ = true;
+    server_->cork(this);  // flush_h2() at the end of the next loop turn, which resumes the input
+  }
+  // A due timer keeps the loop from blocking in poll while nothing else is pending (apps that answered at once).
+  arm_timer(uv.uv_now(server_->loop()));
 }
 
 }  // namespace fa

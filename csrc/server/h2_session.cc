@@ -91,9 +91,39 @@ H2Session::~H2Session() {
 
 bool H2Session::receive(const char* data, std::size_t len) {
   if (failed_ || recv_failed_ || session_ == nullptr) return false;
+  if (has_pending_input()) {
+    pending_.append(data, len);  // behind the bytes already waiting (reading stops; this was a read in flight)
+    return true;
+  }
+  requests_this_turn_ = 0;
+  return feed(data, len);
+}
+
+bool H2Session::resume_input() {
+  if (!has_pending_input()) return true;
+  if (failed_ || recv_failed_ || session_ == nullptr) return false;
+  requests_this_turn_ = 0;
+  std::string rest;
+  rest.swap(pending_);
+  const std::size_t off = pending_off_;
+  pending_off_ = 0;
+  const bool ok = feed(rest.data() + off, rest.size() - off);
+  if (pending_.empty()) {
+    rest.clear();
+    pending_.swap(rest);  // keep the capacity for the next batch
+  }
+  return ok;
+}
+
+bool H2Session::feed(const char* data, std::size_t len) {
   in_nghttp2_ = true;
   const nghttp2_ssize n = nghttp2_session_mem_recv2(session_, reinterpret_cast<const std::uint8_t*>(data), len);
   in_nghttp2_ = false;
+  if (n >= 0 && static_cast<std::size_t>(n) < len) {
+    // on_header paused: this turn's batch of requests is full. The rest waits for resume_input().
+    pending_.append(data + n, len - static_cast<std::size_t>(n));
+    return true;
+  }
   if (n < 0) {
     // A fatal error (a flood nghttp2 detected, too many CONTINUATIONs, memory): the GOAWAY nghttp2 may have queued
     // still goes out (produce), then the connection closes.
@@ -155,6 +185,7 @@ bool H2Session::wants_write() const {
 }
 
 bool H2Session::has_active() const {
+  if (has_pending_input()) return true;
   for (const H2Stream* st = streams_; st != nullptr; st = st->next_)
     if (st->in_flight_ || (st->submitted_ && !st->eof_ && !st->closed_ && !st->reset_)) return true;
   return false;
@@ -242,10 +273,13 @@ int H2Session::on_header(nghttp2_session* s, const nghttp2_frame* frame, const s
   H2Stream* st = stream_of(s, frame->hd.stream_id);
   if (st == nullptr) return 0;
   // RFC 9113 6.5.2: the size of a header list is the sum of name + value + 32 per field.
+  const bool first_field = st->header_list_bytes_ == 0;
   st->header_list_bytes_ += namelen + valuelen + 32;
+  // This turn's batch of requests is full: this field is taken (below), then nghttp2 stops until resume_input().
+  const int done = first_field && ++self->requests_this_turn_ > kRequestsPerTurn ? NGHTTP2_ERR_PAUSE : 0;
   if (st->header_list_bytes_ > self->conn_.server()->config().http2.max_header_list_size) {
     st->header_list_too_large_ = true;
-    return 0;
+    return done;
   }
   const std::string_view n(reinterpret_cast<const char*>(name), namelen);
   const std::string_view v(reinterpret_cast<const char*>(value), valuelen);
@@ -262,23 +296,23 @@ int H2Session::on_header(nghttp2_session* s, const nghttp2_frame* frame, const s
       } else if (n == ":authority") {
         st->authority_.assign(v);
       }
-      return 0;
+      return done;
     }
     if (n == "cookie") {
       if (!st->cookies_.empty()) st->cookies_.append("; ");
       st->cookies_.append(v);
-      return 0;
+      return done;
     }
     if (h.headers.size() >= self->conn_.server()->config().limits.max_headers) {
       st->header_list_too_large_ = true;
-      return 0;
+      return done;
     }
     const Span ns = arena_add(h.arena, n);
     h.headers.emplace_back(ns, arena_add(h.arena, v));
   } catch (...) {
     return NGHTTP2_ERR_CALLBACK_FAILURE;
   }
-  return 0;
+  return done;
 }
 
 int H2Session::on_frame_recv(nghttp2_session* s, const nghttp2_frame* frame, void* user) {

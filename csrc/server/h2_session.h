@@ -138,8 +138,15 @@ class H2Session {
   bool ok() const { return session_ != nullptr; }
 
   // Plaintext from the peer. False when the connection must end (protocol error: the GOAWAY is queued; flush, then
-  // close).
+  // close). At most kRequestsPerTurn requests are taken up per loop turn: the rest of the bytes wait here
+  // (has_pending_input(); the connection stops reading meanwhile) for resume_input() after the next flush, so the
+  // responses to one batch leave before the next batch is processed (a client with many streams on one
+  // connection gets its answers while it is still sending, instead of all of them after all of its requests).
   bool receive(const char* data, std::size_t len);
+  bool has_pending_input() const { return pending_off_ < pending_.size(); }
+  // A new loop turn: take up the next batch of the waiting bytes. False as for receive().
+  bool resume_input();
+  static constexpr int kRequestsPerTurn = 16;
   // Frame what is ready into `out` while it holds less than `budget` bytes; then tell the streams waiting for
   // their output to drain. Returns false when the session is over (both sides done: close after the flush).
   bool produce(std::string& out, std::size_t budget);
@@ -194,6 +201,10 @@ class H2Session {
   bool recv_failed_ = false;  // nghttp2 refused the peer's bytes: what it queued goes out, then the end
   bool was_waiting_ = false;
   bool in_nghttp2_ = false;
+  int requests_this_turn_ = 0;
+  std::string pending_;        // bytes not yet given to nghttp2 (a batch was full)
+  std::size_t pending_off_ = 0;
+  bool feed(const char* data, std::size_t len);  // mem_recv2; the unprocessed rest into pending_
   // Rapid reset (CVE-2023-44487) as it costs this server: requests the client resets while their app runs. A token
   // bucket of 2 x max_concurrent_streams, refilled at max_concurrent_streams a second; empty -> GOAWAY
   // (ENHANCE_YOUR_CALM). nghttp2's own reset rate limit (1000 burst, 33/s) counts every RST_STREAM.

@@ -23,7 +23,7 @@ import h2.settings
 import httpx
 import pytest
 import trustme
-from h2_wire import H2Client, raw_connect, read_frames, settings_max_concurrent
+from h2_wire import H2Client, Response, raw_connect, read_frames, settings_max_concurrent
 from harness import ServerProcess
 
 StartServer = Callable[..., ServerProcess]
@@ -167,6 +167,29 @@ def test_concurrent_streams_are_concurrent_requests(h2srv: ServerProcess) -> Non
         elapsed = time.monotonic() - start
     assert all(r.status == 200 and r.body == b"slow done" for r in responses)
     assert elapsed < 3.0, f"50 x 0.5 s streams took {elapsed:.2f} s: not concurrent"
+
+
+def test_a_burst_beyond_one_turns_batch_is_served_whole(start_server: StartServer) -> None:
+    """300 requests (GETs and POSTs with bodies) written in one go on one connection: more than the server
+    takes up per loop turn (16), so the input pauses mid-stream and resumes turn after turn; every request is
+    answered, with its own body."""
+    srv = start_server("fasterapi", "raw_app:app", *H2, "--http2-max-concurrent-streams", "400")
+    with H2Client(srv.port, timeout=20) as c:
+        c.pump(lambda: c.conn.remote_settings.max_concurrent_streams == 400, timeout=5)
+        expected: dict[int, bytes] = {}
+        for i in range(300):
+            hs = [(":method", "POST" if i % 3 else "GET"), (":scheme", "http"), (":authority", "localhost"),
+                  (":path", "/echo" if i % 3 else "/")]  # fmt: skip
+            sid = c.conn.get_next_available_stream_id()
+            body = f"body-{i}".encode() * (i % 7 + 1)
+            c.conn.send_headers(sid, [(k.encode(), v.encode()) for k, v in hs], end_stream=not i % 3)
+            if i % 3:
+                c.conn.send_data(sid, body, end_stream=True)
+            c.responses[sid] = Response()
+            expected[sid] = body if i % 3 else b"hello, world"
+        c.flush()  # the whole burst in one write
+        for sid, body in expected.items():
+            assert c.response(sid, timeout=20).body == body
 
 
 def test_interleaved_bodies_on_many_streams(h2srv: ServerProcess) -> None:
