@@ -119,7 +119,7 @@ PyObject* send_start(Exchange* ex, PyObject* message) {
   if (err != nullptr) return runtime_error(err);
   // ASGI's trailers extension: {"trailers": True} announces http.response.trailers messages after the body. Offered
   // (scope["extensions"]) on HTTP/2 only; elsewhere the key is ignored, as uvicorn ignores it.
-  PyObject* trailers = PyDict_GetItemWithError(message, names.trailers);
+  PyObject* trailers = ex->conn->head().http_major == 2 ? PyDict_GetItemWithError(message, names.trailers) : nullptr;
   if (trailers == nullptr && PyErr_Occurred()) return nullptr;
   if (trailers != nullptr) {
     const int on = PyObject_IsTrue(trailers);

@@ -64,7 +64,7 @@ void Connection::h2_idle() {
   arm_keep_alive();
 }
 
-bool Connection::h2_has_more() const { return h2_ != nullptr && h2_->wants_write(); }
+bool Connection::h2_wants_write() const { return h2_->wants_write(); }
 
 void Connection::flush_soon() {
   if (closing_ || corked_ || in_read_) return;  // a read callback flushes at its end
