@@ -448,49 +448,30 @@ def test_fastapi_same_answers_over_http1_and_http2(start_server: StartServer) ->
             assert h2_ == h1, (method, path)
 
 
+def curl(*args: str) -> tuple[str, str]:
+    """curl's body and its `-w` line ("<http version> <status>") for one request."""
+    out = subprocess.run(
+        ["curl", "-sS", "-w", "\n%{http_version} %{http_code}", *args],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    ).stdout
+    body, meta = out.rsplit("\n", 1)
+    return body, meta
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_http2_prior_knowledge_fastapi(start_server: StartServer) -> None:
     features = subprocess.run(["curl", "-V"], capture_output=True, text=True, check=True).stdout
     if "HTTP2" not in features:
         pytest.skip("this curl has no HTTP/2")
     srv = start_server("fasterapi", "fastapi_app:app", *H2)
-    out = subprocess.run(
-        [
-            "curl",
-            "-sS",
-            "--http2-prior-knowledge",
-            "-w",
-            "\n%{http_version} %{http_code}",
-            f"{srv.url}/items/5?q=curl",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=True,
-    ).stdout
-    body, status = out.rsplit("\n", 1)
-    assert status == "2 200"
-    assert json.loads(body) == {"item_id": 5, "q": "curl"}
-    out = subprocess.run(
-        [
-            "curl",
-            "-sS",
-            "--http2-prior-knowledge",
-            "-H",
-            "content-type: application/json",
-            "-d",
-            '{"name": "c", "price": 1.5}',
-            "-w",
-            "\n%{http_version} %{http_code}",
-            f"{srv.url}/items",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=True,
-    ).stdout
-    body, status = out.rsplit("\n", 1)
-    assert status == "2 201" and json.loads(body)["total"] == 3.0
+    body, meta = curl("--http2-prior-knowledge", f"{srv.url}/items/5?q=curl")
+    assert meta == "2 200" and json.loads(body) == {"item_id": 5, "q": "curl"}
+    json_body = ("-H", "content-type: application/json", "-d", '{"name": "c", "price": 1.5}')
+    body, meta = curl("--http2-prior-knowledge", *json_body, f"{srv.url}/items")
+    assert meta == "2 201" and json.loads(body)["total"] == 3.0
 
 
 # ---- TLS: ALPN h2 ----
@@ -556,24 +537,8 @@ def test_curl_https_negotiates_h2(start_server: StartServer, tls_files: tuple[Pa
     srv = start_server(
         "fasterapi", "fastapi_app:app", *H2, "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)
     )
-    out = subprocess.run(
-        [
-            "curl",
-            "-sS",
-            "--http2",
-            "--cacert",
-            str(ca),
-            "-w",
-            "\n%{http_version}",
-            f"https://localhost:{srv.port}/items/3",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=True,
-    ).stdout
-    body, version = out.rsplit("\n", 1)
-    assert version == "2" and json.loads(body) == {"item_id": 3, "q": None}
+    body, meta = curl("--http2", "--cacert", str(ca), f"https://localhost:{srv.port}/items/3")
+    assert meta == "2 200" and json.loads(body) == {"item_id": 3, "q": None}
 
 
 # ---- graceful shutdown: GOAWAY, streams in progress finish ----
