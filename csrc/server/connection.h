@@ -162,6 +162,9 @@ class Connection final : public HttpStream, public ParserListener, public ws::Fr
   bool start_h2();
   bool h2_sniff(const char* data, std::size_t len);
   void flush_h2();
+  // Make and write frames while the socket takes them. False when the socket's queue is full or the connection
+  // closed (on_write continues).
+  bool write_h2_frames();
   // flush() at the end of this loop turn, never now (H2Session: its callbacks must not re-enter nghttp2).
   void flush_soon();
   // HTTP/2 frames still to be made: a close waits for them. (Inline: HTTP/1.1's flush pays one comparison.)

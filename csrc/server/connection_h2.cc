@@ -79,15 +79,27 @@ void Connection::h2_busy() { idle_ = false; }
 namespace fa {
 
 void Connection::flush_h2() {
-  // Frames are made only as fast as the socket takes them: past the high-water mark nghttp2 keeps the streams'
-  // data (and the streams their bodies: backpressure), and on_write comes back here when the queue drains.
   // Inside nghttp2 (a callback that ended up here): the outer flush goes on when nghttp2 returns.
   if (h2_->in_nghttp2()) return;
+  if (!write_h2_frames()) return;
+  // This batch's responses went out as far as the socket took them: the next batch of requests may begin. What
+  // taking it up queues at once (native responses, apps that answered inside their first step, WINDOW_UPDATE, a
+  // GOAWAY) is written now: this may be the last flush of the loop turn, and nothing else would wake the loop for
+  // it.
+  if (!closing_ && !in_read_callback_ && h2_->has_pending_input()) {
+    h2_resume_input();
+    write_h2_frames();
+  }
+}
+
+bool Connection::write_h2_frames() {
+  // Frames are made only as fast as the socket takes them: past the high-water mark nghttp2 keeps the streams'
+  // data (and the streams their bodies: backpressure), and on_write comes back here when the queue drains.
   const std::size_t high = server_->config().write_high_water;
   for (;;) {
-    if (closing_) return;
+    if (closing_) return false;
     const std::size_t queued = io_.stream.write_queue_size;
-    if (queued >= high) return;
+    if (queued >= high) return false;
     const std::size_t before = out_.size();
     const bool alive = h2_->produce(out_, before + (high - queued));
     if (!alive && !close_after_flush_) {
@@ -96,10 +108,8 @@ void Connection::flush_h2() {
     }
     const bool produced = out_.size() > before;
     flush_out(nullptr, 0);
-    if (!produced || !alive) break;
+    if (!produced || !alive) return !closing_;
   }
-  // This batch's responses went out as far as the socket took them: the next batch of requests may begin.
-  if (!closing_ && !in_read_callback_ && h2_->has_pending_input()) h2_resume_input();
 }
 
 void Connection::h2_resume_input() {

@@ -192,6 +192,21 @@ def test_a_burst_beyond_one_turns_batch_is_served_whole(start_server: StartServe
             assert c.response(sid, timeout=20).body == body
 
 
+def test_native_burst_answers_arrive_without_more_input(start_server: StartServer) -> None:
+    """40 native requests in one write: the later batches are answered while the server takes them up (inside
+    its flush); their responses are written then, with no further byte from the client to wake the server."""
+    srv = start_server("fasterapi", "native_app:app", *H2)
+    with H2Client(srv.port) as c:
+        for _ in range(40):
+            sid = c.conn.get_next_available_stream_id()
+            hs = [(":method", "GET"), (":scheme", "http"), (":authority", "localhost"), (":path", "/plain")]
+            c.conn.send_headers(sid, [(k.encode(), v.encode()) for k, v in hs], end_stream=True)
+            c.responses[sid] = Response()
+        c.flush()
+        assert c.pump(lambda: all(r.ended for r in c.responses.values()), timeout=3), "responses stalled"
+    assert all(r.body == b"Hello, World!" for r in c.responses.values())
+
+
 def test_interleaved_bodies_on_many_streams(h2srv: ServerProcess) -> None:
     """Request bodies sent in interleaved pieces on 20 streams reach the right apps whole."""
     bodies = {i: os.urandom(30_000 + i * 1000) for i in range(20)}
