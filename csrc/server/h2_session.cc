@@ -105,9 +105,7 @@ bool H2Session::resume_input() {
   requests_this_turn_ = 0;
   std::string rest;
   rest.swap(pending_);
-  const std::size_t off = pending_off_;
-  pending_off_ = 0;
-  const bool ok = feed(rest.data() + off, rest.size() - off);
+  const bool ok = feed(rest.data(), rest.size());
   if (pending_.empty()) {
     rest.clear();
     pending_.swap(rest);  // keep the capacity for the next batch

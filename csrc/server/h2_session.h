@@ -143,7 +143,7 @@ class H2Session {
   // responses to one batch leave before the next batch is processed (a client with many streams on one
   // connection gets its answers while it is still sending, instead of all of them after all of its requests).
   bool receive(const char* data, std::size_t len);
-  bool has_pending_input() const { return pending_off_ < pending_.size(); }
+  bool has_pending_input() const { return !pending_.empty(); }
   // A new loop turn: take up the next batch of the waiting bytes. False as for receive().
   bool resume_input();
   static constexpr int kRequestsPerTurn = 16;
@@ -202,8 +202,7 @@ class H2Session {
   bool was_waiting_ = false;
   bool in_nghttp2_ = false;
   int requests_this_turn_ = 0;
-  std::string pending_;        // bytes not yet given to nghttp2 (a batch was full)
-  std::size_t pending_off_ = 0;
+  std::string pending_;  // bytes not yet given to nghttp2 (a batch was full)
   bool feed(const char* data, std::size_t len);  // mem_recv2; the unprocessed rest into pending_
   // Rapid reset (CVE-2023-44487) as it costs this server: requests the client resets while their app runs. A token
   // bucket of 2 x max_concurrent_streams, refilled at max_concurrent_streams a second; empty -> GOAWAY
