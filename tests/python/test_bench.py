@@ -724,6 +724,11 @@ def _run_bench(out: Path, baseline: Path, names: list[str]) -> subprocess.Comple
         "--warmup", "0", "--connections", "8", "--out", str(out),
         "--baseline", str(baseline), "--max-regression", "5%",
     ]  # fmt: skip
+    return _bench_subprocess(argv)
+
+
+def _bench_subprocess(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run the bench CLI from the checkout, without a GitHub step summary to append to."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env.pop("GITHUB_STEP_SUMMARY", None)
     return subprocess.run(
@@ -778,9 +783,7 @@ def test_tls_smoke_run(tmp_path: Path) -> None:
         "--warmup", "0", "--connections", "8", "--out", str(out), "--no-chart",
         "--tls", f"{tmp_path / 'chain.pem'}:{tmp_path / 'key.pem'}",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    env.pop("GITHUB_STEP_SUMMARY", None)
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=str(ROOT), env=env, timeout=100)
+    proc = _bench_subprocess(argv)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads((out / "bench.json").read_text())
     for run in data["runs"]:
@@ -828,9 +831,7 @@ def test_http2_smoke_run(tmp_path: Path) -> None:
         "--path", "/plaintext", "--only", ",".join(names), "--duration", "1", "--rounds", "1",
         "--warmup", "0", "--connections", "4", "--streams", "20", "--http2", "--out", str(out), "--no-chart",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    env.pop("GITHUB_STEP_SUMMARY", None)
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=str(ROOT), env=env, timeout=100)
+    proc = _bench_subprocess(argv)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads((out / "bench.json").read_text())
     assert data["config"]["http2"] is True and data["config"]["streams"] == 20
