@@ -11,6 +11,21 @@ case "$FA_TESTS" in
   all | python) ;;
   *) echo "FA_TESTS must be 'all' or 'python', not '$FA_TESTS'" >&2; exit 2 ;;
 esac
+# The test environment is locked: tests/locks/test.txt and tests/locks/upstream/ (written by tests/locks/lock.py), every
+# package pinned with its hashes and installed with --require-hashes, so nothing newer or unnamed comes in.
+# FA_DEPS=newest (or --newest), the drift check: resolve today's newest releases instead, say what moved, test on them.
+FA_DEPS=${FA_DEPS:-locked}
+for arg in "$@"; do
+  case "$arg" in
+    --newest) FA_DEPS=newest ;;
+    *) echo "unknown argument '$arg' (known: --newest)" >&2; exit 2 ;;
+  esac
+done
+case "$FA_DEPS" in
+  locked | newest) ;;
+  *) echo "FA_DEPS must be 'locked' or 'newest', not '$FA_DEPS'" >&2; exit 2 ;;
+esac
+LOCK_DIR=tests/locks
 
 step() { printf '\n=== %s ===\n' "$*"; }
 
@@ -24,9 +39,24 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     zlib1g-dev clang libclang-rt-dev libssl-dev >/dev/null
 fi
 
-step "build and install fasterapi-asgi (editable) with test extras"
-"$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
-"$PY" -m pip install -q --disable-pip-version-check cmake ninja
+pip_install() {  # PYTHON ARGS...: pip install, quietly
+  local py=$1
+  shift
+  "$py" -m pip install -q --disable-pip-version-check "$@"
+}
+install_locked() {  # PYTHON: the locked test environment (test extra, build tools), then the package built from the checkout
+  pip_install "$1" --require-hashes -r "$LOCK_DIR/test.txt"
+  pip_install "$1" --no-deps --no-build-isolation -e .
+}
+
+step "test environment ($LOCK_DIR/test.txt, --require-hashes), then fasterapi-asgi built from the checkout (editable)"
+if [ "$FA_DEPS" = newest ]; then
+  pip_install "$PY" --require-hashes -r "$LOCK_DIR/test.txt"  # uv, for the resolution
+  LOCK_DIR=build/locks/newest
+  step "drift check: the newest releases, resolved into $LOCK_DIR"
+  "$PY" tests/locks/lock.py drift --out "$LOCK_DIR"
+fi
+install_locked "$PY"
 
 if [ "$FA_TESTS" = python ]; then
   step "Python tests ($("$PY" --version), FA_TESTS=python)"
@@ -63,7 +93,7 @@ step "Python tests"
 step "Starlette's and FastAPI's own test suites (from their sdists), the native route index forced on every router"
 # Fetched at test time (pip download of the installed versions), never committed; every indexed request also
 # checks that each route the index left out answers Match.NONE (tests/upstream/fa_force_route_index.py).
-"$PY" tests/upstream/run_upstream.py all --plugin tests.upstream.fa_force_route_index
+"$PY" tests/upstream/run_upstream.py all --plugin tests.upstream.fa_force_route_index --lock-dir "$LOCK_DIR"
 
 # The other supported interpreters (Python 3.10-3.13), taken from pyenv when it has them. On 3.13 every test (eager
 # Task starts); on 3.10 and 3.12 the real-socket smoke tests, the eager-task tests (3.12+), how request Tasks start,
@@ -87,13 +117,14 @@ step "release path: sdist (vendored C sources) -> wheel built offline -> auditwh
 # tests/release builds with Python 3.12 where pyenv has it; the 3.12 tests below then run against that wheel.
 RELEASE_PY=$(interpreter 3.12)
 RELEASE_PY=${RELEASE_PY:-$PY}
-"$RELEASE_PY" -m pip install -q --disable-pip-version-check build
+[ "$RELEASE_PY" = "$PY" ] || pip_install "$RELEASE_PY" --require-hashes -r "$LOCK_DIR/test.txt"  # build, locked
 FA_RELEASE_PYTHON="$RELEASE_PY" "$PY" -m pytest -q -p no:cacheprovider tests/release
 if [ "$RELEASE_PY" != "$PY" ]; then
   step "Python 3.12: the tests against the installed release wheel ($RELEASE_PY)"
   venv_py=build/release/venv/bin/python
   wheel=$(ls build/release/repaired/fasterapi_asgi-*.whl)
-  "$venv_py" -m pip install -q --disable-pip-version-check "$wheel[test]"
+  pip_install "$venv_py" --require-hashes -r "$LOCK_DIR/test.txt"
+  pip_install "$venv_py" --no-deps "$wheel"
   # PYTHONSAFEPATH: neither pytest nor the servers it starts put the checkout on sys.path, so the wheel's copy runs.
   PYTHONSAFEPATH=1 "$venv_py" -m pytest -q -p no:cacheprovider "${SMOKE_TESTS[@]}"
 fi
@@ -102,7 +133,7 @@ for minor in 3.10 3.13; do
   other=$(interpreter "$minor")
   [ -n "$other" ] || continue
   step "Python $minor: build and tests ($other)"
-  "$other" -m pip install -q --disable-pip-version-check -e ".[test]"
+  install_locked "$other"
   if [ "$minor" = 3.13 ]; then
     # Every test: on 3.12+ request Tasks start eagerly, so the app runs inside the server's callbacks.
     "$other" -m pytest -q -p no:cacheprovider tests/python

@@ -2,15 +2,17 @@
 """Run Starlette's and FastAPI's own test suites against the installed starlette and fastapi.
 
     python3 tests/upstream/run_upstream.py {starlette,fastapi,all} [--plugin MOD ...] [--out build/upstream]
-        [--jobs N] [--no-install] [-- extra pytest args]
+        [--jobs N] [--lock-dir tests/locks] [--no-install] [-- extra pytest args]
 
 For each suite: read the installed version (importlib.metadata), download exactly that sdist with pip
 (cached in OUT/sdists/, its sha256 written to the log), extract only the test tree and what the tests
 import (never the package itself, so the installed one is what gets tested) to OUT/<name>-<version>/,
-install the test dependencies without changing the versions of the core packages (a constraints file
-built from `pip freeze`), ignore the test files whose dependency could not be installed (computed, with
-the reason printed), deselect the known failures listed below, and run pytest from the extracted root
-with the suite's own pytest configuration.
+install the suite's test dependencies from its lock, LOCK_DIR/upstream/<name>-<version>.txt (every package
+pinned with its hashes, installed with --require-hashes: pip refuses anything the lock does not name; the lock
+is cut from the same resolution as the test lock, so the core packages do not move, and that is checked),
+ignore the test files whose dependency is not importable here (computed, with the reason printed), deselect
+the known failures listed below, and run pytest from the extracted root with the suite's own pytest
+configuration. The locks are written by tests/locks/lock.py.
 
 --plugin MOD adds `-p MOD` with the repo root and tests/upstream/ on PYTHONPATH (so both
 `--plugin tests.upstream.x` and `--plugin x` find tests/upstream/x.py). A repo module whose top-level
@@ -19,7 +21,12 @@ shadows this repo's namespace package) is loaded through a shim module written t
 plugin must not import other modules of this repo's `tests` tree. `-- -p MOD` naming a repo module gets
 the same treatment.
 
-Exit status: 0 when every suite passed, 1 when a suite failed, 2 when the setup (download, install)
+When tests fail under plugins, each failed test is run again twice, without the plugins and with them, and
+told apart: "upstream's own" (it fails without the plugins too: the suite or its environment, not this
+server), "ours" (it passes without the plugins and fails with them) or "flaky" (it passes both times). Only
+"ours" fails the suite; the others are listed.
+
+Exit status: 0 when every suite passed, 1 when a suite failed, 2 when the setup (download, lock, install)
 failed.
 """
 
@@ -36,7 +43,7 @@ import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +51,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # (`--plugin tests.upstream.x`) and this directory (`--plugin x`).
 PLUGIN_PATH = (REPO_ROOT, Path(__file__).resolve().parent)
 
-# Installed packages whose versions installing the test dependencies must not change.
+# Installed packages whose versions installing a suite's lock must not change (checked after the install).
 PINNED = (
     "starlette",
     "fastapi",
@@ -141,7 +148,9 @@ FASTAPI = Suite(
         # the `tests` dependency group (less coverage, mypy, ty, codspeed, pytest-cov, pytest-sugar: tools)
         Dep("opentelemetry-instrumentation-fastapi>=0.65b0", ("opentelemetry.instrumentation.fastapi",)),
         Dep("logfire>=5.1.0", ("logfire",)),
-        Dep("sentry-sdk>=2.70.0", ("sentry_sdk",)),
+        # <3: sentry-sdk 3.0's envelopes carry spans, and FastAPI's telemetry tests count transactions (two of
+        # them fail on 3.x, with or without this server).
+        Dep("sentry-sdk>=2.70.0,<3", ("sentry_sdk",)),
         Dep("opentelemetry-sdk>=1.44.0", ("opentelemetry.sdk",)),
         Dep("opentelemetry-exporter-otlp-proto-http>=1.44.0", ("opentelemetry.exporter.otlp.proto.http",)),
         Dep("httpx>=0.23.0,<1.0.0", ("httpx",)),
@@ -194,6 +203,12 @@ class Log:
         print(f"[upstream] {msg}", flush=True)
         self._f.write(msg + "\n")
         self._f.flush()
+
+    def __enter__(self) -> Log:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._f.close()
 
 
 def canonical(name: str) -> str:
@@ -274,37 +289,47 @@ def extract(sdist: Path, dest: Path, members: Iterable[str]) -> None:
         raise SetupError(f"{sdist.name} has no {', '.join(missing)}")
 
 
-def write_constraints(path: Path) -> list[str]:
-    out = run([sys.executable, "-m", "pip", "freeze", "--disable-pip-version-check"])
+def lock_path(lock_dir: Path, suite: str, version: str) -> Path:
+    return lock_dir / "upstream" / f"{suite}-{version}.txt"
+
+
+def lock_hashes(lock: Path, name: str) -> set[str]:
+    """The sha256 hashes a lock gives for package `name` (its wheels' and its sdist's)."""
+    hashes: set[str] = set()
+    current = False
+    for line in lock.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==", line)
+        if m:
+            current = canonical(m.group(1)) == canonical(name)
+        if current:
+            hashes.update(re.findall(r"--hash=sha256:([0-9a-f]{64})", line))
+    return hashes
+
+
+def core_versions() -> dict[str, str | None]:
+    return {name: installed_version(name) for name in PINNED}
+
+
+def install_lock(lock: Path, log: Log, python: str = sys.executable) -> None:
+    """pip install --require-hashes -r lock: every package and every dependency must be in the lock, pinned,
+    with a matching hash, or pip refuses the whole install (raised as SetupError with pip's reasons)."""
+    cmd = [
+        python,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        "--require-hashes",
+        "-r",
+        str(lock),
+    ]
+    out = run(cmd)
     if out.returncode != 0:
-        raise SetupError(f"pip freeze failed: {out.stderr}")
-    pinned = {canonical(n) for n in PINNED}
-    lines = []
-    for line in out.stdout.splitlines():
-        m = re.match(r"([A-Za-z0-9._-]+)\s*(==|@)", line)
-        if m and canonical(m.group(1)) in pinned:
-            lines.append(line.strip())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return lines
-
-
-def pip_install(requirements: Sequence[str], constraints: Path, log: Log) -> list[str]:
-    """Install requirements under the constraints; return the ones that could not be installed."""
-    base = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    base += ["-c", str(constraints)]
-    out = run([*base, *requirements])
-    if out.returncode == 0:
-        return []
-    log.write("pip install of all test dependencies failed; trying them one at a time")
-    failed = []
-    for req in requirements:
-        one = run([*base, req])
-        if one.returncode != 0:
-            reason = [ln for ln in (one.stderr or one.stdout).splitlines() if ln.startswith("ERROR")][:2]
-            log.write(f"  cannot install {req}: {' / '.join(reason) or 'pip failed'}")
-            failed.append(req)
-    return failed
+        text = (out.stderr or out.stdout).strip().splitlines()
+        reasons = [ln for ln in text if not ln.startswith("WARNING")][:12]
+        raise SetupError(f"pip refused the lock {lock}:\n" + "\n".join(reasons))
+    log.write(f"installed {lock} (--require-hashes)")
 
 
 def missing_modules(modules: Sequence[str]) -> set[str]:
@@ -519,7 +544,7 @@ def run_pytest(cmd: Sequence[str], cwd: Path, env: dict[str, str], log_path: Pat
     lines: list[str] = []
     with log_path.open("w", encoding="utf-8") as f:
         f.write(" ".join(cmd) + "\n")
-        proc = subprocess.Popen(
+        with subprocess.Popen(
             list(cmd),
             cwd=cwd,
             env=env,
@@ -527,14 +552,14 @@ def run_pytest(cmd: Sequence[str], cwd: Path, env: dict[str, str], log_path: Pat
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
-        )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-            f.write(line)
-            lines.append(line.rstrip("\n"))
-        rc = proc.wait()
+        ) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                f.write(line)
+                lines.append(line.rstrip("\n"))
+            rc = proc.wait()
     return rc, lines
 
 
@@ -546,6 +571,8 @@ class Result:
     counts: dict[str, int]
     seconds: dict[str, float]
     ignored: dict[str, str]
+    # Failed tests told apart by their re-runs: "upstream's own", "ours", "flaky" (empty: nothing re-run).
+    kinds: dict[str, list[str]] = field(default_factory=dict)
 
 
 def run_suite(suite: Suite, args: argparse.Namespace, extra: list[str], out: Path, log: Log) -> Result:
@@ -555,6 +582,9 @@ def run_suite(suite: Suite, args: argparse.Namespace, extra: list[str], out: Pat
     if version is None:
         raise SetupError(f"{suite.name} is not installed")
     sdist = fetch_sdist(suite.name, version, out / "sdists", log)
+    lock = lock_path(args.lock_dir, suite.name, version)
+    if lock.is_file() and sha256(sdist) not in lock_hashes(lock, suite.name):
+        raise SetupError(f"{sdist.name}: its sha256 is not one {lock} names for {suite.name} {version}")
     root = out / f"{suite.name}-{version}"
     extract(sdist, root, suite.members)
     if (root / suite.name).exists():
@@ -565,12 +595,18 @@ def run_suite(suite: Suite, args: argparse.Namespace, extra: list[str], out: Pat
     requirements = [d.requirement for d in suite.deps]
     if args.no_install:
         log.write(f"{suite.name}: --no-install: test dependencies not installed")
-        failed: list[str] = []
     else:
-        constraints = out / "constraints.txt"
-        pins = write_constraints(constraints)
-        log.write(f"{suite.name}: installing {len(requirements)} test dependencies under {', '.join(pins)}")
-        failed = pip_install(requirements, constraints, log)
+        if not lock.is_file():
+            raise SetupError(
+                f"no lock for {suite.name} {version} ({lock}): the installed {suite.name} is not the one the "
+                "test lock pins; install tests/locks/test.txt, or move the locks: tests/locks/lock.py update"
+            )
+        before = core_versions()
+        install_lock(lock, log)
+        after = core_versions()
+        changed = [f"{n} {before[n]} -> {after[n]}" for n in PINNED if before[n] != after[n]]
+        if changed:
+            raise SetupError(f"installing {lock.name} changed core packages: {', '.join(changed)}")
     versions = []
     for req in requirements:
         v = installed_version(req_name(req))
@@ -582,8 +618,7 @@ def run_suite(suite: Suite, args: argparse.Namespace, extra: list[str], out: Pat
     for dep in suite.deps:
         for mod in dep.modules:
             if mod in absent:
-                why = "could not be installed" if dep.requirement in failed else "not importable"
-                reasons[mod] = f"needs {mod} ({dep.requirement}: {why})"
+                reasons[mod] = f"needs {mod} ({dep.requirement}: not importable)"
     ignored = files_needing(root, suite, reasons) if reasons else {}
     for rel, reason in sorted(ignored.items()):
         log.write(f"{suite.name}: --ignore {rel}: {reason}")
@@ -592,17 +627,7 @@ def run_suite(suite: Suite, args: argparse.Namespace, extra: list[str], out: Pat
     extra_plugins, rest = split_plugin_extras(extra)
     shims = out / "_plugins"
     plugins = plugin_args([*args.plugin, *extra_plugins], root, shims, log)
-    env = dict(os.environ)
-    pythonpath = [str(root / p) for p in suite.pythonpath]
-    if plugins:
-        pythonpath.insert(0, str(shims))
-    if env.get("PYTHONPATH"):
-        pythonpath.append(env["PYTHONPATH"])
-    if plugins:
-        pythonpath += [str(p) for p in PLUGIN_PATH]
-    if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join(pythonpath)
-    env.pop("PYTEST_ADDOPTS", None)
+    env = suite_env(root, suite, shims if plugins else None)
 
     # Sanity check: the suite must test the installed package, not a copy next to its tests.
     code = f"import {suite.name}; print({suite.name}.__file__)"
@@ -611,9 +636,10 @@ def run_suite(suite: Suite, args: argparse.Namespace, extra: list[str], out: Pat
     if where.returncode != 0 or Path(where.stdout.strip()).resolve().is_relative_to(root.resolve()):
         raise SetupError(f"{suite.name} imports from {where.stdout.strip()!r}")
 
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
-    cmd += [f"-pno:{name}" for name in BLOCKED_PLUGINS]
-    cmd += suite.pytest_args
+    base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfE"]
+    base += [f"-pno:{name}" for name in BLOCKED_PLUGINS]
+    base += suite.pytest_args
+    cmd = list(base)
     if args.jobs:
         if "xdist" in missing_modules(["xdist"]):
             log.write(f"{suite.name}: pytest-xdist not importable: --jobs ignored")
@@ -639,7 +665,91 @@ def run_suite(suite: Suite, args: argparse.Namespace, extra: list[str], out: Pat
     if rc == 0 and not counts.get("passed"):
         rc = 5  # nothing ran: not a pass
     log.write(f"{suite.name}: pytest exit {rc}, {counts}, {seconds['pytest']:.1f}s")
-    return Result(suite.name, version, rc, counts, seconds, ignored)
+    kinds: dict[str, list[str]] = {}
+    failed = failed_tests(lines, suite)
+    if rc == 1 and plugins and failed:
+        t0 = time.monotonic()
+        kinds = classify_failures(failed, base, plugins, root, suite, shims, out, log)
+        seconds["re-run"] = time.monotonic() - t0
+        if not kinds.get("ours") and counts.get("passed"):
+            rc = 0  # every failure is the suite's own or flaky: nothing this server changed
+    return Result(suite.name, version, rc, counts, seconds, ignored, kinds)
+
+
+def suite_env(root: Path, suite: Suite, shims: Path | None) -> dict[str, str]:
+    """The suite's environment: its PYTHONPATH entries, and with plugins (shims given) their lookup paths."""
+    env = dict(os.environ)
+    pythonpath = [str(root / p) for p in suite.pythonpath]
+    if shims is not None:
+        pythonpath.insert(0, str(shims))
+    if env.get("PYTHONPATH"):
+        pythonpath.append(env["PYTHONPATH"])
+    if shims is not None:
+        pythonpath += [str(p) for p in PLUGIN_PATH]
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(pythonpath)
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+# More failures than this are not re-run one by one: that many is not an upstream accident.
+MAX_RERUN = 40
+
+
+def failed_tests(lines: Sequence[str], suite: Suite) -> list[str]:
+    """Node ids of pytest's `FAILED id - reason` / `ERROR id - reason` summary lines, in order."""
+    roots = tuple(f"{p}/" for p in suite.test_paths)
+    ids: list[str] = []
+    for line in lines:
+        m = re.match(r"(?:FAILED|ERROR) (\S.*?)(?: - .*)?$", line)
+        if m and m.group(1).startswith(roots) and m.group(1) not in ids:
+            ids.append(m.group(1))
+    return ids
+
+
+def classify_failures(
+    failed: list[str],
+    base: list[str],
+    plugins: list[str],
+    root: Path,
+    suite: Suite,
+    shims: Path,
+    out: Path,
+    log: Log,
+) -> dict[str, list[str]]:
+    """Run the failed tests again without the plugins, then with them.
+
+    Returns {"upstream's own" | "ours" | "flaky": node ids}."""
+    if len(failed) > MAX_RERUN:
+        log.write(
+            f"{suite.name}: {len(failed)} failures (more than {MAX_RERUN}): not re-run, all counted as ours"
+        )
+        return {"ours": failed}
+    log.write(f"{suite.name}: re-running {len(failed)} failed tests without the plugins, then with them")
+    rc_plain, plain = run_pytest(
+        [*base, *failed], root, suite_env(root, suite, None), out / f"{suite.name}-rerun-plain.log"
+    )
+    rc_again, again = run_pytest(
+        [*base, *plugins, *failed],
+        root,
+        suite_env(root, suite, shims),
+        out / f"{suite.name}-rerun-plugins.log",
+    )
+    if rc_plain not in (0, 1) or rc_again not in (0, 1):
+        log.write(f"{suite.name}: the re-runs did not run (exit {rc_plain}, {rc_again}): all counted as ours")
+        return {"ours": failed}
+    fail_plain, fail_again = set(failed_tests(plain, suite)), set(failed_tests(again, suite))
+    kinds: dict[str, list[str]] = {}
+    for nodeid in failed:
+        if nodeid in fail_plain:
+            kind = "upstream's own"
+        elif nodeid in fail_again:
+            kind = "ours"
+        else:
+            kind = "flaky"
+        kinds.setdefault(kind, []).append(nodeid)
+        log.write(f"{suite.name}: {kind}: {nodeid}")
+    return kinds
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -655,6 +765,12 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     p.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "upstream", help="work directory")
     p.add_argument("--jobs", "-j", type=int, default=0, help="pytest-xdist workers (default: none)")
+    p.add_argument(
+        "--lock-dir",
+        type=Path,
+        default=REPO_ROOT / "tests" / "locks",
+        help="where upstream/<suite>-<version>.txt are (default: tests/locks)",
+    )
     p.add_argument("--no-install", action="store_true", help="do not pip install the test dependencies")
     return p.parse_args(argv), extra
 
@@ -662,7 +778,11 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
     out: Path = args.out.resolve()
-    log = Log(out / "upstream.log")
+    with Log(out / "upstream.log") as log:
+        return run_suites(args, extra, out, log)
+
+
+def run_suites(args: argparse.Namespace, extra: list[str], out: Path, log: Log) -> int:
     names = list(SUITES) if args.suite == "all" else [args.suite]
     results: list[Result] = []
     t_all = time.monotonic()
@@ -678,6 +798,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         counts = ", ".join(f"{n} {k}" for k, n in r.counts.items())
         status = "ok" if r.rc == 0 else f"FAILED (pytest exit {r.rc})"
         log.write(f"  {r.suite} {r.version}: {status}: {counts}; {len(r.ignored)} files ignored; {secs}")
+        for kind, ids in r.kinds.items():
+            why = {
+                "upstream's own": "fail without this server's plugins too: not counted",
+                "flaky": "passed when run again: not counted",
+                "ours": "pass without this server's plugins, fail with them",
+            }[kind]
+            log.write(f"    {len(ids)} {kind} ({why}): {' '.join(ids)}")
     return 0 if all(r.rc == 0 for r in results) else 1
 
 
