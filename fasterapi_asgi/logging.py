@@ -126,9 +126,10 @@ def get_client_addr(scope: Mapping[str, Any]) -> str:
 
 
 def get_path_with_query_string(scope: Mapping[str, Any]) -> str:
-    """uvicorn's rendering of the request target in log lines: the quoted path (root_path included), then
-    ``?query``."""
-    path_with_query_string = urllib.parse.quote(scope["path"])
+    """uvicorn's (0.55) rendering of the request target in log lines: the path as the client sent it
+    (``raw_path``, root_path included), then ``?query``; a ``"`` becomes ``%22`` so the field stays one."""
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path is not None else urllib.parse.quote(scope["path"])
     if scope["query_string"]:
-        path_with_query_string = "{}?{}".format(path_with_query_string, scope["query_string"].decode("ascii"))
-    return path_with_query_string
+        path = "{}?{}".format(path, scope["query_string"].decode("ascii"))
+    return path.replace('"', "%22")

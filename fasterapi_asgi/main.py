@@ -300,10 +300,11 @@ class _Command(click.Command):
 )
 @click.option(
     "--limit-max-requests-jitter",
-    type=int,
+    type=click.IntRange(min=0),  # as uvicorn 0.55: a negative jitter is a usage error
     default=0,
     show_default=True,
-    help="Maximum jitter to add to limit_max_requests.",
+    help="Maximum jitter to add to limit_max_requests."
+    " Staggers worker restarts to avoid all workers restarting simultaneously.",
 )
 @click.option(
     "--timeout-keep-alive",

@@ -34,19 +34,74 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-try:  # Python 3.11+
-    from re import _constants as _sre_constants  # type: ignore[attr-defined]
-    from re import _parser as _sre_parse  # type: ignore[attr-defined]
-except ImportError:  # Python 3.10
-    import sre_constants as _sre_constants  # type: ignore[no-redef]
-    import sre_parse as _sre_parse  # type: ignore[no-redef]
-
 logger = logging.getLogger("uvicorn.error")
 
-_AT = _sre_constants.AT
-_LITERAL = _sre_constants.LITERAL
-_AT_BEGINNING = _sre_constants.AT_BEGINNING
-_AT_ENDS = (_sre_constants.AT_END, _sre_constants.AT_END_STRING)
+
+def _regex_parser() -> tuple[Any, Any] | None:
+    """Python's own regular-expression parser and its constants (private modules: ``re._parser`` since 3.11,
+    ``sre_parse`` before); None when this Python has neither, and the index is then off."""
+    try:  # Python 3.11+
+        from re import _constants, _parser  # type: ignore[attr-defined]
+
+        return _parser, _constants
+    except ImportError:
+        pass
+    try:  # Python 3.10
+        import sre_constants
+        import sre_parse
+
+        return sre_parse, sre_constants
+    except ImportError:
+        return None
+
+
+_REGEX = _regex_parser()
+if _REGEX is not None:
+    _sre_parse, _sre_constants = _REGEX
+    _AT = _sre_constants.AT
+    _LITERAL = _sre_constants.LITERAL
+    _AT_BEGINNING = _sre_constants.AT_BEGINNING
+    _AT_ENDS = (_sre_constants.AT_END, _sre_constants.AT_END_STRING)
+
+# The names (code.co_names) that Starlette's own route-matching functions use, identical in every release
+# from 0.37 to 1.10 on Python 3.10 to 3.13 (tests/python/test_route_index.py checks the installed one). Those
+# functions are trusted to answer Match.NONE whenever path_regex does not match, and Router.app to read its
+# table only as self.routes, only while they still are these functions: a release whose function uses
+# anything else is not indexed (the plain scan routes its requests).
+_STARLETTE_FINGERPRINTS: dict[str, frozenset[str]] = {
+    "Route.matches": frozenset(
+        "FULL Match NONE PARTIAL convert dict endpoint get get_route_path groupdict items match methods "
+        "param_convertors path_regex update".split()
+    ),
+    "WebSocketRoute.matches": frozenset(
+        "FULL Match NONE convert dict endpoint get get_route_path groupdict items match param_convertors "
+        "path_regex update".split()
+    ),
+    "Mount.matches": frozenset(
+        "FULL Match NONE app convert dict get get_route_path groupdict items len match param_convertors "
+        "path_regex pop update".split()
+    ),
+    "Router.app": frozenset(
+        "FULL Match NONE PARTIAL RedirectResponse URL default dict endswith get_route_path handle lifespan "
+        "matches redirect_slashes routes rstrip str update".split()
+    ),
+}
+
+
+def _proven(func: Any) -> bool:
+    """``func`` (one of Starlette's functions above) is the one proven: the same names in its code."""
+    code = getattr(func, "__code__", None)
+    expected = _STARLETTE_FINGERPRINTS.get(getattr(func, "__qualname__", ""))
+    return code is not None and expected is not None and frozenset(code.co_names) == expected
+
+
+def unproven_starlette_functions() -> list[str]:
+    """Starlette's routing functions that are not the proven ones (empty: all are)."""
+    from starlette import routing
+
+    funcs = (routing.Route.matches, routing.WebSocketRoute.matches, routing.Mount.matches, routing.Router.app)
+    return [f.__qualname__ for f in funcs if not _proven(f)]
+
 
 # A key of "" with exact=False: a candidate for every path.
 _ALWAYS = ("", False)
@@ -56,7 +111,7 @@ def pattern_key(pattern: re.Pattern[Any]) -> tuple[str, bool]:
     """``(key, exact)`` for a path pattern used with ``pattern.match(path)``: every path it matches
     starts with ``key``; with ``exact`` it is ``key`` or ``key + "\\n"`` (what ``$`` allows).
     ``("", False)`` when nothing can be said."""
-    if not isinstance(pattern.pattern, str):
+    if not isinstance(pattern.pattern, str) or _REGEX is None:
         return _ALWAYS
     try:
         parsed = _sre_parse.parse(pattern.pattern, pattern.flags)
@@ -96,7 +151,11 @@ def _known_matches() -> set[Any]:
     ``route.path_regex.match(route_path)`` fails."""
     from starlette import routing
 
-    known = {routing.Route.matches, routing.WebSocketRoute.matches, routing.Mount.matches}
+    known = {
+        f
+        for f in (routing.Route.matches, routing.WebSocketRoute.matches, routing.Mount.matches)
+        if _proven(f)
+    }
     fastapi_routing = _loaded_fastapi_routing()
     if fastapi_routing is None:
         return known
@@ -108,7 +167,7 @@ def _known_matches() -> set[Any]:
         names = set(cls.matches.__code__.co_names)
         allowed = {"super", "matches", "Match", "NONE", "original_route"}
         allowed.add("_get_scope_effective_route_context")
-        if names <= allowed and _fastapi_context_keys() is not None:
+        if names <= allowed and _fastapi_context_keys() is not None and _proven(routing.Route.matches):
             known.add(cls.matches)
     return known
 
@@ -137,6 +196,8 @@ def _indexable_app_functions() -> set[Any]:
     nothing that a stand-in forwarding every other attribute to the router would change."""
     from starlette import routing
 
+    if not _proven(routing.Router.app):
+        return set()
     functions = {routing.Router.app}
     fastapi_routing = _loaded_fastapi_routing()
     if fastapi_routing is None:
@@ -300,6 +361,20 @@ def install(app: Any, *, min_routes: int = 1) -> tuple[int, int, int]:
     routes the index can skip). Nothing happens (0, 0, 0) when the process has not imported Starlette's
     routing: the app then has no Starlette router, and importing it here would cost memory for nothing."""
     if "starlette.routing" not in sys.modules:
+        return 0, 0, 0
+    if _REGEX is None:
+        logger.info(
+            "Route index off: this Python has no regular-expression parser module to read route patterns."
+        )
+        return 0, 0, 0
+    unproven = unproven_starlette_functions()
+    if unproven:
+        logger.info(
+            "Route index off: this Starlette's %s %s not the proven one%s; routing stays the app's own scan.",
+            ", ".join(unproven),
+            "is" if len(unproven) == 1 else "are",
+            "" if len(unproven) == 1 else "s",
+        )
         return 0, 0, 0
     reader = _Reader(min_routes)
     routers = indexed = routes = 0

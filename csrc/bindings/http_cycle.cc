@@ -218,6 +218,12 @@ PyObject* send_pathsend(Exchange* ex, PyObject* message) {
   }
   ex->handler->wake();
   if (!ex->file_pending) return ready_none();  // sent at once: on_file_sent() completed the response
+  if (ex->disconnected || ex->conn == nullptr) {
+    // The connection closed inside send_file() (a file shorter than its size, a socket error): the disconnect was
+    // delivered before there was anything to resolve, so no future may be made to wait for it.
+    ex->file_pending = false;
+    return ready_none();
+  }
   PyObject* fut = new_future(ex);
   if (fut == nullptr) return nullptr;
   Py_XSETREF(ex->drain_waiter, Py_NewRef(fut));
@@ -328,7 +334,7 @@ void http_answer_500(Exchange* ex) {
 }
 
 void http_app_failed(Exchange* ex, PyObject* exc) {
-  ex->handler->log_error("Exception in ASGI application" + request_line(ex->conn) + "\n", exc);
+  ex->handler->log_error("Exception in ASGI application\n", exc);  // uvicorn's line, exactly
   if (!ex->response_started) http_answer_500(ex);
   else if (!ex->response_complete) close_connection(ex);
 }

@@ -12,6 +12,7 @@
 #include "bindings/runner.h"
 #include "bindings/scope.h"
 #include "bindings/websocket_cycle.h"
+#include "http/response.h"
 #include "http/websocket.h"
 #include "server/connection.h"
 #include "server/server.h"
@@ -213,6 +214,7 @@ void PyAppHandler::log_websocket(PyObject* scope, int outcome) {
 
 namespace {
 constexpr int kWarning = 30;  // logging.WARNING
+constexpr int kInfo = 20;     // logging.INFO
 constexpr int kDebug = 10;    // logging.DEBUG
 }  // namespace
 
@@ -229,6 +231,11 @@ void PyAppHandler::log(int level, const std::string& message) {
 
 // As uvicorn: the line at WARNING, without the detail.
 void PyAppHandler::on_over_limit(HttpStream&) { log(kWarning, "Exceeded concurrency limit."); }
+
+// As uvicorn, whose WebSocket library logs a handshake it refuses through uvicorn's error logger at INFO.
+void PyAppHandler::on_ws_refused(Connection&, int status) {
+  log(kInfo, "connection rejected (" + std::to_string(status) + " " + std::string(reason_phrase(status)) + ")");
+}
 
 void PyAppHandler::on_native_response(HttpStream& c, int status) {
   if (access_log_ == nullptr) return;

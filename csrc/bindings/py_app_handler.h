@@ -57,6 +57,7 @@ class PyAppHandler final : public AppHandler {
   void on_bad_request(HttpStream& c, int status, const char* reason) override;
   void on_timeout(Connection& c, const char* what) override;
   void on_tls_error(Connection& c, const char* reason) override;
+  void on_ws_refused(Connection& c, int status) override;
   bool on_ws_message(Connection& c, bool text, const char* data, std::size_t len) override;
   void on_ws_close(Connection& c, int code, std::string_view reason) override;
   void on_over_limit(HttpStream& c) override;

@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "core/memory_probe.h"
+
 namespace fa {
 
 namespace {
@@ -15,6 +17,13 @@ struct PySSLContextHead {
   PyObject_HEAD
   SSL_CTX* ctx;
 };
+
+constexpr const char* kLayoutError =
+    "cannot use this ssl.SSLContext: its OpenSSL context does not match what it reports (an unsupported Python "
+    "build)";
+// How much of what the pointer points at must be readable before OpenSSL is called on it: more than the fields
+// SSL_CTX_get_options() and SSL_CTX_get_verify_mode() read in OpenSSL 1.1 and 3.x (SSL_CTX is some 1 KiB).
+constexpr std::size_t kSslCtxProbeBytes = 1024;
 
 bool bind_openssl(PyObject* ssl_module) {
   if (tls_api_bound()) return true;
@@ -77,7 +86,17 @@ std::shared_ptr<TlsContext> tls_context_from_python(PyObject* context, bool http
       return nullptr;
     }
   }
+  // The layout check below calls OpenSSL on the pointer read from the object: first make sure that the object is
+  // large enough to hold it and that it points at readable memory, so a changed layout is an error, not a crash.
+  if (static_cast<std::size_t>(Py_TYPE(context)->tp_basicsize) < sizeof(PySSLContextHead)) {
+    PyErr_SetString(PyExc_RuntimeError, kLayoutError);
+    return nullptr;
+  }
   SSL_CTX* ctx = reinterpret_cast<PySSLContextHead*>(context)->ctx;
+  if (!memory_readable(ctx, kSslCtxProbeBytes)) {
+    PyErr_SetString(PyExc_RuntimeError, kLayoutError);
+    return nullptr;
+  }
   unsigned long long options = 0, verify_mode = 0;
   if (!attr_as_ull(context, "options", &options) || !attr_as_ull(context, "verify_mode", &verify_mode)) return nullptr;
   // Python's verify modes as OpenSSL flags: CERT_NONE, CERT_OPTIONAL (peer), CERT_REQUIRED (peer + fail if none).
@@ -85,11 +104,9 @@ std::shared_ptr<TlsContext> tls_context_from_python(PyObject* context, bool http
                               : verify_mode == 1 ? SSL_VERIFY_PEER
                                                  : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
   const int verify_mask = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-  if (ctx == nullptr || ossl.SSL_CTX_get_options(ctx) != options ||
+  if (ossl.SSL_CTX_get_options(ctx) != options ||
       (ossl.SSL_CTX_get_verify_mode(ctx) & verify_mask) != expected_verify) {
-    PyErr_SetString(PyExc_RuntimeError,
-                    "cannot use this ssl.SSLContext: its OpenSSL context does not match what it reports "
-                    "(an unsupported Python build)");
+    PyErr_SetString(PyExc_RuntimeError, kLayoutError);
     return nullptr;
   }
   std::string error;

@@ -87,6 +87,10 @@ void TlsSession::note_failure(const char* fallback) {
 
 int TlsSession::read(char* buf, std::size_t cap) {
   const int want = cap > static_cast<std::size_t>(INT_MAX) ? INT_MAX : static_cast<int>(cap);
+  // SSL_get_error() reads this thread's error queue: an error another OpenSSL user on the loop thread left there
+  // (Python's ssl or hashlib, a database driver) would turn WANT_READ into a fatal error. Cleared before every
+  // call, as nginx does.
+  ossl.ERR_clear_error();
   const int n = ossl.SSL_read(ssl_, buf, want);
   if (!handshake_done_ && ossl.SSL_is_init_finished(ssl_) == 1) handshake_done_ = true;
   if (n > 0) return n;
@@ -108,6 +112,7 @@ int TlsSession::read(char* buf, std::size_t cap) {
 bool TlsSession::write(const char* data, std::size_t len) {
   while (len > 0) {
     const int chunk = len > static_cast<std::size_t>(INT_MAX) ? INT_MAX : static_cast<int>(len);
+    ossl.ERR_clear_error();  // as before SSL_read(): only this call's errors may decide
     const int n = ossl.SSL_write(ssl_, data, chunk);
     if (n <= 0) {
       note_failure("TLS write failed");
@@ -122,6 +127,7 @@ bool TlsSession::write(const char* data, std::size_t len) {
 void TlsSession::shutdown() {
   if (shutdown_sent_ || !handshake_done_) return;
   shutdown_sent_ = true;
+  ossl.ERR_clear_error();
   ossl.SSL_shutdown(ssl_);  // queues close_notify; the peer's reply is not waited for
   ossl.ERR_clear_error();
 }

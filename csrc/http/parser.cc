@@ -139,10 +139,16 @@ int RequestParser::cb_header_value_complete(llhttp_t* p) {
   // An empty value produces no on_header_value call; make the next field start a new header all the same.
   s->in_value_ = true;
   if (s->in_trailers_) return HPE_OK;
+  RequestHead& h = s->head_;
+  if (h.headers.empty()) return HPE_OK;
+  // A field value excludes the whitespace around it (RFC 9110 5.5): llhttp skips the leading OWS and hands the
+  // trailing one over with the value, so it is cut here (uvicorn's parsers give `b"padded"` for `X:  padded  `).
+  Span& value = h.headers.back().second;
+  const std::string_view trimmed = trim_ows(h.str(value));
+  value.off = static_cast<std::size_t>(trimmed.data() - h.arena.data());
+  value.len = trimmed.size();
   // Checked here, not at headers-complete: llhttp itself rejects some codings (400) before that callback runs.
-  const RequestHead& h = s->head_;
-  if (!h.headers.empty() && h.str(h.headers.back().first) == "transfer-encoding" &&
-      !transfer_codings_known(h.str(h.headers.back().second)))
+  if (h.str(h.headers.back().first) == "transfer-encoding" && !transfer_codings_known(h.str(value)))
     return s->fail(501, "unsupported transfer-encoding");
   return HPE_OK;
 }

@@ -55,6 +55,9 @@ class AppHandler {
   // A valid opening handshake arrived. Like on_request: the handler keeps its state in c.exchange and answers either
   // with c.ws_accept(...) or with an HTTP response (answer_error) and c.finish_response().
   virtual void on_websocket(Connection& c, const RequestHead& head) = 0;
+  // The server refused an opening handshake itself (`status`: 400 for a missing or bad key, version or extension
+  // header, 405 for a method other than GET); the answer is on its way, the app never saw the request.
+  virtual void on_ws_refused(Connection& c, int status) { (void)c, (void)status; }
   // A complete message (text is valid UTF-8). Return true to pause reading until c.resume().
   virtual bool on_ws_message(Connection& c, bool text, const char* data, std::size_t len) {
     (void)c, (void)text, (void)data, (void)len;

@@ -508,6 +508,11 @@ void Connection::check_timeouts() {
     close();
     return;
   }
+  // HTTP/2: each stream's request body has the HTTP/1.1 body bound; a stalled stream is reset, not the connection.
+  if (h2_ != nullptr && cfg.body_timeout_ms > 0) {
+    next_due = std::min(next_due, h2_->expire_stalled_bodies(now, cfg.body_timeout_ms));
+    if (closing_) return;
+  }
   if (ws_state_ != kWsNone) {
     // A WebSocket session is never idle-closed; its keepalive pings and its closing handshake have bounds.
     if (!ws_keepalive(now, &next_due)) {

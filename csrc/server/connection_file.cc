@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "core/uv_api.h"
@@ -25,7 +26,10 @@
 namespace fa {
 
 namespace {
-constexpr std::size_t kSendfileMax = 1u << 30;  // bytes per sendfile call (Linux caps one call near 2 GiB)
+// Bytes one connection's file may send per loop turn (nginx: sendfile_max_chunk): past it the transfer goes on
+// when the socket is next seen writable, after the other connections' events of this turn, so one fast client
+// fetching a large file cannot hold the loop.
+constexpr std::uint64_t kSendfileTurnMax = 2u << 20;
 // Files up to this size are read into the output buffer and leave with the head in one write (plain connections).
 constexpr std::uint64_t kInlineFileMax = 16 * 1024;
 }  // namespace
@@ -44,6 +48,9 @@ const char* Connection::send_file(int fd, std::uint64_t size, std::uint64_t offs
     return err;
   }
   file_ = std::make_unique<FileSend>(FileSend{fd, offset, emit ? size : 0, std::string(suffix)});
+  // The send bound of a file counts from its start: a first sendfile that finds the socket full (its buffer filled
+  // by earlier output that left without queueing) must not be measured from a stale or zero time.
+  last_write_ms_ = uv.uv_now(server_->loop());
   file_pump();
   return nullptr;
 }
@@ -78,12 +85,18 @@ bool Connection::file_sendfile() {
     file_->waiting = true;  // on_write() resumes when the queue is empty
     return false;
   }
+  std::uint64_t this_turn = 0;
   while (file_->remaining > 0) {
+    if (this_turn >= kSendfileTurnMax) {
+      file_wait_writable();  // writable at once: the next turn goes on
+      return false;
+    }
     off_t offset = static_cast<off_t>(file_->offset);
-    const std::size_t want = file_->remaining < kSendfileMax ? static_cast<std::size_t>(file_->remaining)
-                                                             : kSendfileMax;
+    const std::uint64_t turn_left = kSendfileTurnMax - this_turn;
+    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(file_->remaining, turn_left));
     const ssize_t n = ::sendfile(sock, file_->fd, &offset, want);
     if (n > 0) {
+      this_turn += static_cast<std::uint64_t>(n);
       file_->offset += static_cast<std::uint64_t>(n);
       file_->remaining -= static_cast<std::uint64_t>(n);
       server_->counters().bytes_out += static_cast<std::uint64_t>(n);
@@ -115,9 +128,12 @@ bool Connection::file_read_inline() {
   while (got < want) {
     const ssize_t n = ::pread(file_->fd, &out_[start + got], want - got, static_cast<off_t>(file_->offset + got));
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {  // a read error, or the file shrank
-      out_.resize(start);
-      close();
+    if (n <= 0) {
+      // A read error, or a file shorter than its size (it shrank, or a /proc or /sys file that reports a page):
+      // what was read goes out behind the head, then the connection closes, so the client sees the response cut
+      // short before its Content-Length (as from uvicorn), never a request left waiting.
+      out_.resize(start + got);
+      close_when_flushed();
       return false;
     }
     got += static_cast<std::size_t>(n);

@@ -17,7 +17,7 @@ bool Connection::tls_read(const char* data, std::size_t len) {
     arm_timer(head_started_ms_ + server_->config().tls_handshake_timeout_ms);
   }
   tls_->feed(data, len);
-  char* plain = server_->tls_buffer();
+  char* plain = server_->tls_input_buffer();
   // Everything fed is decrypted now, also while parsing is paused (the plaintext then waits in in_, bounded by one
   // socket read): ciphertext left in the BIO would not be looked at again until the socket had more.
   while (!closing_) {
@@ -66,8 +66,9 @@ void Connection::flush_tls(const char* extra, std::size_t extra_len) {
   }
   out_.clear();
   if (close_after_flush_ && !h2_has_more()) tls_->shutdown();  // close_notify before the stream closes
-  // The ciphertext leaves through the server's TLS buffer in steps (a large body is several steps).
-  char* buf = server_->tls_buffer();
+  // The ciphertext leaves through the server's TLS output buffer in steps (a large body is several steps); never
+  // through the input buffer, which may hold plaintext still being parsed (flushes run inside parser callbacks).
+  char* buf = server_->tls_output_buffer();
   while (tls_->pending_output() > 0) {
     const std::size_t n = tls_->take_output(buf, Server::kTlsBufferSize);
     if (n == 0 || !write_raw(buf, n, nullptr, 0)) return;

@@ -63,6 +63,7 @@ int Connection::start_websocket(const RequestHead& head) {
     body += reason;
     body += ".\n";
     answer_error(status, body, status == 405 ? "allow: GET\r\n" : "");
+    server_->handler()->on_ws_refused(*this, status);
     close_after_response_ = true;
     close_when_flushed();
     return kPause;
@@ -74,6 +75,7 @@ int Connection::start_websocket(const RequestHead& head) {
     std::string error;
     if (negotiate_deflate(head, &params, &error) == ws::Negotiation::kInvalidHeader) {
       answer_error(400, "Failed to open a WebSocket connection: " + error + ".\n");
+      server_->handler()->on_ws_refused(*this, 400);
       close_after_response_ = true;
       close_when_flushed();
       return kPause;

@@ -223,7 +223,37 @@ void H2Session::notify_file_sent(H2Stream* st) {
   if (st->app_request_) conn_.server()->handler()->on_file_sent(*st);  // native file routes are done already
 }
 
+void H2Session::release_native_body(H2Stream* st) {
+  st->native_ = nullptr;  // no longer an upload the budget waits for (oldest_native_upload())
+  native_body_bytes_ -= st->native_body_.size();
+  std::string().swap(st->native_body_);
+  if (st->window_held_) {
+    st->window_held_ = false;
+    st->unconsumed_ = 0;  // no more of this body is wanted: nghttp2 keeps no window for a closed stream either
+  }
+  if (session_ == nullptr) return;
+  H2Stream* oldest = native_body_bytes_ <= kNativeBodyBudget ? nullptr : oldest_native_upload();
+  for (H2Stream* held = streams_; held != nullptr; held = held->next_) {
+    if (!held->window_held_ || (oldest != nullptr && held != oldest)) continue;
+    held->window_held_ = false;
+    if (!held->closed_) nghttp2_session_consume_stream(session_, held->id_, held->unconsumed_);
+    held->unconsumed_ = 0;
+    watch_body(held);  // its bound starts again with the window open
+    want_write();
+  }
+}
+
+H2Stream* H2Session::oldest_native_upload() const {
+  H2Stream* oldest = nullptr;
+  for (H2Stream* st = streams_; st != nullptr; st = st->next_)
+    if (st->native_ != nullptr && !st->body_complete_ && !st->reset_ && !st->closed_ &&
+        (oldest == nullptr || st->id_ < oldest->id_))
+      oldest = st;
+  return oldest;
+}
+
 void H2Session::drop(H2Stream* st) {
+  release_native_body(st);
   const auto pending = std::find(file_sent_.begin(), file_sent_.end(), st);
   if (pending != file_sent_.end()) {
     file_sent_.erase(pending);
@@ -352,6 +382,7 @@ void H2Session::request_ready(H2Stream* st) {
     h.headers.emplace_back(name, arena_add(h.arena, st->cookies_));
   }
   h.expect_continue = h.has_body && ascii_iequals(h.header("expect"), "100-continue");
+  if (h.has_body) watch_body(st);
   st->head_request_ = h.method == HTTP_HEAD;
   st->request_start_ns_ = monotonic_ns();
   conn_.h2_busy();
@@ -427,6 +458,7 @@ void H2Session::answer_native(H2Stream* st) {
   }
   st->native_ = nullptr;
   st->native_405_ = false;
+  release_native_body(st);
   if (route != nullptr && route->sends_file())
     server.route_stats(route->id).record(static_cast<double>(monotonic_ns() - st->request_start_ns_) / 1000.0);
   server.handler()->on_native_response(*st, status);
@@ -461,22 +493,36 @@ int H2Session::on_data_chunk(nghttp2_session* s, std::uint8_t, std::int32_t stre
     return 0;
   }
   const char* bytes = reinterpret_cast<const char*>(data);
+  st->last_body_ms_ = uv.uv_now(self->conn_.server()->loop());
   try {
-    if (st->native_ != nullptr || st->native_405_) {
+    if (st->native_405_) {  // answered 405 when the request is complete: its body is read and dropped
       nghttp2_session_consume_stream(s, stream_id, len);
+      return 0;
+    }
+    if (st->native_ != nullptr) {
       if (st->native_body_.size() + len > kNativeMaxBody) {
+        nghttp2_session_consume_stream(s, stream_id, len);
         self->conn_.server()->counters().bad_requests++;
         self->conn_.server()->handler()->on_bad_request(*st, 413, "request body too large for a native route");
         st->native_ = nullptr;
-        st->native_405_ = false;
         if (st->in_flight_) {
           st->in_flight_ = false;
           self->conn_.server()->active_requests_--;
         }
+        self->release_native_body(st);
         st->answer_error(413, "Request body too large.");
         return 0;
       }
       st->native_body_.append(bytes, len);
+      self->native_body_bytes_ += len;
+      // Over the budget only the oldest body still arriving goes on (so some request always completes and frees
+      // its share); the others' windows stay shut until release_native_body().
+      if (self->native_body_bytes_ <= kNativeBodyBudget || self->oldest_native_upload() == st) {
+        nghttp2_session_consume_stream(s, stream_id, len);
+      } else {
+        st->unconsumed_ += len;
+        st->window_held_ = true;
+      }
       return 0;
     }
     if (st->app_request_ && st->in_flight_ && st->exchange != nullptr) {
@@ -507,13 +553,39 @@ int H2Session::on_stream_close(nghttp2_session* s, std::int32_t stream_id, std::
   }
   // The client reset the stream (or the response could not complete): the app sees http.disconnect.
   const bool app_running = st->exchange != nullptr;
+  // Only the client's resets of requests whose app still runs count towards the rapid-reset bound: a stream this
+  // server reset itself (its response could not complete) says nothing about the client.
+  const bool cancelled_by_client = app_running && !st->reset_;
   if (app_running) server.handler()->on_disconnect(*st);
   self->drop(st);
-  if (app_running && self->too_many_cancels()) {
+  if (cancelled_by_client && self->too_many_cancels()) {
     server.handler()->on_timeout(self->conn_, "HTTP/2: requests reset faster than their apps finish (rapid reset)");
     nghttp2_session_terminate_session(s, NGHTTP2_ENHANCE_YOUR_CALM);
   }
   return 0;
+}
+
+void H2Session::watch_body(H2Stream* st) {
+  const ServerConfig& cfg = conn_.server()->config();
+  st->last_body_ms_ = uv.uv_now(conn_.server()->loop());
+  if (cfg.body_timeout_ms > 0) conn_.arm_timer(st->last_body_ms_ + cfg.body_timeout_ms);
+}
+
+std::uint64_t H2Session::expire_stalled_bodies(std::uint64_t now, std::uint64_t limit_ms) {
+  std::uint64_t next_due = UINT64_MAX;
+  bool expired = false;
+  for (H2Stream* st = streams_; st != nullptr; st = st->next_) {
+    if (!st->awaiting_body()) continue;
+    if (now - st->last_body_ms_ < limit_ms) {
+      next_due = std::min(next_due, st->last_body_ms_ + limit_ms);
+      continue;
+    }
+    expired = true;
+    st->reset(NGHTTP2_CANCEL);  // deleted when nghttp2 closes it; an attached app gets on_disconnect then
+  }
+  if (expired)
+    conn_.server()->handler()->on_timeout(conn_, "HTTP/2 body timeout: a request body stopped arriving");
+  return next_due;
 }
 
 bool H2Session::too_many_cancels() {

@@ -91,7 +91,13 @@ class H2Stream final : public HttpStream {
   std::size_t unconsumed_ = 0;
   bool body_paused_ = false;
   bool body_complete_ = false;
-  // The native route for this request (its parameters are views into request_), and its body.
+  // The request body's bound (--timeout-request-body, as for HTTP/1.1): the last time body bytes (or the head)
+  // arrived while the stream's window was open. A stream whose body stops arriving is reset (CANCEL).
+  std::uint64_t last_body_ms_ = 0;
+  // The native route for this request (its parameters are views into request_), and its body. Native bodies count
+  // against the session's budget (H2Session::kNativeBodyBudget): past it, a stream's window stays shut
+  // (window_held_, the bytes counted in unconsumed_) until other native bodies are answered.
+  bool window_held_ = false;
   const NativeRoute* native_ = nullptr;
   bool native_405_ = false;
   std::unique_ptr<RouteParams> native_params_;
@@ -123,6 +129,12 @@ class H2Stream final : public HttpStream {
   std::vector<std::string> trailer_fields_;  // name, value, ...
   // The body is out: end the stream, or hand nghttp2 the trailers (from inside read_body, as its API asks).
   void end_of_body(std::uint32_t* flags);
+  // RST_STREAM with `code` (once): the stream is over for both sides.
+  void reset(std::uint32_t code);
+  // The client owes this stream body bytes and nothing on the server's side holds its window shut.
+  bool awaiting_body() const {
+    return request_.has_body && !body_complete_ && !body_paused_ && !window_held_ && !reset_ && !closed_;
+  }
   int file_fd_ = -1;
   std::uint64_t file_offset_ = 0, file_remaining_ = 0;
   H2Stream* next_ = nullptr;  // the session's list
@@ -157,6 +169,11 @@ class H2Session {
   bool idle() const { return streams_ == nullptr; }
   // A request is being served (app or native route) or a response still has bytes to send: not keep-alive idle.
   bool has_active() const;
+  // Streams whose request body stopped arriving for `limit_ms` (and whose window is open) are reset, their apps
+  // see http.disconnect. Returns when the next stream falls due (UINT64_MAX: none is waiting for its body).
+  std::uint64_t expire_stalled_bodies(std::uint64_t now, std::uint64_t limit_ms);
+  // The stream's request body may arrive from now on (its head came, or its window reopened): its bound starts.
+  void watch_body(H2Stream* st);
   // Some response has bytes nghttp2 could not send yet (the peer's window, or the socket): the send bound applies
   // from last_progress_ms(), the last time a frame went out while output was waiting.
   bool output_waiting() const;
@@ -187,6 +204,15 @@ class H2Session {
   void answer_native(H2Stream* st);
   void drop(H2Stream* st);              // unlink, clear nghttp2's pointer, delete
   void stream_finished(H2Stream* st);   // the response is complete: counters
+  // Native request bodies: what all streams of this connection hold at most before their windows stay shut (the
+  // connection's memory for them is this plus one initial window per stream, instead of 1 MiB per stream).
+  static constexpr std::size_t kNativeBodyBudget = 1 << 20;
+  std::size_t native_body_bytes_ = 0;
+  // The stream's native body is no longer needed (answered, refused, dropped): its bytes leave the budget, and the
+  // windows held shut reopen while the budget allows.
+  void release_native_body(H2Stream* st);
+  // The native request with the lowest stream id whose body is still arriving (nullptr: none).
+  H2Stream* oldest_native_upload() const;
 
   Connection& conn_;
   nghttp2_session* session_ = nullptr;

@@ -324,6 +324,8 @@ bool H2Stream::want_drain() {
 void H2Stream::finish_response() { session_->stream_finished(this); }
 
 void H2Stream::resume() {
+  // The window reopens now: the body's bound counts from here, not from before the app held it.
+  if (body_paused_ && !body_complete_) session_->watch_body(this);
   body_paused_ = false;
   if (unconsumed_ > 0 && !closed_) {
     nghttp2_session_consume_stream(session_->raw(), id_, unconsumed_);
@@ -342,10 +344,12 @@ void H2Stream::send_continue() {
   session_->want_write();
 }
 
-void H2Stream::close() {
+void H2Stream::close() { reset(NGHTTP2_INTERNAL_ERROR); }
+
+void H2Stream::reset(std::uint32_t code) {
   if (reset_ || closed_) return;
   reset_ = true;
-  nghttp2_submit_rst_stream(session_->raw(), NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
+  nghttp2_submit_rst_stream(session_->raw(), NGHTTP2_FLAG_NONE, id_, code);
   session_->want_write();
 }
 

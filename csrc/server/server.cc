@@ -32,7 +32,10 @@ std::uint64_t monotonic_ns() {
 Server::Server(uv_loop_t* loop, AppHandler* handler, ServerConfig config)
     : loop_(loop), handler_(handler), config_(std::move(config)),
       read_buf_(static_cast<char*>(std::malloc(kReadBufferSize))) {
-  if (config_.tls != nullptr) tls_buf_.reset(new char[kTlsBufferSize]);
+  if (config_.tls != nullptr) {
+    tls_in_buf_.reset(new char[kTlsBufferSize]);
+    tls_out_buf_.reset(new char[kTlsBufferSize]);
+  }
 }
 
 Server::~Server() {

@@ -128,8 +128,12 @@ class Server {
   // Shared scratch for one compressed WebSocket message on its way out (used and released within one call).
   ws::ByteBuffer& ws_deflate_scratch() { return ws_deflate_scratch_; }
   static constexpr std::size_t kReadBufferSize = 256 * 1024;
-  // TLS: decrypted input (one read's plaintext is taken in steps of this size) and ciphertext on its way out.
-  char* tls_buffer() { return tls_buf_.get(); }
+  // TLS, one buffer per direction: decrypted input (one read's plaintext is taken, and parsed in place, in steps of
+  // this size) and ciphertext on its way out. Separate because output is flushed while input is being parsed (a
+  // parser callback answers a pipelined request, sends a file step, accepts a WebSocket): one shared buffer let the
+  // ciphertext overwrite the plaintext of the requests still to be parsed.
+  char* tls_input_buffer() { return tls_in_buf_.get(); }
+  char* tls_output_buffer() { return tls_out_buf_.get(); }
   // A file's next step on its way into the TLS writer (Connection::send_file); made on first use.
   char* file_buffer() {
     if (file_buf_ == nullptr) file_buf_.reset(new char[kFileBufferSize]);
@@ -178,7 +182,8 @@ class Server {
   std::size_t active_requests_ = 0;
   bool shutting_down_ = false;
   char* read_buf_;
-  std::unique_ptr<char[]> tls_buf_;  // allocated when config_.tls is set
+  std::unique_ptr<char[]> tls_in_buf_;   // allocated when config_.tls is set
+  std::unique_ptr<char[]> tls_out_buf_;  // allocated when config_.tls is set
   std::unique_ptr<char[]> file_buf_;
   ws::ByteBuffer ws_deflate_scratch_;
 };

@@ -28,6 +28,8 @@ namespace fa_test {
 // (like an app that awaits something), which makes the connection pause parsing pipelined requests meanwhile.
 // Paths starting with /slow make every on_body pause reading; a timer resumes it (an app reading its body slowly).
 // Paths starting with /file are answered with the file at `file_path` through Connection::send_file.
+// Paths starting with /reset start a response that cannot complete (Content-Length 100, 7 bytes sent) and close the
+// stream while still attached to it, as the bindings do when an app fails after its response started.
 class TestApp final : public fa::AppHandler {
  public:
   struct Pending {
@@ -79,6 +81,14 @@ class TestApp final : public fa::AppHandler {
     return false;
   }
   void on_body_complete(fa::HttpStream& c) override {
+    if (current.path.rfind("/reset", 0) == 0) {
+      const std::string_view names[] = {"content-length"};
+      const std::string_view values[] = {"100"};
+      if (const char* err = c.start_response(200, names, values, 1)) errors.push_back(err);
+      if (const char* err = c.write_body("partial", 7, true)) errors.push_back(err);
+      c.close();  // attached: on_disconnect follows when the stream is gone
+      return;
+    }
     if (current.path.rfind("/defer", 0) == 0) {
       // Still attached until answered: a stream that goes away meanwhile reports on_disconnect (HTTP/2 streams
       // report it only to an attached handler).

@@ -309,3 +309,37 @@ TEST_CASE("h2: graceful shutdown sends GOAWAY and lets the streams in progress f
   CHECK(pending.body == app_body("GET", "/defer/in-progress", ""));
   check_clean_teardown(h, rc);
 }
+
+TEST_CASE("h2: streams the server resets itself do not count towards the rapid-reset bound", "[h2]") {
+  LoopHarness h(h2_config());
+  REQUIRE(h.bind_error == "");
+  REQUIRE(h.listen() == "");
+  int reset_internal = 0;
+  int last_status = 0;
+  std::uint32_t goaway_error = 0xffffffff;
+  const int rc = h.run([&] {
+    Client c(h.port);
+    if (!c.ok()) return;
+    // 4 x 100 responses that cannot complete, reset by the server while their handler is attached: twice the
+    // bucket (2 x max_concurrent_streams), faster than it refills. Only client resets may count.
+    for (int batch = 0; batch < 4; ++batch) {
+      std::vector<std::int32_t> ids;
+      for (int i = 0; i < 100; ++i) ids.push_back(c.request("GET", "/reset/" + std::to_string(i)));
+      c.run_until([&] {
+        for (const std::int32_t id : ids)
+          if (!c.closed(id)) return false;
+        return true;
+      });
+      for (const std::int32_t id : ids) reset_internal += c.results[id].error == NGHTTP2_INTERNAL_ERROR;
+    }
+    const std::int32_t after = c.request("GET", "/x/after");
+    c.run_until([&] { return c.closed(after); });
+    last_status = c.results[after].status;
+    goaway_error = c.goaway_error;
+  });
+  CHECK(reset_internal == 400);
+  CHECK(last_status == 200);
+  CHECK(goaway_error == 0xffffffff);  // no GOAWAY at all
+  CHECK(h.app.disconnects == 400);
+  check_clean_teardown(h, rc);
+}

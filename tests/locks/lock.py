@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The test environment's locks: what the test command installs, resolved once and checked in.
 
-    python tests/locks/lock.py update [--no-suites]  resolve the newest releases, run the upstream suites on
+    python tests/locks/lock.py update [--no-suites] [--minimal]
+                                                      resolve the newest releases (--minimal: keep the pins
+                                                      the inputs still allow), run the upstream suites on
                                                       them, write tests/locks/ and say what moved
     python tests/locks/lock.py drift [--out DIR]      resolve the newest releases into DIR (default
                                                       build/locks/newest), say what moved; tests/locks/ stays
@@ -111,8 +113,14 @@ def project_inputs() -> list[str]:
     ]
 
 
-def uv_compile(requirements: list[str], out: Path, python: str, constraints: Path | None = None) -> None:
+def uv_compile(
+    requirements: list[str], out: Path, python: str, constraints: Path | None = None, prefer: str = ""
+) -> None:
+    """uv pip compile into `out`. `prefer`: pins (requirements lines) that uv keeps where the inputs allow (it
+    reads an existing output file as its preferences); empty: the newest releases."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    if prefer:
+        out.write_text(prefer, encoding="utf-8")
     with tempfile.TemporaryDirectory() as tmp:
         req = Path(tmp) / "requirements.in"
         req.write_text("\n".join(requirements) + "\n", encoding="utf-8")
@@ -152,18 +160,32 @@ def suite_lock_name(suite: str, version: str) -> str:
     return f"{suite}-{version}.txt"
 
 
-def resolve(out: Path) -> list[Path]:
-    """Resolve the newest releases into out/: the test lock, then one upstream lock per suite it pins.
+def pin_lines(paths: list[Path]) -> str:
+    """The `name==version ; marker` lines of locks, each once."""
+    lines = {
+        f"{p.name}=={p.version}{f' ; {p.marker}' if p.marker else ''}"
+        for path in paths
+        for p in read_pins(path)
+    }
+    return "".join(f"{line}\n" for line in sorted(lines))
+
+
+def resolve(out: Path, keep: Path | None = None) -> list[Path]:
+    """Resolve into out/: the test lock, then one upstream lock per suite it pins. The newest releases, or
+    with `keep` (a lock directory) its pins wherever the inputs still allow them: only what changed inputs
+    need moves.
 
     Both are cut from one joint resolution (the test extra and every suite's deps together, the suites' for
     MIN_UPSTREAM_PYTHON and newer), whose pins constrain each: so the upstream lock installed over the test
     lock moves nothing, and neither can pin what the other's requirements refuse."""
     if out.exists():
         shutil.rmtree(out)
+    kept = sorted(keep.rglob("*.txt")) if keep is not None else []
     joint = out.parent / f".{out.name}-joint.txt"
     suite_deps = [d.requirement for s in run_upstream.SUITES.values() for d in s.deps]
     only_upstream = f"python_version >= '{MIN_UPSTREAM_PYTHON}'"
-    uv_compile([*project_inputs(), *(f"{r} ; {only_upstream}" for r in suite_deps)], joint, MIN_PYTHON)
+    joint_inputs = [*project_inputs(), *(f"{r} ; {only_upstream}" for r in suite_deps)]
+    uv_compile(joint_inputs, joint, MIN_PYTHON, prefer=pin_lines(kept) if kept else "")
     test_lock = out / TEST_LOCK
     uv_compile(project_inputs(), test_lock, MIN_PYTHON, constraints=joint)
     written = [test_lock]
@@ -256,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("update", help="resolve, run the upstream suites, write tests/locks/")
     up.add_argument("--no-suites", action="store_true", help="write the locks without running the suites")
+    up.add_argument(
+        "--minimal",
+        action="store_true",
+        help="keep the checked-in pins wherever the inputs allow (after an input changed); default: newest",
+    )
     dr = sub.add_parser("drift", help="resolve the newest releases into --out and say what moved")
     dr.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "locks" / "newest")
     sub.add_parser("check", help="the checked-in locks cover every input")
@@ -269,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 0
 
     out = args.out.resolve() if args.command == "drift" else REPO_ROOT / "build" / "locks" / "update"
-    written = resolve(out / "locks" if args.command == "update" else out)
+    keep = HERE if args.command == "update" and args.minimal else None
+    written = resolve(out / "locks" if args.command == "update" else out, keep)
     new_dir = written[0].parent
     changes = moved(HERE, new_dir)
     print(f"what moved since the checked-in locks ({len(changes)}):" if changes else "nothing moved")

@@ -637,3 +637,50 @@ def test_h2_library_events_are_clean(h2srv: ServerProcess) -> None:
     kinds = {type(e) for e in c.events}
     assert h2.events.StreamReset not in kinds and h2.events.ConnectionTerminated not in kinds
     assert h2.events.SettingsAcknowledged in kinds and h2.events.RemoteSettingsChanged in kinds
+
+
+# ---- time and memory bounds per stream ----
+
+
+def test_stalled_request_body_resets_only_its_stream(fresh_server: StartServer) -> None:
+    """--timeout-request-body bounds each stream's body as it bounds HTTP/1.1's: a stream whose body stops
+    arriving (HEADERS without END_STREAM, then nothing) is reset (CANCEL) and its app sees http.disconnect;
+    the connection and its other streams go on."""
+    srv = fresh_server("fasterapi", "raw_app:app", *H2, "--timeout-request-body", "1")
+    with H2Client(srv.port, timeout=10) as c:
+        stalled = c.request("POST", "/echo", end=False)
+        start = time.monotonic()
+        assert c.get("/").status == 200
+        r = c.response(stalled, timeout=6)
+        elapsed = time.monotonic() - start
+        assert r.reset_code == 8 and 0.8 < elapsed < 4, (r, elapsed)
+        assert c.get("/").status == 200 and not c.closed
+
+
+def test_native_request_bodies_share_a_bounded_budget(start_server: StartServer) -> None:
+    """Native routes buffer their request bodies. Over HTTP/2 a stream's window reopens only while the
+    connection's native bodies stay within 1 MiB (the oldest upload always goes on, so one request always can
+    finish): 40 uploads of 1 MiB each cannot make the server hold 40 MiB. Every request is answered once its
+    body ends."""
+    srv = start_server("fasterapi", "native_app:app", *H2)
+    with H2Client(srv.port, timeout=10) as c:
+        sids = [c.request("PUT", "/multi", end=False) for _ in range(40)]
+        sent = dict.fromkeys(sids, 0)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            for sid in sids:
+                room = min(c.conn.local_flow_control_window(sid), c.conn.max_outbound_frame_size)
+                n = min(room, (1 << 20) - 1 - sent[sid])
+                if n > 0:
+                    c.conn.send_data(sid, b"x" * n)
+                    sent[sid] += n
+            c.flush()
+            c.read_once(0.05)
+        total = sum(sent.values())
+        # The budget, the oldest upload's own megabyte, and one initial window per stream.
+        assert total <= 2 * (1 << 20) + 41 * 65535, f"{total} bytes taken by native routes"
+        for sid in sids:
+            c.conn.end_stream(sid)
+        c.flush()
+        assert [c.response(sid).status for sid in sids] == [200] * len(sids)
+        assert not c.closed

@@ -222,3 +222,17 @@ def test_data_flood_on_many_streams_is_bounded_by_windows(srv: ServerProcess) ->
         -3:
     ]
     still_serving(srv)
+
+
+def test_resets_after_app_failures_do_not_count_as_rapid_reset(srv: ServerProcess) -> None:
+    """The rapid-reset bound counts the client's resets only. A response the server cannot complete gets its
+    stream reset by the server (INTERNAL_ERROR); a client whose requests keep hitting such an app keeps its
+    connection (400 such streams in well under a second: twice the bucket, faster than it refills). The
+    case where the app is still attached when the server resets is tests/cpp/test_h2_loop.cc's."""
+    with H2Client(srv.port, timeout=10) as c:
+        for path in ("/cl?declared=10&actual=12", "/raise-after") * 2:
+            sids = [c.request("GET", path) for _ in range(100)]
+            assert [c.response(sid).reset_code for sid in sids] == [2] * len(sids)
+        assert c.terminated() is None and not c.closed
+        assert c.get("/").status == 200
+    still_serving(srv)

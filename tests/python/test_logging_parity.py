@@ -72,6 +72,40 @@ def test_websocket_handshake_lines(kind: str, start_server: StartServer) -> None
     assert log[rejected + 1] == "INFO:     connection rejected (403 Forbidden)"
 
 
+def test_access_line_target_is_the_path_as_sent(kind: str, start_server: StartServer) -> None:
+    """uvicorn 0.55 logs the target as the client sent it (raw_path), not the decoded path quoted again."""
+    srv = start_server(kind, "raw_app:app")
+    for target in ("/scope/..%2Fapp.py", "/scope/%ZZ%", "/scope/a%20b?q=%22x%22"):
+        with RawClient(srv.port) as c:
+            c.send(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            c.read_response()
+    for logged in ("/scope/..%2Fapp.py", "/scope/%ZZ%", "/scope/a%20b?q=%22x%22"):
+        (line,) = lines_with(srv, f'"GET {logged} HTTP/1.1"')
+        assert line.endswith(f'"GET {logged} HTTP/1.1" 200 OK'), line
+
+
+def test_exception_line_is_uvicorns(kind: str, start_server: StartServer) -> None:
+    srv = start_server(kind, "raw_app:app")
+    with RawClient(srv.port) as c:
+        c.send(request("GET", "/raise-before"))
+        assert c.read_response().status == 500
+    srv.wait_for_log("APP-RAISED-BEFORE-START")
+    assert "ERROR:    Exception in ASGI application\nTraceback (most recent call last):" in srv.log()
+
+
+def test_refused_websocket_handshake_line(kind: str, start_server: StartServer) -> None:
+    """A handshake the server itself refuses (no Sec-WebSocket-Key): uvicorn's WebSocket library logs it
+    through uvicorn's error logger."""
+    srv = start_server(kind, "ws_raw:app")
+    with RawClient(srv.port) as c:
+        c.send(
+            b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert c.read_response().status == 400
+    assert lines_with(srv, "connection rejected (400") == ["INFO:     connection rejected (400 Bad Request)"]
+
+
 def test_unix_socket_access_line(kind: str, tmp_path: Path) -> None:
     path = str(tmp_path / f"{kind}.sock")
     srv = launch_server(kind, "raw_app:app", ("--uds", path), tmp_path)

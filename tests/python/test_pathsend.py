@@ -312,3 +312,32 @@ def test_one_gigabyte_file_keeps_memory_flat(files: Path, tmp_path: Path) -> Non
     finally:
         srv.stop()
         os.environ["FA_FILES_DIR"] = str(files)
+
+
+# /sys attribute files report a page (4096 bytes) as their size and hold a few bytes.
+SHORT_FILES = ("/sys/devices/system/cpu/online", "/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def test_file_shorter_than_its_size_is_cut_short_and_send_returns(servers: dict[str, ServerProcess]) -> None:
+    """The head and the bytes the file holds go out, then the connection closes before the Content-Length
+    (what a client of uvicorn sees too); the app's send() returns instead of waiting forever."""
+    path = next(
+        (p for p in SHORT_FILES if os.path.isfile(p) and os.path.getsize(p) > len(Path(p).read_bytes())), None
+    )
+    if path is None:
+        pytest.skip("no /sys file here reports more bytes than it holds")
+    srv = servers["fasterapi"]
+    with raw_get(srv.port, "/raw/plain/" + path) as s:
+        s.settimeout(10)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), data[:200]
+    assert f"content-length: {os.path.getsize(path)}".encode() in head.lower()
+    assert body == Path(path).read_bytes()
+    deadline = time.monotonic() + 5
+    while httpx.get(f"{srv.url}/raw/events", trust_env=False).json()[-1:] != ["sent"]:
+        assert time.monotonic() < deadline, "the app's send(pathsend) never returned"
+        time.sleep(0.05)
+    assert srv.alive()

@@ -337,3 +337,71 @@ def test_router_level_middleware_keeps_running(forced: None) -> None:
         assert client.get("/r9/x").status_code == 404
     assert calls == ["/r4/x", "/r9/x"]
     assert indexed.stats()["lookups"] == 2
+
+
+# ---- trusted only while proven ----
+
+
+def test_installed_starlette_functions_are_the_proven_ones() -> None:
+    """The fingerprints the index checks are those of the Starlette installed here (a lock that moves
+    Starlette to a release whose routing functions changed fails here first, and the index is reviewed)."""
+    assert route_index.unproven_starlette_functions() == []
+
+
+def test_a_starlette_whose_route_matching_changed_is_not_indexed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Starlette release whose Route.matches decides by more than path_regex (simulated: the function
+    replaced by one of the same name that also answers an alias path) must not be indexed: the index would
+    skip the route by its pattern. The plain scan routes it, and one INFO line says why."""
+    import logging
+
+    from starlette import routing
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.testclient import TestClient
+
+    original = routing.Route.matches
+
+    def matches(self: Any, scope: Any) -> Any:
+        if scope["type"] == "http" and scope["path"] == "/alias" and self.path == "/real":
+            return routing.Match.FULL, {"endpoint": self.endpoint, "path_params": {}}
+        return original(self, scope)
+
+    matches.__qualname__ = "Route.matches"
+    monkeypatch.setattr(routing.Route, "matches", matches)
+
+    async def endpoint(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.url.path)
+
+    app = Starlette(routes=[routing.Route("/real", endpoint), routing.Route("/other", endpoint)])
+    with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+        assert route_index.install(app) == (0, 0, 0)
+    assert "Route index off" in caplog.text and "Route.matches" in caplog.text
+    assert route_index.indexed_app_of(app.router) is None
+    with TestClient(app) as client:
+        assert client.get("/alias").status_code == 200
+
+
+def test_a_python_without_its_regex_parser_module_serves_without_the_index() -> None:
+    """re._parser (sre_parse before 3.11) is private: a Python without it must still start the server,
+    with the index off."""
+    code = (
+        "import re, sys\n"
+        "del re._parser\n"
+        "sys.modules['re._parser'] = None\n"
+        "sys.modules['sre_parse'] = None\n"
+        "from starlette.applications import Starlette\n"
+        "from starlette.routing import Route\n"
+        "from fasterapi_asgi import route_index\n"
+        "app = Starlette(routes=[Route('/a', lambda r: None), Route('/b', lambda r: None)])\n"
+        "print(route_index.pattern_key(re.compile('^/users/(?P<id>[^/]+)$')), route_index.install(app))\n"
+    )
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "('', False) (0, 0, 0)"

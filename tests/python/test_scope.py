@@ -193,3 +193,21 @@ def test_unix_socket_scope_server_and_client(kind: str, tmp_path: Path) -> None:
         srv.stop()
     assert scope["server"] == [path, None]
     assert scope["client"] is None
+
+
+def test_header_values_lose_surrounding_whitespace(kind: str, start_server: StartServer) -> None:
+    """RFC 9110 5.5: a field value excludes the whitespace around it. uvicorn's h11 parser strips it (its
+    httptools parser keeps the trailing part: the stricter answer is the RFC's and h11's)."""
+    server = start_server(kind, "raw_app:app", *(("--http", "h11") if kind == "uvicorn" else ()))
+    raw = (
+        b"GET /scope/ows HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"X-A:   padded   \r\nX-T: t\t\r\nX-M:  a  b \t \r\nX-E:   \r\nContent-Type: text/plain \r\n\r\n"
+    )
+    scope, _ = raw_scope(server, raw)
+    assert scope["headers"][1:] == [
+        [b"x-a", b"padded"],
+        [b"x-t", b"t"],
+        [b"x-m", b"a  b"],
+        [b"x-e", b""],
+        [b"content-type", b"text/plain"],
+    ]

@@ -330,3 +330,75 @@ Server(config).run()
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
+
+
+def read_tls_responses(sock: ssl.SSLSocket, count: int) -> list[tuple[bytes, bytes]]:
+    """`count` Content-Length responses read off one TLS socket in order: (head, body) each."""
+    buf = b""
+    responses = []
+    for _ in range(count):
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {len(responses)} responses: {buf[:200]!r}"
+            buf += chunk
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        length = int(
+            next(ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length"))
+        )
+        while len(buf) < length:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed in the body of response {len(responses) + 1}"
+            buf += chunk
+        responses.append((head, buf[:length]))
+        buf = buf[length:]
+    return responses
+
+
+def test_pipelined_requests_over_tls_are_each_answered(
+    certs: Certs, fresh_server: StartServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Responses are flushed while the pipelined requests behind them are still being parsed (a native static
+    file read into the TLS writer in steps; a large body an app sends, by reference): the ciphertext on its
+    way out must never overwrite the plaintext of the requests still to be parsed."""
+    directory = tmp_path / "static"
+    directory.mkdir()
+    data = os.urandom(200_000)
+    (directory / "big.bin").write_bytes(data)
+    monkeypatch.setenv("FA_STATIC_DIR", str(directory))
+    static = fresh_server("fasterapi", "static_app:app", *tls_flags(certs))
+    app = fresh_server("fasterapi", APP, *tls_flags(certs))
+    pattern = (bytes(range(256)) * 256 * 2)[:100_000]
+    cases = [
+        (static, ["/assets/big.bin"] * 3, [data] * 3),
+        (app, ["/big?size=100000", "/big?size=100000", "/big?size=100000"], [pattern] * 3),
+    ]
+    for srv, paths, bodies in cases:
+        with tls_connect(srv, client_context(certs)) as sock:
+            sock.settimeout(10)
+            sock.sendall(b"".join(f"GET {p} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode() for p in paths))
+            responses = read_tls_responses(sock, len(paths))
+        assert [head.split(b"\r\n")[0] for head, _ in responses] == [b"HTTP/1.1 200 OK"] * len(paths)
+        assert [hashlib.sha256(body).hexdigest() for _, body in responses] == [
+            hashlib.sha256(b).hexdigest() for b in bodies
+        ]
+        assert "Invalid HTTP request" not in srv.log()
+
+
+def test_stale_openssl_error_on_the_loop_thread_does_not_close_connections(
+    certs: Certs, fresh_server: StartServer
+) -> None:
+    """Another OpenSSL user on the loop thread (the app through Python's ssl or hashlib, a database driver)
+    may leave an error on the thread's queue; the core's next TLS read must not take it for its own and close
+    the connection."""
+    srv = fresh_server("fasterapi", APP, *tls_flags(certs))
+    with tls_connect(srv, client_context(certs)) as sock:
+        sock.settimeout(10)
+        paths = ["/stale-openssl-error", "/scope", "/scope"]
+        answers = []
+        for path in paths:  # one after the other on the same connection: the next read finds the stale error
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+            ((head, body),) = read_tls_responses(sock, 1)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            answers.append(json.loads(body))
+    assert answers[0] == {"left": True}
+    assert [a["scheme"] for a in answers[1:]] == ["https", "https"]

@@ -4,8 +4,8 @@ The directory served is ``FA_FILES_DIR``. Starlette routes: ``/static/...`` (``S
 ``/file/{name}`` (``FileResponse``). Raw routes (``/raw/...``) send ``http.response.pathsend`` themselves
 when the server advertises it: ``/raw/plain/{name}`` with the file's Content-Length, ``/raw/chunked/{name}``
 without one, ``/raw/wrong-length/{name}`` with a Content-Length one byte short, ``/raw/missing`` for a file
-that does not exist; ``/raw/events`` answers what the raw routes' ``send()`` raised. ``native_routes`` has the
-native metrics route (``--native files_app:native_routes``).
+that does not exist; ``/raw/events`` answers what the raw routes' ``send()`` raised, or ``"sent"`` when it
+returned. ``native_routes`` has the native metrics route (``--native files_app:native_routes``).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ async def raw(scope: dict[str, Any], receive: Any, send: Any) -> None:
     except Exception as exc:  # noqa: BLE001 - what send() raised is what the test checks
         EVENTS.append(type(exc).__name__)
         raise
+    EVENTS.append("sent")
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
