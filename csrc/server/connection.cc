@@ -9,7 +9,6 @@
 
 #include "core/uv_api.h"
 #include "server/h2_session.h"
-#include "server/native_handlers.h"
 #include "server/server.h"
 #include "server/stage_clock.h"
 
@@ -19,8 +18,6 @@
 namespace fa {
 
 namespace {
-
-const RouteParams kNoParams;
 
 Connection* from_handle(void* h) { return static_cast<Connection*>(static_cast<uv_handle_t*>(h)->data); }
 
@@ -271,52 +268,22 @@ int Connection::on_request_head(RequestHead& head) {
   if (head.upgrade) close_after_response_ = true;
   bool keep_alive = head.keep_alive && !server_->shutting_down() && !close_after_response_;
   response_.reset(head.method == HTTP_HEAD, keep_alive, http10);
-  native_ = nullptr;
-  native_405_ = false;
+  native_.end();
   // WebSocket handshakes do not count against --limit-concurrency (uvicorn applies it to HTTP requests only).
   if (head.upgrade && server_->config().websocket && ws::is_websocket_upgrade(head)) return start_websocket(head);
-  // --limit-concurrency, with uvicorn's rule: a request arriving while the open connections (this one included) or
-  // the requests in progress reach the limit is answered 503 and its connection closed.
-  const std::size_t limit = server_->config().limit_concurrency;
-  if (limit > 0 && (server_->connection_count() >= limit || server_->active_requests() >= limit)) {
-    answer_error(503, "Service Unavailable");
-    server_->handler()->on_over_limit(*this);
-    server_->handler()->on_native_response(*this, 503);  // its access line, as uvicorn logs the 503
-    close_after_response_ = true;
-    close_when_flushed();
-    return kPause;
-  }
-  const Router& router = server_->router();
-  if (!router.empty()) {
-    const std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(head.method));
-    // The one match: the parameters found here are the ones the native handler gets.
-    // The server's scratch (one loop, one thread): a RouteParams on the stack here (16 views zero-initialised per
-    // request) and a thread_local one (a __tls_get_addr call in a shared object) both cost native requests.
-    RouteParams& params = server_->route_params_scratch_;
-    Router::Match m;
-    {
-      StageScope route_stage(kStageRoute);
-      m = router.match(method, head.path_view(), &native_, &params, &native_allow_);
-    }
-    // Kept for the handler only when there are any, in storage made once per connection that needs it (the
-    // views point into the request head, valid until the next request begins). NOTE: a RouteParams inline in
-    // every Connection cost 260 bytes per idle connection (benchmarks/stress.py idle: 1.6 -> 1.9 KB).
-    if (m == Router::Match::kFound && params.count > 0) {
-      if (native_params_ == nullptr) native_params_ = std::make_unique<RouteParams>();
-      *native_params_ = params;
-    } else if (native_params_ != nullptr) {
-      native_params_->count = 0;
-    }
-    if (m != Router::Match::kNone) {
-      native_405_ = m == Router::Match::kMethodNotAllowed;
-      if (native_405_) native_ = nullptr;
+  switch (dispatch_request(*server_, *this, head, native_)) {
+    case Dispatch::kOverLimit:  // answered 503: uvicorn then closes the connection
+      close_after_response_ = true;
+      close_when_flushed();
+      return kPause;
+    case Dispatch::kNative:
       // A client that sent `Expect: 100-continue` waits for it before sending the body (RFC 9110 10.1.1).
       if (head.expect_continue && head.has_body) out_.append("HTTP/1.1 100 Continue\r\n\r\n");
-      native_body_.clear();
       in_flight_ = true;
       server_->active_requests_++;
       return kContinue;
-    }
+    case Dispatch::kApp:
+      break;
   }
   in_flight_ = true;
   server_->active_requests_++;
@@ -327,12 +294,11 @@ int Connection::on_request_head(RequestHead& head) {
 
 int Connection::on_request_body(const char* data, std::size_t len) {
   last_body_ms_ = server_->loop()->time;
-  if (native_ != nullptr || native_405_) {
-    if (native_body_.size() + len > kNativeMaxBody) {
+  if (native_.active()) {
+    if (!take_native_body(native_, data, len)) {
       reject_request(413, "request body too large for a native route");
       return kPause;
     }
-    native_body_.append(data, len);
     return kContinue;
   }
   if (!in_flight_ || ws_state_ != kWsNone) return kContinue;  // the app already answered: read and dropped
@@ -341,10 +307,9 @@ int Connection::on_request_body(const char* data, std::size_t len) {
 
 int Connection::on_request_complete() {
   if (ws_state_ != kWsNone) return kContinue;  // llhttp stops with HPE_PAUSED_UPGRADE right after
-  if (native_ != nullptr || native_405_) {
+  if (native_.active()) {
     answer_native();
-    native_ = nullptr;
-    native_405_ = false;
+    native_.end();
     // A file still going out: the next pipelined request waits for it (file_done() resumes).
     return closing_ || close_after_flush_ || native_file_route_ != nullptr || block_on_output() ? kPause
                                                                                                   : kContinue;
@@ -361,25 +326,18 @@ int Connection::on_request_complete() {
 }
 
 void Connection::answer_native() {
-  int status;
   // A route answered by a file: marked before it runs, so that a file sent at once (inside send_file()) is not
   // taken for an app's (file_done()); the status stays -1 until run_native_route() returns.
-  if (native_ != nullptr && native_->sends_file()) {
-    native_file_route_ = native_;
+  const NativeRoute* route = native_.route;
+  if (route != nullptr && route->sends_file()) {
+    native_file_route_ = route;
     native_file_status_ = -1;
   }
-  {
-    StageScope native_stage(kStageNative);
-    status = native_405_ ? answer_method_not_allowed(*this, native_allow_)
-                                 : run_native_route(*this, *native_, native_params_ != nullptr ? *native_params_
-                                                                                            : kNoParams,
-                                                    native_body_);
-  }
+  const int status = run_native_request(*this, native_);
   if (closing_ && !in_flight_) {
     // The client left while its file was going out (close() counted the request out): its access line all the
     // same, as uvicorn logs a response when it starts.
-    if (native_ != nullptr && native_->sends_file())
-      server_->handler()->on_native_response(*this, status);
+    if (route != nullptr && route->sends_file()) server_->handler()->on_native_response(*this, status);
     return;
   }
   if (file_ != nullptr && native_file_route_ != nullptr) {
@@ -387,18 +345,13 @@ void Connection::answer_native() {
     return;
   }
   native_file_route_ = nullptr;
-  finish_native(status, native_);
+  finish_native(status, route);
 }
 
 void Connection::finish_native(int status, const NativeRoute* route) {
-  if (route != nullptr && route->sends_file())
-    server_->route_stats(route->id).record(static_cast<double>(monotonic_ns() - request_start_ns_) / 1000.0);
-  server_->handler()->on_native_response(*this, status);
+  count_native_response(*server_, *this, route, status, request_start_ns_);
   in_flight_ = false;
   server_->active_requests_--;
-  server_->counters().requests++;
-  server_->counters().native_requests++;
-  if (status >= 500) server_->counters().responses_5xx++;
   // close_after_response_: a graceful shutdown began while a file was going out.
   if (!response_.keep_alive() || close_after_response_) {
     close_after_response_ = true;
@@ -418,7 +371,7 @@ void Connection::reject_request(int status, const char* reason) {
     const bool started = response_.started();
     in_flight_ = false;
     server_->active_requests_--;
-    if (native_ == nullptr && !native_405_) server_->handler()->on_disconnect(*this);
+    if (!native_.active()) server_->handler()->on_disconnect(*this);
     if (started) {
       close();
       return;
@@ -633,7 +586,7 @@ void Connection::close() {
   if (in_flight_) {
     in_flight_ = false;
     server_->active_requests_--;
-    if (native_ == nullptr && !native_405_ && native_file_route_ == nullptr) server_->handler()->on_disconnect(*this);
+    if (!native_.active() && native_file_route_ == nullptr) server_->handler()->on_disconnect(*this);
   }
   if (native_file_route_ != nullptr) {
     // A native file cut short (client gone, send timeout): its access line all the same, as uvicorn logs a

@@ -22,6 +22,7 @@
 #include "http/websocket.h"
 #include "server/app_handler.h"
 #include "server/http_stream.h"
+#include "server/request_dispatch.h"
 
 namespace fa {
 
@@ -230,13 +231,9 @@ class Connection final : public HttpStream, public ParserListener, public ws::Fr
   ResponseState response_;
   std::string out_;
   std::string in_;  // bytes read but not parsed yet (parser paused: pipelining / body backpressure)
-  // The native route matched for the current request (its parameters are views into the request head, valid
-  // until the next request begins), or the 405 answer; the body is collected for native handlers.
-  const NativeRoute* native_ = nullptr;
-  bool native_405_ = false;
-  std::unique_ptr<RouteParams> native_params_;  // created on the first parameterised native route
-  std::string native_body_;
-  std::string native_allow_;
+  // The current request when a native route (or its 405) answers it (request_dispatch.h): reused for every
+  // request of the connection.
+  NativeRequest native_;
   // A native route whose answer is a file (static_route.cc) completes when the file is out (file_done()): until
   // then the request stays in flight, the parser paused (no pipelined request is read) and no keep-alive armed.
   const NativeRoute* native_file_route_ = nullptr;
@@ -266,7 +263,6 @@ class Connection final : public HttpStream, public ParserListener, public ws::Fr
   std::unique_ptr<H2Session> h2_;  // HTTP/2 on this connection (after the preface or ALPN h2)
   bool sniff_h2_ = false;          // plain port with --http2: the first bytes may be the HTTP/2 preface
   bool in_read_callback_ = false;  // inside on_read_data, its final flush included (no HTTP/2 batch resumes there)
-  static constexpr std::size_t kNativeMaxBody = 1 << 20;
   static constexpr std::uint64_t kFreshShutdownGraceMs = 500;
   static constexpr std::size_t kCorkMaxBytes = 16 * 1024;
   // Body chunks from this size on go to the socket by reference instead of being copied into out_.

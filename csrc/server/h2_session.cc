@@ -9,15 +9,11 @@
 
 #include "core/uv_api.h"
 #include "server/connection.h"
-#include "server/native_handlers.h"
 #include "server/server.h"
-#include "server/stage_clock.h"
 
 namespace fa {
 
 namespace {
-
-constexpr std::size_t kNativeMaxBody = 1 << 20;  // as Connection's
 
 // llhttp's method number for a method name, -1 for one llhttp does not know.
 int method_number(std::string_view m) {
@@ -38,8 +34,6 @@ Span arena_add(std::string& arena, std::string_view s) {
   arena.append(s);
   return span;
 }
-
-const RouteParams kNoParams;
 
 }  // namespace
 
@@ -224,9 +218,9 @@ void H2Session::notify_file_sent(H2Stream* st) {
 }
 
 void H2Session::release_native_body(H2Stream* st) {
-  st->native_ = nullptr;  // no longer an upload the budget waits for (oldest_native_upload())
-  native_body_bytes_ -= st->native_body_.size();
-  std::string().swap(st->native_body_);
+  st->native_.end();  // no longer an upload the budget waits for (oldest_native_upload())
+  native_body_bytes_ -= st->native_.body.size();
+  std::string().swap(st->native_.body);
   if (st->window_held_) {
     st->window_held_ = false;
     st->unconsumed_ = 0;  // no more of this body is wanted: nghttp2 keeps no window for a closed stream either
@@ -246,7 +240,7 @@ void H2Session::release_native_body(H2Stream* st) {
 H2Stream* H2Session::oldest_native_upload() const {
   H2Stream* oldest = nullptr;
   for (H2Stream* st = streams_; st != nullptr; st = st->next_)
-    if (st->native_ != nullptr && !st->body_complete_ && !st->reset_ && !st->closed_ &&
+    if (st->native_.route != nullptr && !st->body_complete_ && !st->reset_ && !st->closed_ &&
         (oldest == nullptr || st->id_ < oldest->id_))
       oldest = st;
   return oldest;
@@ -398,27 +392,10 @@ void H2Session::request_ready(H2Stream* st) {
                                              : "Invalid HTTP request received.");
     return;
   }
-  // --limit-concurrency, as for HTTP/1.1: the requests in progress reach the limit -> 503.
-  const std::size_t limit = server.config().limit_concurrency;
-  if (limit > 0 && (server.connection_count() >= limit || server.active_requests() >= limit)) {
-    st->answer_error(503, "Service Unavailable");
-    handler->on_over_limit(*st);
-    handler->on_native_response(*st, 503);
-    return;
-  }
-  const Router& router = server.router();
-  if (!router.empty()) {
-    const std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(h.method));
-    RouteParams& params = server.route_params_scratch_;
-    Router::Match m;
-    {
-      StageScope route_stage(kStageRoute);
-      m = router.match(method, h.path_view(), &st->native_, &params, &st->native_allow_);
-    }
-    if (m != Router::Match::kNone) {
-      st->native_405_ = m == Router::Match::kMethodNotAllowed;
-      if (st->native_405_) st->native_ = nullptr;
-      if (m == Router::Match::kFound && params.count > 0) st->native_params_ = std::make_unique<RouteParams>(params);
+  switch (dispatch_request(server, *st, h, st->native_)) {
+    case Dispatch::kOverLimit:  // answered 503 on this stream; the connection goes on
+      return;
+    case Dispatch::kNative:
       st->in_flight_ = true;
       server.active_requests_++;
       if (h.expect_continue) {
@@ -426,7 +403,8 @@ void H2Session::request_ready(H2Stream* st) {
         st->send_continue();
       }
       return;  // answered when the request is complete
-    }
+    case Dispatch::kApp:
+      break;
   }
   st->app_request_ = true;
   st->in_flight_ = true;
@@ -437,7 +415,7 @@ void H2Session::request_ready(H2Stream* st) {
 
 void H2Session::request_complete(H2Stream* st) {
   st->body_complete_ = true;
-  if (st->native_ != nullptr || st->native_405_) {
+  if (st->native_.active()) {
     answer_native(st);
     return;
   }
@@ -447,28 +425,14 @@ void H2Session::request_complete(H2Stream* st) {
 
 void H2Session::answer_native(H2Stream* st) {
   Server& server = *conn_.server();
-  const NativeRoute* route = st->native_;
-  int status;
-  {
-    StageScope native_stage(kStageNative);
-    status = st->native_405_ ? answer_method_not_allowed(*st, st->native_allow_)
-                             : run_native_route(*st, *route, st->native_params_ != nullptr ? *st->native_params_
-                                                                                           : kNoParams,
-                                                st->native_body_);
-  }
-  st->native_ = nullptr;
-  st->native_405_ = false;
+  const NativeRoute* route = st->native_.route;
+  const int status = run_native_request(*st, st->native_);
   release_native_body(st);
-  if (route != nullptr && route->sends_file())
-    server.route_stats(route->id).record(static_cast<double>(monotonic_ns() - st->request_start_ns_) / 1000.0);
-  server.handler()->on_native_response(*st, status);
+  count_native_response(server, *st, route, status, st->request_start_ns_);
   if (st->in_flight_) {
     st->in_flight_ = false;
     server.active_requests_--;
   }
-  server.counters().requests++;
-  server.counters().native_requests++;
-  if (status >= 500) server.counters().responses_5xx++;
   request_done();
 }
 
@@ -495,16 +459,11 @@ int H2Session::on_data_chunk(nghttp2_session* s, std::uint8_t, std::int32_t stre
   const char* bytes = reinterpret_cast<const char*>(data);
   st->last_body_ms_ = uv.uv_now(self->conn_.server()->loop());
   try {
-    if (st->native_405_) {  // answered 405 when the request is complete: its body is read and dropped
-      nghttp2_session_consume_stream(s, stream_id, len);
-      return 0;
-    }
-    if (st->native_ != nullptr) {
-      if (st->native_body_.size() + len > kNativeMaxBody) {
+    if (st->native_.active()) {
+      if (!take_native_body(st->native_, bytes, len)) {
         nghttp2_session_consume_stream(s, stream_id, len);
         self->conn_.server()->counters().bad_requests++;
         self->conn_.server()->handler()->on_bad_request(*st, 413, "request body too large for a native route");
-        st->native_ = nullptr;
         if (st->in_flight_) {
           st->in_flight_ = false;
           self->conn_.server()->active_requests_--;
@@ -513,7 +472,10 @@ int H2Session::on_data_chunk(nghttp2_session* s, std::uint8_t, std::int32_t stre
         st->answer_error(413, "Request body too large.");
         return 0;
       }
-      st->native_body_.append(bytes, len);
+      if (st->native_.method_not_allowed) {  // answered 405 when the request is complete: read and dropped
+        nghttp2_session_consume_stream(s, stream_id, len);
+        return 0;
+      }
       self->native_body_bytes_ += len;
       // Over the budget only the oldest body still arriving goes on (so some request always completes and frees
       // its share); the others' windows stay shut until release_native_body().

@@ -27,6 +27,7 @@
 #include "http/request.h"
 #include "http/router.h"
 #include "server/http_stream.h"
+#include "server/request_dispatch.h"
 
 namespace fa {
 
@@ -94,15 +95,11 @@ class H2Stream final : public HttpStream {
   // The request body's bound (--timeout-request-body, as for HTTP/1.1): the last time body bytes (or the head)
   // arrived while the stream's window was open. A stream whose body stops arriving is reset (CANCEL).
   std::uint64_t last_body_ms_ = 0;
-  // The native route for this request (its parameters are views into request_), and its body. Native bodies count
-  // against the session's budget (H2Session::kNativeBodyBudget): past it, a stream's window stays shut
-  // (window_held_, the bytes counted in unconsumed_) until other native bodies are answered.
+  // The request when a native route (or its 405) answers it (request_dispatch.h; views into request_). Native
+  // bodies count against the session's budget (H2Session::kNativeBodyBudget): past it, a stream's window stays
+  // shut (window_held_, the bytes counted in unconsumed_) until other native bodies are answered.
+  NativeRequest native_;
   bool window_held_ = false;
-  const NativeRoute* native_ = nullptr;
-  bool native_405_ = false;
-  std::unique_ptr<RouteParams> native_params_;
-  std::string native_body_;
-  std::string native_allow_;
   // Response.
   std::vector<std::string> head_fields_;  // the response head until submitted: name, value, name, value, ...
   int status_ = 0;

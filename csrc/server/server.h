@@ -16,6 +16,7 @@
 #include "http/router.h"
 #include "http/websocket.h"
 #include "server/metrics.h"
+#include "server/request_dispatch.h"
 
 namespace fa {
 
@@ -146,6 +147,7 @@ class Server {
   friend class Connection;
   friend class H2Session;
   friend class H2Stream;
+  friend Dispatch dispatch_request(Server&, HttpStream&, const RequestHead&, NativeRequest&);  // the scratch
   struct Listener {
     union {
       uv_tcp_t tcp;
@@ -171,7 +173,7 @@ class Server {
   DateCache date_;
   Router router_;
   std::vector<RouteStats> route_stats_;  // by NativeRoute::id
-  RouteParams route_params_scratch_;     // filled by each route match (Connection::on_request_head)
+  RouteParams route_params_scratch_;     // filled by each route match (dispatch_request)
   std::vector<Listener*> listeners_;
   uv_prepare_t* cork_handle_ = nullptr;  // heap-owned; freed by its own close callback
   bool cork_active_ = false;
