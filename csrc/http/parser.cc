@@ -110,10 +110,7 @@ int RequestParser::cb_header_field(llhttp_t* p, const char* at, std::size_t len)
   auto& name = h.headers.back().first;
   const std::size_t base = h.arena.size();
   h.arena.append(at, len);
-  for (std::size_t i = base; i < h.arena.size(); ++i) {
-    const char c = h.arena[i];
-    if (c >= 'A' && c <= 'Z') h.arena[i] = static_cast<char>(c + 32);
-  }
+  ascii_lower_inplace(&h.arena[base], len);
   name.len += len;
   h.headers.back().second.off = h.arena.size();
   return HPE_OK;
@@ -141,14 +138,16 @@ int RequestParser::cb_header_value_complete(llhttp_t* p) {
   if (s->in_trailers_) return HPE_OK;
   RequestHead& h = s->head_;
   if (h.headers.empty()) return HPE_OK;
+  auto& [name, value] = h.headers.back();
   // A field value excludes the whitespace around it (RFC 9110 5.5): llhttp skips the leading OWS and hands the
-  // trailing one over with the value, so it is cut here (uvicorn's parsers give `b"padded"` for `X:  padded  `).
-  Span& value = h.headers.back().second;
-  const std::string_view trimmed = trim_ows(h.str(value));
-  value.off = static_cast<std::size_t>(trimmed.data() - h.arena.data());
-  value.len = trimmed.size();
+  // trailing one over with the value, so it is cut here (as h11, one of uvicorn's parsers: `b"padded"`).
+  const char* v = h.arena.data() + value.off;
+  std::size_t len = value.len;
+  // SP and HTAB are the only bytes <= 0x20 llhttp lets into a value (it refuses the other controls): one compare.
+  while (len > 0 && static_cast<unsigned char>(v[len - 1]) <= ' ') --len;
+  value.len = len;
   // Checked here, not at headers-complete: llhttp itself rejects some codings (400) before that callback runs.
-  if (h.str(h.headers.back().first) == "transfer-encoding" && !transfer_codings_known(h.str(value)))
+  if (name.len == 17 && h.str(name) == "transfer-encoding" && !transfer_codings_known(h.str(value)))
     return s->fail(501, "unsupported transfer-encoding");
   return HPE_OK;
 }

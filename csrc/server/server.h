@@ -16,7 +16,6 @@
 #include "http/router.h"
 #include "http/websocket.h"
 #include "server/metrics.h"
-#include "server/request_dispatch.h"
 
 namespace fa {
 
@@ -117,6 +116,8 @@ class Server {
   bool shutting_down() const { return shutting_down_; }
   std::size_t connection_count() const { return connection_count_; }
   std::size_t active_requests() const { return active_requests_; }
+  // Filled by each native route match (request_dispatch.h): one loop, one thread, one match at a time.
+  RouteParams& route_params_scratch() { return route_params_scratch_; }
 
   // Write corking: `c` has output to send at the end of this loop turn (flushed by a uv_prepare callback, after the
   // turn's Task steps and before the next poll, so a streamed response's chunks leave in one write).
@@ -147,7 +148,6 @@ class Server {
   friend class Connection;
   friend class H2Session;
   friend class H2Stream;
-  friend Dispatch dispatch_request(Server&, HttpStream&, const RequestHead&, NativeRequest&);  // the scratch
   struct Listener {
     union {
       uv_tcp_t tcp;

@@ -38,3 +38,23 @@ TEST_CASE("strings: list_has_token", "[strings]") {
   CHECK_FALSE(fa::list_has_token("", "close"));
   CHECK(fa::list_has_token(" close ", "close"));
 }
+
+TEST_CASE("strings: ascii_lower_inplace lowercases A-Z only, at every length and offset", "[strings]") {
+  // Every byte value, at every alignment and length (the SWAR body and the byte tail both).
+  std::string all;
+  for (int c = 0; c < 256; ++c) all.push_back(static_cast<char>(c));
+  for (std::size_t off = 0; off < 9; ++off) {
+    for (std::size_t len = 0; off + len <= all.size(); len += (len < 20 ? 1 : 37)) {
+      std::string got = all;
+      fa::ascii_lower_inplace(&got[off], len);
+      for (std::size_t i = 0; i < all.size(); ++i) {
+        const bool inside = i >= off && i < off + len;
+        const char want = inside ? fa::ascii_lower(all[i]) : all[i];
+        if (got[i] != want) FAIL("byte " << i << " off " << off << " len " << len);
+      }
+    }
+  }
+  std::string name = "X-Forwarded-For: Content-TYPE@[Z`a{";
+  fa::ascii_lower_inplace(name.data(), name.size());
+  CHECK(name == "x-forwarded-for: content-type@[z`a{");
+}
