@@ -2,8 +2,11 @@
 // bindings, and a blocking client running on its own thread. Used by the loop-level and allocation tests.
 #pragma once
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <llhttp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
@@ -28,6 +31,9 @@ namespace fa_test {
 // (like an app that awaits something), which makes the connection pause parsing pipelined requests meanwhile.
 // Paths starting with /slow make every on_body pause reading; a timer resumes it (an app reading its body slowly).
 // Paths starting with /file are answered with the file at `file_path` through Connection::send_file.
+// Paths starting with /fillfile send the head of a file response, fill the connection's socket to the brim behind
+// libuv's back (as output that left without queueing would), then send the file: its first sendfile finds no room
+// and nothing queued in libuv.
 // Paths starting with /reset start a response that cannot complete (Content-Length 100, 7 bytes sent) and close the
 // stream while still attached to it, as the bindings do when an app fails after its response started.
 class TestApp final : public fa::AppHandler {
@@ -158,7 +164,47 @@ class TestApp final : public fa::AppHandler {
     if (const char* err = c.send_file(fd, static_cast<std::uint64_t>(st.st_size))) errors.push_back(err);
   }
 
+  // The accepted socket of `c` (this process holds both ends: the one whose peer is the client's port), made full:
+  // bytes written until the kernel takes no more. Returns how many.
+  std::size_t fill_socket(fa::HttpStream& c) {
+    const int peer = c.connection().peer_port();
+    for (int fd = 3; fd < 65536; ++fd) {
+      sockaddr_in a{};
+      socklen_t n = sizeof a;
+      if (::getpeername(fd, reinterpret_cast<sockaddr*>(&a), &n) != 0 || a.sin_family != AF_INET ||
+          ntohs(a.sin_port) != peer)
+        continue;
+      const std::string junk(4096, 'j');
+      std::size_t filled = 0;
+      for (;;) {
+        const ssize_t w = ::send(fd, junk.data(), junk.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w <= 0) break;
+        filled += static_cast<std::size_t>(w);
+      }
+      return filled;
+    }
+    errors.push_back("fill_socket: no socket with the client's port as its peer");
+    return 0;
+  }
+  std::size_t filled = 0;  // what fill_socket() wrote last
+
   void respond(fa::HttpStream& c, const Pending& p) {
+    if (p.path.rfind("/fillfile", 0) == 0) {
+      const int fd = ::open(file_path.c_str(), O_RDONLY | O_CLOEXEC);
+      struct stat st {};
+      if (fd < 0 || ::fstat(fd, &st) != 0) {
+        errors.push_back("cannot open " + file_path);
+        return;
+      }
+      const std::string length = std::to_string(st.st_size);
+      const std::string_view names[] = {"content-length"};
+      const std::string_view values[] = {length};
+      if (const char* err = c.start_response(200, names, values, 1)) errors.push_back(err);
+      c.connection().flush();  // the head leaves now, while there is room
+      filled = fill_socket(c);
+      if (const char* err = c.send_file(fd, static_cast<std::uint64_t>(st.st_size))) errors.push_back(err);
+      return;
+    }
     if (p.path.rfind("/file", 0) == 0) {
       respond_file(c);
       return;

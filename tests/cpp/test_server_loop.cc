@@ -438,3 +438,45 @@ TEST_CASE("loop: a file as the body (sendfile, waits for a full socket), keep-al
   CHECK(h.server->counters().sendfile_bytes >= content.size());
   check_clean_teardown(h, rc);
 }
+
+TEST_CASE("loop: a file whose first sendfile finds the socket full waits for it (the send bound starts with the file)",
+          "[loop]") {
+  ::signal(SIGPIPE, SIG_IGN);
+  LoopHarness h;
+  REQUIRE(h.bind_error == "");
+  char tmpl[] = "/tmp/fa-fill-XXXXXX";
+  const int tmp = ::mkstemp(tmpl);
+  REQUIRE(tmp >= 0);
+  std::string content(1 << 20, '\0');
+  for (std::size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>((i * 7) >> 2);
+  REQUIRE(::write(tmp, content.data(), content.size()) == static_cast<ssize_t>(content.size()));
+  ::close(tmp);
+  h.app.file_path = tmpl;
+  REQUIRE(h.listen() == "");
+  std::string got;
+  const int rc = h.run([&] {
+    const int fd = fa_test::connect_loopback(h.port, 1000);  // reads time out after 1 s without data
+    const std::string req = "GET /fillfile HTTP/1.1\r\nHost: t\r\n\r\n";
+    fa_test::send_all(fd, req.data(), req.size());
+    usleep(300 * 1000);  // the server sends the head and fills the socket; the file must wait for room
+    char buf[65536];
+    for (;;) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;  // EOF, or 1 s without data: all there is has arrived
+      got.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+  });
+  ::unlink(tmpl);
+  const std::size_t filled = h.app.filled;
+  REQUIRE(filled > 0);
+  INFO("received " << got.size() << " bytes, " << filled << " of them filler");
+  // The head, then the bytes that filled the socket, then the whole file.
+  REQUIRE(got.compare(0, 12, "HTTP/1.1 200") == 0);
+  const std::size_t head = got.find("\r\n\r\n") + 4;
+  CHECK(got.size() == head + filled + content.size());
+  CHECK(got.compare(head, filled, std::string(filled, 'j')) == 0);
+  if (got.size() >= content.size()) CHECK(got.compare(got.size() - content.size(), content.size(), content) == 0);
+  CHECK(h.app.files_sent == 1);
+  check_clean_teardown(h, rc);
+}
