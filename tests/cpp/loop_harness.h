@@ -26,6 +26,34 @@
 
 namespace fa_test {
 
+// A temporary file of `size` bytes of a repeating pattern (content() gives them), removed when it goes.
+class TempFile {
+ public:
+  explicit TempFile(std::size_t size, unsigned multiplier = 131) : content_(size, '\0') {
+    for (std::size_t i = 0; i < size; ++i) content_[i] = static_cast<char>((i * multiplier) >> 3);
+    char tmpl[] = "/tmp/fa-test-file-XXXXXX";
+    const int fd = ::mkstemp(tmpl);
+    if (fd >= 0) {
+      ok_ = ::write(fd, content_.data(), size) == static_cast<ssize_t>(size);
+      ::close(fd);
+      path_ = tmpl;
+    }
+  }
+  ~TempFile() {
+    if (!path_.empty()) ::unlink(path_.c_str());
+  }
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  bool ok() const { return ok_; }
+  const std::string& path() const { return path_; }
+  const std::string& content() const { return content_; }
+
+ private:
+  std::string content_;
+  std::string path_;
+  bool ok_ = false;
+};
+
 // Answers every request that no native route takes: "app <METHOD> <path> body=<body>" with a content-length, or
 // chunked for paths starting with /chunked. Paths starting with /defer are answered later, from a timer callback
 // (like an app that awaits something), which makes the connection pause parsing pipelined requests meanwhile.
@@ -150,7 +178,8 @@ class TestApp final : public fa::AppHandler {
   }
   void on_ws_close(fa::Connection&, int code, std::string_view) override { ws_close_codes.push_back(code); }
 
-  void respond_file(fa::HttpStream& c) {
+  // The file at `file_path` as the body. `fill_first`: the head leaves at once, then fill_socket(), then the file.
+  void respond_file(fa::HttpStream& c, bool fill_first = false) {
     const int fd = ::open(file_path.c_str(), O_RDONLY | O_CLOEXEC);
     struct stat st {};
     if (fd < 0 || ::fstat(fd, &st) != 0) {
@@ -161,6 +190,10 @@ class TestApp final : public fa::AppHandler {
     const std::string_view names[] = {"content-length"};
     const std::string_view values[] = {length};
     if (const char* err = c.start_response(200, names, values, 1)) errors.push_back(err);
+    if (fill_first) {
+      c.connection().flush();  // the head leaves now, while there is room
+      filled = fill_socket(c);
+    }
     if (const char* err = c.send_file(fd, static_cast<std::uint64_t>(st.st_size))) errors.push_back(err);
   }
 
@@ -189,24 +222,8 @@ class TestApp final : public fa::AppHandler {
   std::size_t filled = 0;  // what fill_socket() wrote last
 
   void respond(fa::HttpStream& c, const Pending& p) {
-    if (p.path.rfind("/fillfile", 0) == 0) {
-      const int fd = ::open(file_path.c_str(), O_RDONLY | O_CLOEXEC);
-      struct stat st {};
-      if (fd < 0 || ::fstat(fd, &st) != 0) {
-        errors.push_back("cannot open " + file_path);
-        return;
-      }
-      const std::string length = std::to_string(st.st_size);
-      const std::string_view names[] = {"content-length"};
-      const std::string_view values[] = {length};
-      if (const char* err = c.start_response(200, names, values, 1)) errors.push_back(err);
-      c.connection().flush();  // the head leaves now, while there is room
-      filled = fill_socket(c);
-      if (const char* err = c.send_file(fd, static_cast<std::uint64_t>(st.st_size))) errors.push_back(err);
-      return;
-    }
-    if (p.path.rfind("/file", 0) == 0) {
-      respond_file(c);
+    if (p.path.rfind("/file", 0) == 0 || p.path.rfind("/fillfile", 0) == 0) {
+      respond_file(c, p.path.rfind("/fillfile", 0) == 0);
       return;
     }
     const std::string body = "app " + p.method + " " + p.path + " body=" + p.body;

@@ -249,14 +249,10 @@ TEST_CASE("h2: a file body (send_file) goes out whole through the flow-control w
   ::signal(SIGPIPE, SIG_IGN);
   LoopHarness h(h2_config());
   REQUIRE(h.bind_error == "");
-  char tmpl[] = "/tmp/fa-h2-file-XXXXXX";
-  const int tmp = ::mkstemp(tmpl);
-  REQUIRE(tmp >= 0);
-  std::string content(1 << 20, '\0');
-  for (std::size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>((i * 131) >> 3);
-  REQUIRE(::write(tmp, content.data(), content.size()) == static_cast<ssize_t>(content.size()));
-  ::close(tmp);
-  h.app.file_path = tmpl;
+  const fa_test::TempFile file(1 << 20);
+  REQUIRE(file.ok());
+  const std::string& content = file.content();
+  h.app.file_path = file.path();
   REQUIRE(h.listen() == "");
   std::string got;
   const int rc = h.run([&] {
@@ -268,7 +264,6 @@ TEST_CASE("h2: a file body (send_file) goes out whole through the flow-control w
     got = c.results[a].body;
     CHECK(c.results[b].body == content);
   });
-  ::unlink(tmpl);
   CHECK(got == content);
   CHECK(h.app.files_sent == 2);
   check_clean_teardown(h, rc);

@@ -393,14 +393,10 @@ TEST_CASE("loop: a file as the body (sendfile, waits for a full socket), keep-al
   ::signal(SIGPIPE, SIG_IGN);
   LoopHarness h;
   REQUIRE(h.bind_error == "");
-  char tmpl[] = "/tmp/fa-file-XXXXXX";
-  const int tmp = ::mkstemp(tmpl);
-  REQUIRE(tmp >= 0);
-  std::string content(4 << 20, '\0');
-  for (std::size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>((i * 131) >> 3);
-  REQUIRE(::write(tmp, content.data(), content.size()) == static_cast<ssize_t>(content.size()));
-  ::close(tmp);
-  h.app.file_path = tmpl;
+  const fa_test::TempFile file(4 << 20);
+  REQUIRE(file.ok());
+  const std::string& content = file.content();
+  h.app.file_path = file.path();
   REQUIRE(h.listen() == "");
   std::string error, first_body, after;
   const int rc = h.run([&] {
@@ -429,7 +425,6 @@ TEST_CASE("loop: a file as the body (sendfile, waits for a full socket), keep-al
     ::close(leaver);
     for (int i = 0; i < 2000 && h.app.disconnects == 0; ++i) usleep(1000);
   });
-  ::unlink(tmpl);
   CHECK(error == "");
   CHECK(first_body == content);
   CHECK(after == "app GET /app/next body=");
@@ -444,14 +439,10 @@ TEST_CASE("loop: a file whose first sendfile finds the socket full waits for it 
   ::signal(SIGPIPE, SIG_IGN);
   LoopHarness h;
   REQUIRE(h.bind_error == "");
-  char tmpl[] = "/tmp/fa-fill-XXXXXX";
-  const int tmp = ::mkstemp(tmpl);
-  REQUIRE(tmp >= 0);
-  std::string content(1 << 20, '\0');
-  for (std::size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>((i * 7) >> 2);
-  REQUIRE(::write(tmp, content.data(), content.size()) == static_cast<ssize_t>(content.size()));
-  ::close(tmp);
-  h.app.file_path = tmpl;
+  const fa_test::TempFile file(1 << 20, 7);
+  REQUIRE(file.ok());
+  const std::string& content = file.content();
+  h.app.file_path = file.path();
   REQUIRE(h.listen() == "");
   std::string got;
   const int rc = h.run([&] {
@@ -467,7 +458,6 @@ TEST_CASE("loop: a file whose first sendfile finds the socket full waits for it 
     }
     ::close(fd);
   });
-  ::unlink(tmpl);
   const std::size_t filled = h.app.filled;
   REQUIRE(filled > 0);
   INFO("received " << got.size() << " bytes, " << filled << " of them filler");
