@@ -40,6 +40,7 @@ REPO_ROOT = HERE.parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests" / "upstream"))
 
 import run_upstream  # noqa: E402  (tests/upstream/run_upstream.py: the suites and their deps)
+from run_upstream import canonical  # noqa: E402
 
 TEST_LOCK = "test.txt"
 UPSTREAM_DIR = "upstream"
@@ -59,17 +60,11 @@ class Pin:
     marker: str  # "" when unconditional
 
 
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def read_pins(path: Path) -> list[Pin]:
     """The `name==version ; marker` lines of a lock (hashes and comments skipped)."""
     pins = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        m = re.match(
-            r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$", line
-        )
+        m = run_upstream.LOCK_PIN.match(line)
         if m:
             pins.append(Pin(canonical(m.group(1)), m.group(2), (m.group(3) or "").strip()))
     return pins

@@ -293,12 +293,16 @@ def lock_path(lock_dir: Path, suite: str, version: str) -> Path:
     return lock_dir / "upstream" / f"{suite}-{version}.txt"
 
 
+# A requirement line of a lock: `name[extras]==version ; marker \` (its hashes follow on continuation lines).
+LOCK_PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$")
+
+
 def lock_hashes(lock: Path, name: str) -> set[str]:
     """The sha256 hashes a lock gives for package `name` (its wheels' and its sdist's)."""
     hashes: set[str] = set()
     current = False
     for line in lock.read_text(encoding="utf-8").splitlines():
-        m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==", line)
+        m = LOCK_PIN.match(line)
         if m:
             current = canonical(m.group(1)) == canonical(name)
         if current:
