@@ -233,7 +233,7 @@ void PyAppHandler::log(int level, const std::string& message) {
 void PyAppHandler::on_over_limit(HttpStream&) { log(kWarning, "Exceeded concurrency limit."); }
 
 // As uvicorn, whose WebSocket library logs a handshake it refuses through uvicorn's error logger at INFO.
-void PyAppHandler::on_ws_refused(Connection&, int status) {
+void PyAppHandler::on_ws_refused(HttpStream&, int status) {
   log(kInfo, "connection rejected (" + std::to_string(status) + " " + std::string(reason_phrase(status)) + ")");
 }
 
@@ -315,7 +315,7 @@ void PyAppHandler::dispatch(HttpStream& c, const RequestHead& head, bool websock
   Py_DECREF(reinterpret_cast<PyObject*>(ex));
 }
 
-void PyAppHandler::on_websocket(Connection& c, const RequestHead& head) { dispatch(c, head, true); }
+void PyAppHandler::on_websocket(HttpStream& c, const RequestHead& head) { dispatch(c, head, true); }
 
 bool PyAppHandler::on_body(HttpStream& c, const char* data, std::size_t len) {
   auto* ex = static_cast<Exchange*>(c.exchange);
@@ -353,9 +353,10 @@ void PyAppHandler::on_file_sent(HttpStream& c) {
 }
 
 void PyAppHandler::on_closed(Connection& c) {
-  if (c.exchange == nullptr && c.app_data == nullptr) return;
+  HttpStream& stream = c.http1();
+  if (stream.exchange == nullptr && c.app_data == nullptr) return;
   gil();
-  if (c.exchange != nullptr) on_disconnect(c);
+  if (stream.exchange != nullptr) on_disconnect(stream);
   release_conn_cache(c);
 }
 
@@ -381,14 +382,14 @@ void PyAppHandler::on_tls_error(Connection& c, const char* reason) {
   log(kDebug, msg);
 }
 
-bool PyAppHandler::on_ws_message(Connection& c, bool text, const char* data, std::size_t len) {
+bool PyAppHandler::on_ws_message(HttpStream& c, bool text, const char* data, std::size_t len) {
   auto* ex = static_cast<Exchange*>(c.exchange);
   if (ex == nullptr || ex->ws == nullptr) return false;
   gil();
   return ws_message_arrived(ex, text, data, len);
 }
 
-void PyAppHandler::on_ws_close(Connection& c, int code, std::string_view reason) {
+void PyAppHandler::on_ws_close(HttpStream& c, int code, std::string_view reason) {
   auto* ex = static_cast<Exchange*>(c.exchange);
   if (ex == nullptr || ex->ws == nullptr) return;
   gil();

@@ -46,7 +46,7 @@ class PyAppHandler final : public AppHandler {
 
   // AppHandler
   void on_request(HttpStream& c, const RequestHead& head) override { dispatch(c, head, false); }
-  void on_websocket(Connection& c, const RequestHead& head) override;
+  void on_websocket(HttpStream& c, const RequestHead& head) override;
   bool on_body(HttpStream& c, const char* data, std::size_t len) override;
   void on_body_complete(HttpStream& c) override;
   void on_disconnect(HttpStream& c) override;
@@ -57,9 +57,9 @@ class PyAppHandler final : public AppHandler {
   void on_bad_request(HttpStream& c, int status, const char* reason) override;
   void on_timeout(Connection& c, const char* what) override;
   void on_tls_error(Connection& c, const char* reason) override;
-  void on_ws_refused(Connection& c, int status) override;
-  bool on_ws_message(Connection& c, bool text, const char* data, std::size_t len) override;
-  void on_ws_close(Connection& c, int code, std::string_view reason) override;
+  void on_ws_refused(HttpStream& c, int status) override;
+  bool on_ws_message(HttpStream& c, bool text, const char* data, std::size_t len) override;
+  void on_ws_close(HttpStream& c, int code, std::string_view reason) override;
   void on_over_limit(HttpStream& c) override;
   void on_native_response(HttpStream& c, int status) override;
 

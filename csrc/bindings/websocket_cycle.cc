@@ -141,7 +141,7 @@ PyObject* send_accept(Exchange* ex, PyObject* message) {
                     &hvalues))
     return nullptr;
   std::string key;
-  if (!accept_key(c->head().header("sec-websocket-key"), &key)) {
+  if (!accept_key(ex->conn->head().header("sec-websocket-key"), &key)) {
     Py_XDECREF(keep);
     return nullptr;
   }
@@ -185,7 +185,7 @@ PyObject* denial_start(Exchange* ex, PyObject* message) {
 
 PyObject* denial_body(Exchange* ex, PyObject* message) {
   WsState* w = ex->ws;
-  Connection* c = &ex->conn->connection();
+  HttpStream* c = ex->conn;
   std::string_view data;
   Py_buffer view{};
   bool have_view = false, more = false;

@@ -20,7 +20,7 @@ class AppHandler {
  public:
   virtual ~AppHandler() = default;
   // A request head arrived that no native route answers. The handler keeps per-request state in c.exchange and must
-  // eventually complete the response (Connection::write_body with more=false, or answer_error) and call
+  // eventually complete the response (HttpStream::write_body with more=false, or answer_error) and call
   // c.finish_response(), or call c.close().
   virtual void on_request(HttpStream& c, const RequestHead& head) = 0;
   // Body bytes of the current request. Return true to pause reading until the handler calls c.resume().
@@ -33,8 +33,8 @@ class AppHandler {
   // The file of c.send_file() has been sent completely (the response body is complete: the handler calls
   // c.finish_response()). A transfer that fails closes the connection instead (on_disconnect).
   virtual void on_file_sent(HttpStream& c) { (void)c; }
-  // The connection's handles are closed; drop anything kept in c.exchange / c.app_data. Called exactly once,
-  // before the connection is deleted.
+  // The connection's handles are closed; drop anything kept in c.http1().exchange / c.app_data. Called exactly
+  // once, before the connection is deleted.
   virtual void on_closed(Connection& c) = 0;
   // End of one libuv callback that may have called into the handler (where a GIL taken lazily is released).
   // Called by CallbackScope only.
@@ -52,20 +52,21 @@ class AppHandler {
   virtual void on_tls_error(Connection& c, const char* reason) { (void)c, (void)reason; }
 
   // ---- WebSocket (only with ServerConfig::websocket; otherwise upgrade requests are answered as plain HTTP) ----
-  // A valid opening handshake arrived. Like on_request: the handler keeps its state in c.exchange and answers either
-  // with c.ws_accept(...) or with an HTTP response (answer_error) and c.finish_response().
-  virtual void on_websocket(Connection& c, const RequestHead& head) = 0;
+  // A valid opening handshake arrived on `c` (the HTTP/1.1 stream that holds it for the whole session). Like
+  // on_request: the handler keeps its state in c.exchange and answers either with c.connection().ws_accept(...) or
+  // with an HTTP response (answer_error) and c.finish_response().
+  virtual void on_websocket(HttpStream& c, const RequestHead& head) = 0;
   // The server refused an opening handshake itself (`status`: 400 for a missing or bad key, version or extension
   // header, 405 for a method other than GET); the answer is on its way, the app never saw the request.
-  virtual void on_ws_refused(Connection& c, int status) { (void)c, (void)status; }
+  virtual void on_ws_refused(HttpStream& c, int status) { (void)c, (void)status; }
   // A complete message (text is valid UTF-8). Return true to pause reading until c.resume().
-  virtual bool on_ws_message(Connection& c, bool text, const char* data, std::size_t len) {
+  virtual bool on_ws_message(HttpStream& c, bool text, const char* data, std::size_t len) {
     (void)c, (void)text, (void)data, (void)len;
     return false;
   }
   // The session is ending with `code`: the peer's close frame (echoed), a protocol error the server failed the
   // connection with (1002, 1007, 1009), or a graceful shutdown (1012). on_disconnect follows when the stream closes.
-  virtual void on_ws_close(Connection& c, int code, std::string_view reason) { (void)c, (void)code, (void)reason; }
+  virtual void on_ws_close(HttpStream& c, int code, std::string_view reason) { (void)c, (void)code, (void)reason; }
 };
 
 // Put first in every libuv callback of the server layer: whatever path the callback leaves by, the handler's

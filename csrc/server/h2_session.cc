@@ -10,6 +10,7 @@
 #include "core/uv_api.h"
 #include "server/connection.h"
 #include "server/server.h"
+#include "server/transport.h"
 
 namespace fa {
 
@@ -37,7 +38,8 @@ Span arena_add(std::string& arena, std::string_view s) {
 
 }  // namespace
 
-H2Session::H2Session(Connection& conn) : conn_(conn) {
+H2Session::H2Session(Connection& conn) : conn_(conn), transport_(conn.transport()) {
+  idle_since_ms_ = uv.uv_now(conn.server()->loop());
   const Http2Config& cfg = conn.server()->config().http2;
   nghttp2_session_callbacks* cbs = nullptr;
   if (nghttp2_session_callbacks_new(&cbs) != 0) return;
@@ -83,7 +85,7 @@ H2Session::~H2Session() {
   if (session_ != nullptr) nghttp2_session_del(session_);
 }
 
-bool H2Session::receive(const char* data, std::size_t len) {
+bool H2Session::take_input(const char* data, std::size_t len) {
   if (failed_ || recv_failed_ || session_ == nullptr) return false;
   if (has_pending_input()) {
     pending_.append(data, len);  // behind the bytes already waiting (reading stops; this was a read in flight)
@@ -146,7 +148,7 @@ bool H2Session::produce(std::string& out, std::size_t budget) {
   if (out.size() > before || (waiting && !was_waiting_)) last_progress_ms_ = now;
   was_waiting_ = waiting;
   const std::uint64_t send_timeout = conn_.server()->config().send_timeout_ms;
-  if (waiting && send_timeout > 0) conn_.arm_timer(last_progress_ms_ + send_timeout);
+  if (waiting && send_timeout > 0) transport_.arm_timer(last_progress_ms_ + send_timeout);
   // Events for the app, after nghttp2 is done (its callbacks never call into the app's response path).
   while (!file_sent_.empty()) {
     H2Stream* st = file_sent_.back();
@@ -170,7 +172,9 @@ bool H2Session::produce(std::string& out, std::size_t budget) {
          (nghttp2_session_want_read(session_) != 0 || nghttp2_session_want_write(session_) != 0);
 }
 
-void H2Session::want_write() { conn_.flush_soon(); }
+void H2Session::want_write() {
+  if (!transport_.in_read()) transport_.flush_at_turn_end();  // a read callback flushes at its end
+}
 
 bool H2Session::wants_write() const {
   return session_ != nullptr && !failed_ && nghttp2_session_want_write(session_) != 0;
@@ -190,7 +194,7 @@ bool H2Session::output_waiting() const {
 }
 
 void H2Session::request_done() {
-  if (!has_active()) conn_.h2_idle();
+  if (!has_active()) became_idle();
 }
 
 void H2Session::shutdown() {
@@ -260,12 +264,12 @@ void H2Session::drop(H2Stream* st) {
   drain_waiters_.erase(std::remove(drain_waiters_.begin(), drain_waiters_.end(), st), drain_waiters_.end());
   if (session_ != nullptr) nghttp2_session_set_stream_user_data(session_, st->id_, nullptr);
   delete st;
-  if (streams_ == nullptr) conn_.h2_idle();
+  if (streams_ == nullptr) became_idle();
   else request_done();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// nghttp2 callbacks (inside receive() or produce(); none of them may throw)
+// nghttp2 callbacks (inside take_input() or produce(); none of them may throw)
 // ---------------------------------------------------------------------------------------------------------------
 
 int H2Session::on_begin_headers(nghttp2_session* s, const nghttp2_frame* frame, void* user) {
@@ -379,7 +383,7 @@ void H2Session::request_ready(H2Stream* st) {
   if (h.has_body) watch_body(st);
   st->head_request_ = h.method == HTTP_HEAD;
   st->request_start_ns_ = monotonic_ns();
-  conn_.h2_busy();
+  keep_alive_idle_ = false;
   AppHandler* handler = server.handler();
   if (st->bad_header_ || st->header_list_too_large_ || h.method == HTTP_CONNECT) {
     const int status = st->header_list_too_large_ ? 431 : h.method == HTTP_CONNECT ? 405 : 400;
@@ -530,7 +534,7 @@ int H2Session::on_stream_close(nghttp2_session* s, std::int32_t stream_id, std::
 void H2Session::watch_body(H2Stream* st) {
   const ServerConfig& cfg = conn_.server()->config();
   st->last_body_ms_ = uv.uv_now(conn_.server()->loop());
-  if (cfg.body_timeout_ms > 0) conn_.arm_timer(st->last_body_ms_ + cfg.body_timeout_ms);
+  if (cfg.body_timeout_ms > 0) transport_.arm_timer(st->last_body_ms_ + cfg.body_timeout_ms);
 }
 
 std::uint64_t H2Session::expire_stalled_bodies(std::uint64_t now, std::uint64_t limit_ms) {

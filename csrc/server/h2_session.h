@@ -28,11 +28,13 @@
 #include "http/router.h"
 #include "server/http_stream.h"
 #include "server/request_dispatch.h"
+#include "server/session.h"
 
 namespace fa {
 
 class Connection;
 class H2Session;
+class Transport;
 
 class H2Stream final : public HttpStream {
  public:
@@ -138,7 +140,7 @@ class H2Stream final : public HttpStream {
   H2Stream* prev_ = nullptr;
 };
 
-class H2Session {
+class H2Session final : public Session {
  public:
   explicit H2Session(Connection& conn);
   ~H2Session();
@@ -151,7 +153,7 @@ class H2Session {
   // (has_pending_input(); the connection stops reading meanwhile) for resume_input() after the next flush, so the
   // responses to one batch leave before the next batch is processed (a client with many streams on one
   // connection gets its answers while it is still sending, instead of all of them after all of its requests).
-  bool receive(const char* data, std::size_t len);
+  bool take_input(const char* data, std::size_t len);
   bool has_pending_input() const { return !pending_.empty(); }
   // A new loop turn: take up the next batch of the waiting bytes. False as for receive().
   bool resume_input();
@@ -185,6 +187,22 @@ class H2Session {
   // Inside mem_recv2 / mem_send2 (and so possibly inside one of its callbacks).
   bool in_nghttp2() const { return in_nghttp2_; }
 
+  // ---- Session: the connection's side (h2_session_io.cc) ----
+  // Plaintext to nghttp2 (the connection closes after the GOAWAY on a protocol error); past this turn's batch,
+  // reading stops.
+  void receive(char* data, std::size_t len) override;
+  // A read callback's end: input beyond the batch is taken up after the next flush.
+  void read_end() override;
+  // The socket took output: more frames, as far as it takes them.
+  void output_progress(bool drained) override;
+  // The send bound (a peer that does not take its responses), each stream's body bound, keep-alive.
+  std::uint64_t check_timeouts(std::uint64_t now) override;
+  // GOAWAY naming the last stream taken; the streams in progress finish, then the connection closes.
+  void close_when_idle() override;
+  bool output_pending() const override { return wants_write(); }
+  // Make frames and write them while the socket takes them; then take up the next batch of requests.
+  void flush() override;
+
  private:
   friend class H2Stream;
   static int on_begin_headers(nghttp2_session* s, const nghttp2_frame* frame, void* user);
@@ -211,8 +229,22 @@ class H2Session {
   // The native request with the lowest stream id whose body is still arriving (nullptr: none).
   H2Stream* oldest_native_upload() const;
 
+  // The connection side (h2_session_io.cc).
+  // Frames while the socket's queue is below the high-water mark. False when it is full or the connection closed.
+  bool write_frames();
+  // Take up the next batch of waiting input (after a flush).
+  void resume_batch();
+  // The input beyond this turn's batch waits (reading stops) for the flush at the end of the next loop turn.
+  void schedule_resume();
+  // The last stream is gone: keep-alive starts, or (shutting down) the connection closes after the next flush.
+  void became_idle();
+
   Connection& conn_;
+  Transport& transport_;
   nghttp2_session* session_ = nullptr;
+  // Keep-alive: no stream since idle_since_ms_ (--timeout-keep-alive applies, then GOAWAY and close).
+  bool keep_alive_idle_ = true;
+  std::uint64_t idle_since_ms_ = 0;
   H2Stream* streams_ = nullptr;
   std::size_t stream_count_ = 0;
   std::vector<H2Stream*> drain_waiters_;

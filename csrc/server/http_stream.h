@@ -1,9 +1,9 @@
 // HttpStream: one request/response exchange as the AppHandler and the native handlers see it. Over HTTP/1.1 it is
-// the Connection itself (one request at a time); over HTTP/2 it is an H2Stream, many per connection. Whoever
+// the connection's Http1Session (one request at a time); over HTTP/2 it is an H2Stream, many per connection. Whoever
 // answers a request (the bindings, a native route) talks to this interface only; the wire format behind it is
 // HTTP/1.1 framing or HTTP/2 frames.
 //
-// Lifetime: a Connection lives until its handles close; an H2Stream until its HTTP/2 stream is closed *and* no
+// Lifetime: an Http1Session lives as long as its Connection (until its handles close); an H2Stream until its HTTP/2 stream is closed *and* no
 // exchange is attached any more (AppHandler::on_disconnect / detach). Every method runs on the loop thread.
 #pragma once
 
@@ -74,7 +74,7 @@ class HttpStream {
   }
 
   const RequestHead& head() const { return *head_; }
-  // The transport: peer and local addresses, TLS, the per-connection app data.
+  // The connection: peer and local addresses, TLS, the per-connection app data, the WebSocket session.
   Connection& connection() const { return *connection_; }
   Server* server() const { return server_; }
   std::uint64_t request_start_ns() const { return request_start_ns_; }

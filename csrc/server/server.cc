@@ -43,7 +43,7 @@ Server::~Server() {
   std::free(read_buf_);
 }
 
-void Server::cork(Connection* c) {
+void Server::cork(Transport* c) {
   if (cork_handle_ == nullptr) {
     cork_handle_ = new uv_prepare_t();
     uv.uv_prepare_init(loop_, cork_handle_);
@@ -57,10 +57,10 @@ void Server::cork(Connection* c) {
   }
 }
 
-void Server::uncork(Connection* c) {
-  for (Connection*& p : corked_)
+void Server::uncork(Transport* c) {
+  for (Transport*& p : corked_)
     if (p == c) p = nullptr;
-  for (Connection*& p : flushing_)
+  for (Transport*& p : flushing_)
     if (p == c) p = nullptr;
 }
 
@@ -69,10 +69,10 @@ void Server::on_prepare(uv_prepare_t* p) {
   CallbackScope scope(self->handler_);
   self->flushing_.swap(self->corked_);  // both keep their capacity: no allocation per turn
   for (std::size_t i = 0; i < self->flushing_.size(); ++i) {
-    Connection* c = self->flushing_[i];
-    if (c == nullptr) continue;
-    c->corked_ = false;
-    if (!c->closing()) c->flush();
+    Transport* t = self->flushing_[i];
+    if (t == nullptr) continue;
+    t->corked_ = false;
+    if (!t->closing()) t->listener_->on_transport_flush_due();
   }
   self->flushing_.clear();
   if (self->corked_.empty()) {
@@ -141,7 +141,7 @@ void Server::on_connection(uv_stream_t* listener, int status) {
   } catch (...) {
     return;  // out of memory: leave the connection in the backlog
   }
-  if (c->accept_from(listener) && !l->tcp) c->local_host_ = l->unix_path;
+  if (c->accept_from(listener) && !l->tcp) c->transport_.set_local_host(l->unix_path);
 }
 
 void Server::on_listener_closed(uv_handle_t* h) {

@@ -21,6 +21,7 @@ namespace fa {
 
 class AppHandler;
 class Connection;
+class Transport;
 
 // HTTP/2 settings and bounds (ServerConfig::http2).
 struct Http2Config {
@@ -119,11 +120,11 @@ class Server {
   // Filled by each native route match (request_dispatch.h): one loop, one thread, one match at a time.
   RouteParams& route_params_scratch() { return route_params_scratch_; }
 
-  // Write corking: `c` has output to send at the end of this loop turn (flushed by a uv_prepare callback, after the
+  // Write corking: `t` has output to send at the end of this loop turn (flushed by a uv_prepare callback, after the
   // turn's Task steps and before the next poll, so a streamed response's chunks leave in one write).
-  void cork(Connection* c);
-  // `c` is closing: forget it if it is corked.
-  void uncork(Connection* c);
+  void cork(Transport* t);
+  // `t` is closing: forget it if it is corked.
+  void uncork(Transport* t);
 
   // Shared read buffer: reads are processed synchronously, leftovers are copied into the connection.
   char* read_buffer() { return read_buf_; }
@@ -136,7 +137,7 @@ class Server {
   // ciphertext overwrite the plaintext of the requests still to be parsed.
   char* tls_input_buffer() { return tls_in_buf_.get(); }
   char* tls_output_buffer() { return tls_out_buf_.get(); }
-  // A file's next step on its way into the TLS writer (Connection::send_file); made on first use.
+  // A file's next step on its way into the TLS writer (Transport::send_file); made on first use.
   char* file_buffer() {
     if (file_buf_ == nullptr) file_buf_.reset(new char[kFileBufferSize]);
     return file_buf_.get();
@@ -146,6 +147,7 @@ class Server {
 
  private:
   friend class Connection;
+  friend class Http1Session;
   friend class H2Session;
   friend class H2Stream;
   struct Listener {
@@ -177,8 +179,8 @@ class Server {
   std::vector<Listener*> listeners_;
   uv_prepare_t* cork_handle_ = nullptr;  // heap-owned; freed by its own close callback
   bool cork_active_ = false;
-  std::vector<Connection*> corked_;
-  std::vector<Connection*> flushing_;
+  std::vector<Transport*> corked_;
+  std::vector<Transport*> flushing_;
   Connection* connections_ = nullptr;
   std::size_t connection_count_ = 0;
   std::size_t active_requests_ = 0;

@@ -58,7 +58,7 @@ class TempFile {
 // chunked for paths starting with /chunked. Paths starting with /defer are answered later, from a timer callback
 // (like an app that awaits something), which makes the connection pause parsing pipelined requests meanwhile.
 // Paths starting with /slow make every on_body pause reading; a timer resumes it (an app reading its body slowly).
-// Paths starting with /file are answered with the file at `file_path` through Connection::send_file.
+// Paths starting with /file are answered with the file at `file_path` through HttpStream::send_file.
 // Paths starting with /fillfile send the head of a file response, fill the connection's socket to the brim behind
 // libuv's back (as output that left without queueing would), then send the file: its first sendfile finds no room
 // and nothing queued in libuv.
@@ -152,8 +152,8 @@ class TestApp final : public fa::AppHandler {
   void on_closed(fa::Connection& c) override {
     ++closed;
     for (auto& p : deferred)
-      if (p.conn == &c) p.conn = nullptr;
-    if (to_resume == &c) to_resume = nullptr;
+      if (p.conn == &c.http1()) p.conn = nullptr;
+    if (to_resume == &c.http1()) to_resume = nullptr;
   }
   void on_bad_request(fa::HttpStream&, int status, const char*) override {
     ++bad_requests;
@@ -164,19 +164,19 @@ class TestApp final : public fa::AppHandler {
   // does not check it); every message is echoed; the text "close" makes the server close with 4000 "bye".
   int ws_sessions = 0, ws_messages = 0;
   std::vector<int> ws_close_codes;
-  void on_websocket(fa::Connection& c, const fa::RequestHead&) override {
+  void on_websocket(fa::HttpStream& c, const fa::RequestHead&) override {
     ++ws_sessions;
     heads.fetch_add(1);
     c.exchange = nullptr;
-    if (const char* err = c.ws_accept("not-checked", nullptr, nullptr, 0, "")) errors.push_back(err);
+    if (const char* err = c.connection().ws_accept("not-checked", nullptr, nullptr, 0, "")) errors.push_back(err);
   }
-  bool on_ws_message(fa::Connection& c, bool text, const char* data, std::size_t len) override {
+  bool on_ws_message(fa::HttpStream& c, bool text, const char* data, std::size_t len) override {
     ++ws_messages;
-    if (text && std::string_view(data, len) == "close") c.ws_close(4000, "bye");
-    else c.ws_send(text, data, len);
+    if (text && std::string_view(data, len) == "close") c.connection().ws_close(4000, "bye");
+    else c.connection().ws_send(text, data, len);
     return false;
   }
-  void on_ws_close(fa::Connection&, int code, std::string_view) override { ws_close_codes.push_back(code); }
+  void on_ws_close(fa::HttpStream&, int code, std::string_view) override { ws_close_codes.push_back(code); }
 
   // The file at `file_path` as the body. `fill_first`: the head leaves at once, then fill_socket(), then the file.
   void respond_file(fa::HttpStream& c, bool fill_first = false) {

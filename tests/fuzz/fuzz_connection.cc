@@ -39,13 +39,13 @@ class App final : public fa::AppHandler {
   void on_over_limit(fa::HttpStream&) override {}
   void on_native_response(fa::HttpStream&, int) override {}
   void on_bad_request(fa::HttpStream&, int, const char*) override {}
-  void on_websocket(fa::Connection& c, const fa::RequestHead&) override {
+  void on_websocket(fa::HttpStream& c, const fa::RequestHead&) override {
     c.exchange = nullptr;
-    (void)c.ws_accept("fuzz", nullptr, nullptr, 0, "");
+    (void)c.connection().ws_accept("fuzz", nullptr, nullptr, 0, "");
   }
-  bool on_ws_message(fa::Connection& c, bool text, const char* data, std::size_t len) override {
-    if (len == 5 && std::string_view(data, len) == "close") c.ws_close(4000, "bye");
-    else c.ws_send(text, data, len);
+  bool on_ws_message(fa::HttpStream& c, bool text, const char* data, std::size_t len) override {
+    if (len == 5 && std::string_view(data, len) == "close") c.connection().ws_close(4000, "bye");
+    else c.connection().ws_send(text, data, len);
     return false;
   }
 

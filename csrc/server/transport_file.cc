@@ -1,4 +1,4 @@
-// Connection, part 5: a file as the response body (ASGI http.response.pathsend, native file routes).
+// Transport: a file as the response body (ASGI http.response.pathsend, native file routes).
 //
 // Plain connections: a file of up to 16 KiB is read into the output buffer behind the head (one write, one
 // segment); a larger one goes by sendfile(2) from the file to the socket, so the bytes go from the page cache to the socket
@@ -20,8 +20,9 @@
 #include <cerrno>
 
 #include "core/uv_api.h"
-#include "server/connection.h"
+#include "server/app_handler.h"
 #include "server/server.h"
+#include "server/transport.h"
 
 namespace fa {
 
@@ -34,28 +35,15 @@ constexpr std::uint64_t kSendfileTurnMax = 2u << 20;
 constexpr std::uint64_t kInlineFileMax = 16 * 1024;
 }  // namespace
 
-const char* Connection::send_file(int fd, std::uint64_t size, std::uint64_t offset) {
-  if (closing_ || file_ != nullptr) {
-    ::close(fd);
-    return "the connection cannot send a file now";
-  }
-  bool emit = false;
-  std::string_view suffix;
-  if (const char* err = response_.frame_body(out_, static_cast<std::size_t>(size), false, &emit, &suffix)) {
-    ::close(fd);
-    response_.set_keep_alive(false);
-    flush();
-    return err;
-  }
-  file_ = std::make_unique<FileSend>(FileSend{fd, offset, emit ? size : 0, std::string(suffix)});
+void Transport::send_file(int fd, std::uint64_t offset, std::uint64_t remaining, std::string suffix) {
+  file_ = std::make_unique<FileSend>(FileSend{fd, offset, remaining, std::move(suffix)});
   // The send bound of a file counts from its start: a first sendfile that finds the socket full (its buffer filled
   // by earlier output that left without queueing) must not be measured from a stale or zero time.
   last_write_ms_ = uv.uv_now(server_->loop());
   file_pump();
-  return nullptr;
 }
 
-void Connection::file_pump() {
+void Transport::file_pump() {
   if (closing_ || file_ == nullptr) return;
   file_->waiting = false;
   const bool more = tls_ != nullptr                     ? file_read_into_writer()
@@ -66,7 +54,7 @@ void Connection::file_pump() {
   file_done();
 }
 
-bool Connection::file_sendfile() {
+bool Transport::file_sendfile() {
   uv_os_fd_t sock = -1;
   if (uv.uv_fileno(&io_.handle, &sock) != 0) {
     close();
@@ -117,7 +105,7 @@ bool Connection::file_sendfile() {
   return true;
 }
 
-bool Connection::file_read_inline() {
+bool Transport::file_read_inline() {
   // A small file goes out with the head in one write: a second system call (and a second segment, with
   // TCP_NODELAY) for the body costs more than copying a few KiB (native.static, 4 KiB asset: 21.1 -> see
   // docs/benchmarks.md, "Native static files").
@@ -143,7 +131,7 @@ bool Connection::file_read_inline() {
   return true;
 }
 
-bool Connection::file_read_into_writer() {
+bool Transport::file_read_into_writer() {
   char* buf = server_->file_buffer();
   while (file_->remaining > 0) {
     if (write_queue_bytes() > server_->config().write_high_water) {
@@ -166,7 +154,7 @@ bool Connection::file_read_into_writer() {
   return true;
 }
 
-void Connection::file_wait_writable() {
+void Transport::file_wait_writable() {
   if (file_poll_ == nullptr) {
     uv_os_fd_t sock = -1;
     auto poll = std::make_unique<FilePoll>();
@@ -184,7 +172,7 @@ void Connection::file_wait_writable() {
     open_handles_++;
     live_handles_add(1);
   }
-  if (uv.uv_poll_start(&file_poll_->handle, UV_WRITABLE, &Connection::on_file_writable) != 0) {
+  if (uv.uv_poll_start(&file_poll_->handle, UV_WRITABLE, &Transport::on_file_writable) != 0) {
     close();
     return;
   }
@@ -193,19 +181,19 @@ void Connection::file_wait_writable() {
   if (server_->config().send_timeout_ms > 0) arm_timer(last_write_ms_ + server_->config().send_timeout_ms);
 }
 
-void Connection::on_file_writable(uv_poll_t* p, int status, int) {
-  Connection* c = static_cast<Connection*>(p->data);
+void Transport::on_file_writable(uv_poll_t* p, int status, int) {
+  auto* t = static_cast<Transport*>(p->data);
   uv.uv_poll_stop(p);
-  if (c->closing_) return;
-  CallbackScope scope(c->server_->handler());
+  if (t->closing_) return;
+  CallbackScope scope(t->server_->handler());
   if (status < 0) {
-    c->close();
+    t->close();
     return;
   }
-  c->file_pump();
+  t->file_pump();
 }
 
-void Connection::file_done() {
+void Transport::file_done() {
   server_->counters().files_sent++;
   uv_os_fd_t sock = -1;
   if (file_->corked && uv.uv_fileno(&io_.handle, &sock) == 0) {
@@ -215,17 +203,7 @@ void Connection::file_done() {
   ::close(file_->fd);
   out_.append(file_->suffix);
   file_.reset();
-  if (native_file_route_ != nullptr) {
-    // A native route's file. Sent at once, inside send_file() (status still -1): answer_native() completes the
-    // request when the route returns. Else the request completes now and the next pipelined one may start.
-    if (native_file_status_ < 0) return;
-    const NativeRoute* route = native_file_route_;
-    native_file_route_ = nullptr;
-    finish_native(native_file_status_, route);
-    resume();
-    return;
-  }
-  server_->handler()->on_file_sent(*this);
+  listener_->on_file_sent();
 }
 
 }  // namespace fa
