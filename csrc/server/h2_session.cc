@@ -16,25 +16,10 @@ namespace fa {
 
 namespace {
 
-// llhttp's method number for a method name, -1 for one llhttp does not know.
-int method_number(std::string_view m) {
-  if (m == "GET") return HTTP_GET;
-#define FA_METHOD(num, name, string) \
-  if (m == #string) return num;
-  HTTP_METHOD_MAP(FA_METHOD)
-#undef FA_METHOD
-  return -1;
-}
-
 H2Stream* stream_of(nghttp2_session* s, std::int32_t id) {
   return static_cast<H2Stream*>(nghttp2_session_get_stream_user_data(s, id));
 }
 
-Span arena_add(std::string& arena, std::string_view s) {
-  const Span span{arena.size(), s.size()};
-  arena.append(s);
-  return span;
-}
 
 }  // namespace
 
@@ -160,7 +145,7 @@ bool H2Session::produce(std::string& out, std::size_t budget) {
     std::vector<H2Stream*> asked;
     asked.swap(drain_waiters_);
     for (H2Stream* st : asked) {
-      if (st->buffered() <= low || st->closing()) {
+      if (st->body_.buffered() <= low || st->closing()) {
         st->drain_wanted_ = false;
         conn_.server()->handler()->on_drain(*st);
       } else {
@@ -183,13 +168,13 @@ bool H2Session::wants_write() const {
 bool H2Session::has_active() const {
   if (has_pending_input()) return true;
   for (const H2Stream* st = streams_; st != nullptr; st = st->next_)
-    if (st->in_flight_ || (st->submitted_ && !st->eof_ && !st->closed_ && !st->reset_)) return true;
+    if (st->in_flight_ || (st->submitted_ && !st->body_.framed() && !st->closed_ && !st->reset_)) return true;
   return false;
 }
 
 bool H2Session::output_waiting() const {
   for (const H2Stream* st = streams_; st != nullptr; st = st->next_)
-    if (st->submitted_ && !st->closed_ && !st->reset_ && (st->buffered() > 0 || st->file_fd_ >= 0)) return true;
+    if (st->submitted_ && !st->closed_ && !st->reset_ && (st->body_.buffered() > 0 || st->body_.has_file())) return true;
   return false;
 }
 
@@ -298,43 +283,14 @@ int H2Session::on_header(nghttp2_session* s, const nghttp2_frame* frame, const s
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;  // trailers
   H2Stream* st = stream_of(s, frame->hd.stream_id);
   if (st == nullptr) return 0;
-  // RFC 9113 6.5.2: the size of a header list is the sum of name + value + 32 per field.
-  const bool first_field = st->header_list_bytes_ == 0;
-  st->header_list_bytes_ += namelen + valuelen + 32;
   // This turn's batch of requests is full: this field is taken (below), then nghttp2 stops until resume_input().
+  const bool first_field = st->header_block_.empty();
   const int done = first_field && ++self->requests_this_turn_ > kRequestsPerTurn ? NGHTTP2_ERR_PAUSE : 0;
-  if (st->header_list_bytes_ > self->conn_.server()->config().http2.max_header_list_size) {
-    st->header_list_too_large_ = true;
-    return done;
-  }
-  const std::string_view n(reinterpret_cast<const char*>(name), namelen);
-  const std::string_view v(reinterpret_cast<const char*>(value), valuelen);
-  RequestHead& h = st->request_;
+  const ServerConfig& cfg = self->conn_.server()->config();
   try {
-    if (!n.empty() && n[0] == ':') {
-      // nghttp2 (HTTP messaging on) has checked the pseudo-headers: each once, before the fields, :method,
-      // :scheme and :path present (except for CONNECT), no unknown ones.
-      if (n == ":method") {
-        h.method = method_number(v);
-        if (h.method < 0) st->bad_header_ = true;
-      } else if (n == ":path") {
-        h.url = arena_add(h.arena, v);
-      } else if (n == ":authority") {
-        st->authority_.assign(v);
-      }
-      return done;
-    }
-    if (n == "cookie") {
-      if (!st->cookies_.empty()) st->cookies_.append("; ");
-      st->cookies_.append(v);
-      return done;
-    }
-    if (h.headers.size() >= self->conn_.server()->config().limits.max_headers) {
-      st->header_list_too_large_ = true;
-      return done;
-    }
-    const Span ns = arena_add(h.arena, n);
-    h.headers.emplace_back(ns, arena_add(h.arena, v));
+    st->header_block_.take(std::string_view(reinterpret_cast<const char*>(name), namelen),
+                           std::string_view(reinterpret_cast<const char*>(value), valuelen), st->request_,
+                           cfg.http2.max_header_list_size, cfg.limits.max_headers);
   } catch (...) {
     return NGHTTP2_ERR_CALLBACK_FAILURE;
   }
@@ -367,26 +323,15 @@ void H2Session::request_ready(H2Stream* st) {
   h.http_major = 2;
   h.http_minor = 0;
   h.keep_alive = true;
-  // ASGI: the :authority pseudo-header becomes the first header, `host`, replacing one the client sent.
-  if (!st->authority_.empty()) {
-    h.headers.erase(std::remove_if(h.headers.begin(), h.headers.end(),
-                                   [&h](const std::pair<Span, Span>& f) { return h.str(f.first) == "host"; }),
-                    h.headers.end());
-    const Span name = arena_add(h.arena, "host");
-    h.headers.insert(h.headers.begin(), {name, arena_add(h.arena, st->authority_)});
-  }
-  if (!st->cookies_.empty()) {
-    const Span name = arena_add(h.arena, "cookie");
-    h.headers.emplace_back(name, arena_add(h.arena, st->cookies_));
-  }
+  st->header_block_.finish(h);
   h.expect_continue = h.has_body && ascii_iequals(h.header("expect"), "100-continue");
   if (h.has_body) watch_body(st);
   st->head_request_ = h.method == HTTP_HEAD;
   st->request_start_ns_ = monotonic_ns();
   keep_alive_idle_ = false;
   AppHandler* handler = server.handler();
-  if (st->bad_header_ || st->header_list_too_large_ || h.method == HTTP_CONNECT) {
-    const int status = st->header_list_too_large_ ? 431 : h.method == HTTP_CONNECT ? 405 : 400;
+  if (st->header_block_.bad() || st->header_block_.too_large() || h.method == HTTP_CONNECT) {
+    const int status = st->header_block_.too_large() ? 431 : h.method == HTTP_CONNECT ? 405 : 400;
     const char* reason = status == 431 ? "header list too large" : status == 405 ? "CONNECT is not served"
                                                                                  : "unknown method";
     server.counters().bad_requests++;

@@ -1,14 +1,15 @@
-// HTTP/2 (RFC 9113) on one connection, framed by nghttp2: H2Session turns the connection's plaintext into requests
-// on H2Streams and their responses back into frames in the connection's output.
+// HTTP/2 (RFC 9113) on one connection, framed by nghttp2: H2Session is the connection's Session once the client's
+// preface or ALPN "h2" was seen. It turns the transport's plaintext into requests on H2Streams and their responses
+// back into frames in the transport's output.
 //
-// Shape (as HTTP/1.1's): the Connection reads, decrypts and writes; H2Session::receive() runs nghttp2 over what was
-// read, whose callbacks build each stream's RequestHead and hand it to a native route or the AppHandler exactly as
-// Connection::on_request_head does. Responses are queued on the stream (headers submitted, body bytes buffered)
-// and framed only when the connection flushes (produce()): nghttp2 is never re-entered from a stream method, so a
-// stream is never deleted under a caller.
+// Shape (as HTTP/1.1's): the Transport reads, decrypts and writes; H2Session::receive() runs nghttp2 over what was
+// read, whose callbacks build each stream's RequestHead (H2HeaderBlock) and hand it to the request dispatcher
+// (request_dispatch.h), native route or AppHandler, exactly as Http1Session does. Responses are queued on the stream
+// (headers submitted, body bytes in its H2ResponseBody) and framed only when the connection flushes (produce()):
+// nghttp2 is never re-entered from a stream method, so a stream is never deleted under a caller.
 //
 // Ownership and lifetime:
-// - The Connection owns its H2Session (created when the client's preface or ALPN "h2" is seen).
+// - The Connection owns its H2Session.
 // - The session owns its streams. A stream is deleted when nghttp2 closes it (on_stream_close) or the connection
 //   closes; if an exchange is still attached then, the AppHandler first gets on_disconnect (which detaches it).
 // - nghttp2's stream user data points to the H2Stream, cleared before the stream is deleted.
@@ -26,6 +27,8 @@
 
 #include "http/request.h"
 #include "http/router.h"
+#include "server/h2_header_block.h"
+#include "server/h2_response_body.h"
 #include "server/http_stream.h"
 #include "server/request_dispatch.h"
 #include "server/session.h"
@@ -48,7 +51,7 @@ class H2Stream final : public HttpStream {
                     bool server_headers = true) override;
   void write_response(int status, std::string_view headers, std::string_view body, bool with_length) override;
   const char* send_file(int fd, std::uint64_t size, std::uint64_t offset = 0) override;
-  bool sending_file() const override { return file_fd_ >= 0; }
+  bool sending_file() const override { return body_.has_file(); }
   bool response_started() const override { return started_; }
   std::size_t write_queue_bytes() const override;
   bool want_drain() override;
@@ -78,17 +81,12 @@ class H2Stream final : public HttpStream {
   // nghttp2's DATA source: buffered body bytes or the file.
   static nghttp2_ssize read_body(nghttp2_session* s, std::int32_t stream_id, std::uint8_t* buf, std::size_t length,
                                  std::uint32_t* flags, nghttp2_data_source* source, void* user);
-  std::size_t buffered() const { return body_.size() - body_off_; }
   void wake_data();
 
   H2Session* session_;
   std::int32_t id_;
   RequestHead request_;
-  std::string authority_;
-  std::string cookies_;  // cookie fields, joined with "; " (RFC 9113 8.2.3)
-  std::size_t header_list_bytes_ = 0;
-  bool header_list_too_large_ = false;
-  bool bad_header_ = false;  // a pseudo-header missing or repeated, an unknown method
+  H2HeaderBlock header_block_;  // builds request_ from the fields nghttp2 hands over
   // Request body and flow control: bytes handed to the app while it paused reading, not yet acknowledged with a
   // WINDOW_UPDATE (the peer's stream window stays shut until the app takes them: backpressure).
   std::size_t unconsumed_ = 0;
@@ -109,9 +107,6 @@ class H2Stream final : public HttpStream {
   bool no_body_ = false;          // HEAD, 1xx, 204, 304
   bool started_ = false;          // start_response() accepted
   bool submitted_ = false;        // the head went to nghttp2
-  bool eof_ = false;              // nghttp2 has the whole response (its last DATA frame made, or none)
-  bool body_done_ = false;        // the last body bytes were written
-  bool deferred_ = false;         // nghttp2 waits for body bytes (NGHTTP2_ERR_DEFERRED)
   bool in_flight_ = false;        // counted in Server::active_requests_
   bool drain_wanted_ = false;
   bool continue_pending_ = false;
@@ -120,12 +115,7 @@ class H2Stream final : public HttpStream {
   bool app_request_ = false;      // handed to the AppHandler (not a native route)
   std::int64_t content_length_ = -1;  // the app's Content-Length, enforced
   std::uint64_t sent_ = 0;
-  std::string body_;
-  std::size_t body_off_ = 0;
-  // Trailers (ASGI http.response.trailers): announced, then complete; the last DATA frame waits for them.
-  bool trailers_expected_ = false;
-  bool trailers_ready_ = false;
-  std::vector<std::string> trailer_fields_;  // name, value, ...
+  H2ResponseBody body_;  // what is still to send after the head: bytes or a file, then trailers
   // The body is out: end the stream, or hand nghttp2 the trailers (from inside read_body, as its API asks).
   void end_of_body(std::uint32_t* flags);
   // RST_STREAM with `code` (once): the stream is over for both sides.
@@ -134,8 +124,6 @@ class H2Stream final : public HttpStream {
   bool awaiting_body() const {
     return request_.has_body && !body_complete_ && !body_paused_ && !window_held_ && !reset_ && !closed_;
   }
-  int file_fd_ = -1;
-  std::uint64_t file_offset_ = 0, file_remaining_ = 0;
   H2Stream* next_ = nullptr;  // the session's list
   H2Stream* prev_ = nullptr;
 };

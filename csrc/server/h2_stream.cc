@@ -4,9 +4,6 @@
 // connection flushes (H2Session::produce).
 #include <unistd.h>
 
-#include <algorithm>
-#include <cerrno>
-#include <cstring>
 
 #include "http/response.h"
 #include "server/connection.h"
@@ -48,9 +45,7 @@ H2Stream::H2Stream(H2Session* session, std::int32_t id)
   head_ = &request_;
 }
 
-H2Stream::~H2Stream() {
-  if (file_fd_ >= 0) ::close(file_fd_);
-}
+H2Stream::~H2Stream() = default;
 
 void H2Stream::begin_head(int status, bool server_headers) {
   head_fields_.clear();
@@ -99,7 +94,7 @@ void H2Stream::submit(bool with_body) {
   // nghttp2 copies the header list.
   const int rv =
       nghttp2_submit_response2(session_->raw(), id_, nva.data(), nva.size(), with_body ? &provider : nullptr);
-  eof_ = !with_body;
+  body_.set_framed(!with_body);
   head_fields_.clear();
   head_fields_.shrink_to_fit();
   if (rv != 0) {
@@ -135,13 +130,13 @@ const char* H2Stream::start_response(int status, const std::string_view* names, 
 
 const char* H2Stream::write_body(const char* data, std::size_t len, bool more) {
   if (!started_) return "Response not started.";
-  if (body_done_) return "Response already completed.";
+  if (body_.complete()) return "Response already completed.";
   if (!no_body_ && content_length_ >= 0) {
     if (sent_ + len > static_cast<std::uint64_t>(content_length_)) return "Response content longer than Content-Length";
     if (!more && sent_ + len < static_cast<std::uint64_t>(content_length_))
       return "Response content shorter than Content-Length";
   }
-  if (!more) body_done_ = true;
+  if (!more) body_.set_complete();
   if (reset_ || closed_) return nullptr;  // the client is gone: on_disconnect tells the app
   if (!no_body_ && len > 0) {
     sent_ += len;
@@ -150,7 +145,7 @@ const char* H2Stream::write_body(const char* data, std::size_t len, bool more) {
   if (!submitted_) {
     // A response complete in its first write with nothing to send ends the stream with its HEADERS frame (unless
     // trailers are to follow).
-    submit(!(body_done_ && body_.empty()) || (trailers_expected_ && !no_body_));
+    submit(!(body_.complete() && body_.buffered() == 0) || (body_.trailers_expected() && !no_body_));
   } else {
     wake_data();
   }
@@ -168,10 +163,10 @@ void H2Stream::answer_error(int status, std::string_view body, std::string_view 
   add_header_lines(extra_headers);
   status_ = status;
   started_ = true;
-  body_done_ = true;
+  body_.set_complete();
   content_length_ = -1;
   if (!head_request_) body_.assign(body);
-  submit(!body_.empty());
+  submit(body_.buffered() > 0);
 }
 
 void H2Stream::write_response(int status, std::string_view headers, std::string_view body, bool with_length) {
@@ -184,14 +179,14 @@ void H2Stream::write_response(int status, std::string_view headers, std::string_
   if (with_length) add_header("content-length", std::to_string(body.size()));
   status_ = status;
   started_ = true;
-  body_done_ = true;
+  body_.set_complete();
   no_body_ = head_request_ || status == 204 || status == 304;
   if (!no_body_) body_.assign(body);
-  submit(!body_.empty());
+  submit(body_.buffered() > 0);
 }
 
 const char* H2Stream::send_file(int fd, std::uint64_t size, std::uint64_t offset) {
-  if (!started_ || body_done_) {
+  if (!started_ || body_.complete()) {
     ::close(fd);
     return "Response not started.";
   }
@@ -199,7 +194,7 @@ const char* H2Stream::send_file(int fd, std::uint64_t size, std::uint64_t offset
     ::close(fd);
     return "Response content length does not match the file.";
   }
-  body_done_ = true;
+  body_.set_complete();
   server_->counters().files_sent++;
   if (no_body_ || size == 0 || reset_ || closed_) {
     ::close(fd);
@@ -208,9 +203,7 @@ const char* H2Stream::send_file(int fd, std::uint64_t size, std::uint64_t offset
     session_->want_write();
     return nullptr;
   }
-  file_fd_ = fd;
-  file_offset_ = offset;
-  file_remaining_ = size;
+  body_.set_file(fd, offset, size);
   sent_ = size;
   if (!submitted_) submit(true);
   else wake_data();
@@ -218,8 +211,8 @@ const char* H2Stream::send_file(int fd, std::uint64_t size, std::uint64_t offset
 }
 
 void H2Stream::wake_data() {
-  if (!deferred_ || reset_ || closed_) return;
-  deferred_ = false;
+  if (!body_.deferred() || reset_ || closed_) return;
+  body_.clear_deferred();
   nghttp2_session_resume_data(session_->raw(), id_);
   session_->want_write();
 }
@@ -227,93 +220,68 @@ void H2Stream::wake_data() {
 nghttp2_ssize H2Stream::read_body(nghttp2_session*, std::int32_t, std::uint8_t* buf, std::size_t length,
                                   std::uint32_t* flags, nghttp2_data_source* source, void*) {
   auto* st = static_cast<H2Stream*>(source->ptr);
-  if (st->file_fd_ >= 0) {
-    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(length, st->file_remaining_));
-    ssize_t n;
-    do {
-      n = ::pread(st->file_fd_, buf, want, static_cast<off_t>(st->file_offset_));
-    } while (n < 0 && errno == EINTR);
-    if (n <= 0) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;  // read error or the file shrank: reset the stream
-    st->file_offset_ += static_cast<std::uint64_t>(n);
-    st->file_remaining_ -= static_cast<std::uint64_t>(n);
-    if (st->file_remaining_ == 0) {
-      ::close(st->file_fd_);
-      st->file_fd_ = -1;
-      st->eof_ = true;
-      *flags |= NGHTTP2_DATA_FLAG_EOF;
-      st->session_->file_sent_.push_back(st);
-    }
-    return n;
+  bool end = false, file_done = false;
+  const std::int64_t n = st->body_.read(buf, length, &end, &file_done);
+  if (n == H2ResponseBody::kFailed) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;  // the file: reset the stream
+  if (n == H2ResponseBody::kWaiting) return NGHTTP2_ERR_DEFERRED;                 // wake_data() resumes
+  if (file_done) {
+    // A file body ends the stream with its last DATA frame (trailers are not offered after a file).
+    st->body_.set_framed(true);
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    st->session_->file_sent_.push_back(st);
+  } else if (end) {
+    st->end_of_body(flags);
   }
-  const std::size_t avail = st->buffered();
-  if (avail == 0) {
-    if (st->body_done_ && (!st->trailers_expected_ || st->trailers_ready_)) {
-      st->end_of_body(flags);
-      return 0;
-    }
-    st->deferred_ = true;  // more body, or the trailers, still to come
-    return NGHTTP2_ERR_DEFERRED;
-  }
-  const std::size_t n = std::min(length, avail);
-  std::memcpy(buf, st->body_.data() + st->body_off_, n);
-  st->body_off_ += n;
-  if (st->body_off_ == st->body_.size()) {
-    st->body_.clear();
-    st->body_off_ = 0;
-  } else if (st->body_off_ >= 64 * 1024 && st->body_off_ * 2 >= st->body_.size()) {
-    st->body_.erase(0, st->body_off_);
-    st->body_off_ = 0;
-  }
-  if (st->body_done_ && st->buffered() == 0 && (!st->trailers_expected_ || st->trailers_ready_)) st->end_of_body(flags);
   return static_cast<nghttp2_ssize>(n);
 }
 
 void H2Stream::end_of_body(std::uint32_t* flags) {
-  eof_ = true;
+  body_.set_framed(true);
   *flags |= NGHTTP2_DATA_FLAG_EOF;
-  if (!trailers_expected_) return;
+  if (!body_.trailers_expected()) return;
+  std::vector<std::string>& fields = body_.trailer_fields();
   std::vector<nghttp2_nv> nva;
-  for (std::size_t i = 0; i + 1 < trailer_fields_.size(); i += 2)
-    nva.push_back({reinterpret_cast<std::uint8_t*>(trailer_fields_[i].data()),
-                   reinterpret_cast<std::uint8_t*>(trailer_fields_[i + 1].data()), trailer_fields_[i].size(),
-                   trailer_fields_[i + 1].size(), NGHTTP2_NV_FLAG_NONE});
+  for (std::size_t i = 0; i + 1 < fields.size(); i += 2)
+    nva.push_back({reinterpret_cast<std::uint8_t*>(fields[i].data()),
+                   reinterpret_cast<std::uint8_t*>(fields[i + 1].data()), fields[i].size(), fields[i + 1].size(),
+                   NGHTTP2_NV_FLAG_NONE});
   // The trailer HEADERS frame ends the stream instead of this DATA frame (nghttp2 copies the fields).
   if (nghttp2_submit_trailer(session_->raw(), id_, nva.data(), nva.size()) == 0)
     *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-  trailer_fields_.clear();
+  fields.clear();
 }
 
 bool H2Stream::expect_trailers() {
   if (!started_ || submitted_ || no_body_) return false;
-  trailers_expected_ = true;
+  body_.expect_trailers();
   return true;
 }
 
 const char* H2Stream::write_trailers(const std::string_view* names, const std::string_view* values,
                                      std::size_t count, bool more) {
-  if (!trailers_expected_) return "http.response.trailers sent, but http.response.start did not announce trailers.";
-  if (trailers_ready_) return "Response trailers already completed.";
+  if (!body_.trailers_expected())
+    return "http.response.trailers sent, but http.response.start did not announce trailers.";
+  if (body_.trailers_ready()) return "Response trailers already completed.";
   for (std::size_t i = 0; i < count; ++i)
     if (const char* err = header_error(names[i], values[i])) return err;
   for (std::size_t i = 0; i < count; ++i) {
     std::string lower(names[i]);
     for (char& c : lower) c = ascii_lower(c);
     if (connection_specific(lower) || lower == "content-length") continue;  // not allowed in a trailer section
-    trailer_fields_.push_back(std::move(lower));
-    trailer_fields_.emplace_back(values[i]);
+    body_.add_trailer(std::move(lower), values[i]);
   }
   if (!more) {
-    trailers_ready_ = true;
+    body_.set_trailers_ready();
     if (!submitted_) submit(true);
     else wake_data();
   }
   return nullptr;
 }
 
-std::size_t H2Stream::write_queue_bytes() const { return buffered(); }
+std::size_t H2Stream::write_queue_bytes() const { return body_.buffered(); }
 
 bool H2Stream::want_drain() {
-  if (closing() || buffered() <= server_->config().write_high_water) return false;
+  if (closing() || body_.buffered() <= server_->config().write_high_water) return false;
   if (!drain_wanted_) {
     drain_wanted_ = true;
     session_->drain_waiters_.push_back(this);
