@@ -82,7 +82,7 @@ ctest --test-dir build/cpp-asan --output-on-failure
 
 step "fuzzing (libFuzzer + ASan + UBSan, bounded; a longer run: bash tests/fuzz/run.sh 600)"
 if command -v clang++ >/dev/null 2>&1; then
-  bash tests/fuzz/run.sh 20
+  bash tests/fuzz/run.sh 45
 else
   echo "clang++ not found: fuzz targets not built (apt-get install clang libclang-rt-dev)"
 fi

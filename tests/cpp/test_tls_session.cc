@@ -1,50 +1,23 @@
 // core/tls_session.*: the server side of TLS over memory BIOs, against an OpenSSL client in the same process.
 // The test binary links OpenSSL itself (the product resolves it from Python's `_ssl` at run time); the table is
 // bound from the test binary's own global scope, so client and server share one OpenSSL, as in the product.
-#include <dlfcn.h>
-#include <openssl/evp.h>
 #include <openssl/ssl.h>
-#include <openssl/x509.h>
 
 #include <string>
 
 #include "catch_compat.h"
 #include "core/tls_session.h"
+#include "tls_test_support.h"
 
 namespace {
 
-// A self-signed P-256 certificate for "localhost" and a server SSL_CTX serving it.
 SSL_CTX* make_server_ctx() {
-  EVP_PKEY* key = nullptr;
-  EVP_PKEY_CTX* pctx = EVP_PKEY_CTX_new_id(EVP_PKEY_EC, nullptr);
-  REQUIRE(pctx != nullptr);
-  REQUIRE(EVP_PKEY_keygen_init(pctx) == 1);
-  REQUIRE(EVP_PKEY_CTX_set_ec_paramgen_curve_nid(pctx, NID_X9_62_prime256v1) == 1);
-  REQUIRE(EVP_PKEY_keygen(pctx, &key) == 1);
-  EVP_PKEY_CTX_free(pctx);
-  X509* cert = X509_new();
-  X509_set_version(cert, 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
-  X509_gmtime_adj(X509_getm_notBefore(cert), 0);
-  X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
-  X509_set_pubkey(cert, key);
-  X509_NAME* name = X509_get_subject_name(cert);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("localhost"), -1, -1, 0);
-  X509_set_issuer_name(cert, name);
-  REQUIRE(X509_sign(cert, key, EVP_sha256()) > 0);
-  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
-  REQUIRE(SSL_CTX_use_certificate(ctx, cert) == 1);
-  REQUIRE(SSL_CTX_use_PrivateKey(ctx, key) == 1);
-  X509_free(cert);
-  EVP_PKEY_free(key);
+  SSL_CTX* ctx = fa_test::make_self_signed_server_ctx();
+  REQUIRE(ctx != nullptr);
   return ctx;
 }
 
-void bind_openssl() {
-  std::string error;
-  void* self = dlopen(nullptr, RTLD_NOW);
-  REQUIRE(fa::tls_api_bind_handle(self, "the test binary", &error));
-}
+void bind_openssl() { REQUIRE(fa_test::bind_openssl().empty()); }
 
 // An OpenSSL client over memory BIOs, and the pump that moves bytes between it and the server session.
 struct Client {

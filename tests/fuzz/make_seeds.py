@@ -156,6 +156,12 @@ def h2_connection_seeds() -> list[bytes]:
     ]
 
 
+def tls_connection_seeds() -> list[bytes]:
+    """The connection seeds over TLS: the first byte picks the ALPN the client offers (1: h2, 0: http/1.1)."""
+    h2 = h2_connection_seeds()
+    return [b"\x01" + s for s in h2] + [b"\x00" + s for s in connection_seeds() if s not in h2]
+
+
 def main(argv: list[str]) -> int:
     out = Path(argv[1])
     for target, seeds in (
@@ -163,6 +169,7 @@ def main(argv: list[str]) -> int:
         ("fuzz_ws_frames", ws_seeds()),
         ("fuzz_response_head", response_seeds()),
         ("fuzz_connection", connection_seeds()),
+        ("fuzz_tls_connection", tls_connection_seeds()),
     ):
         d = out / target
         d.mkdir(parents=True, exist_ok=True)

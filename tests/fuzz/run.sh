@@ -11,11 +11,12 @@ PY=${PYTHON:-python3}
 BUILD=build/fuzz
 CC=clang CXX=clang++ cmake -S . -B "$BUILD" -G Ninja -DFA_BUILD_FUZZ=ON -DFA_BUILD_PYTHON=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFA_DEPS_DIR="$PWD/build/cpp/_registry" >/dev/null
-cmake --build "$BUILD" -j2 --target fuzz_request_parser fuzz_ws_frames fuzz_response_head fuzz_connection
+cmake --build "$BUILD" -j2 --target fuzz_request_parser fuzz_ws_frames fuzz_response_head fuzz_connection \
+  fuzz_tls_connection
 "$PY" tests/fuzz/make_seeds.py "$BUILD/seeds"
 mkdir -p "$BUILD/artifacts"
 status=0
-for target in fuzz_request_parser fuzz_ws_frames fuzz_response_head fuzz_connection; do
+for target in fuzz_request_parser fuzz_ws_frames fuzz_response_head fuzz_connection fuzz_tls_connection; do
   corpus="$BUILD/corpus/$target"
   mkdir -p "$corpus"
   echo "--- $target: ${SECONDS_PER_TARGET}s"
