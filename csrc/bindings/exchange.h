@@ -2,7 +2,7 @@
 // object *is* the app's `send` callable; a Receive object wraps it as `receive`. Both are vectorcall types.
 //
 // Ownership:
-// - The connection holds one reference to its current Exchange (Connection::exchange) while the request is in
+// - The stream holds one reference to its current Exchange (HttpStream::exchange) while the request is in
 //   flight, dropped by detach(); the Receive object, the Runner and the caller hold their own.
 // - Every Exchange holds a counted reference to its PyAppHandler (retain/release), so an app Task that outlives
 //   the server (shutdown, the PyServer object collected) still finds its handler when it completes.
@@ -52,7 +52,7 @@ struct Exchange {
   PyObject_HEAD
   vectorcallfunc vectorcall;
   PyAppHandler* handler;  // counted reference (PyAppHandler::retain), released in dealloc
-  HttpStream* conn;       // nullptr once detached (HTTP/1.1: the Connection; HTTP/2: an H2Stream)
+  HttpStream* conn;       // nullptr once detached (HTTP/1.1: the Http1Session; HTTP/2: an H2Stream)
   std::vector<PyObject*>* chunks;  // request body chunks not yet taken by receive()
   PyObject* receive_waiter;  // Future awaited by receive(), or nullptr
   // Further receive() calls waiting at the same time (Starlette's StreamingResponse listens for the disconnect

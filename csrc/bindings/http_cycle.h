@@ -1,6 +1,6 @@
 // The HTTP request/response cycle of an Exchange: receive() (request body, then http.disconnect), send()
 // (http.response.start, http.response.body, http.response.pathsend) and the end of the app (500, close, or
-// nothing to do). The wire format is the connection's (Connection::start_response / write_body / send_file /
+// nothing to do). The wire format is the stream's (HttpStream::start_response / write_body / send_file /
 // answer_error); this file maps ASGI messages onto it. GIL held throughout.
 #pragma once
 

@@ -1,6 +1,6 @@
 // The WebSocket cycle of an Exchange (ASGI `websocket` scope): receive() (websocket.connect, queued messages,
 // websocket.disconnect), send() (accept -> 101, close before accept -> 403, messages, close) and the end of the
-// app. Frames and the handshake's wire format are the connection's (Connection::ws_*). GIL held throughout.
+// app. Frames and the handshake's wire format are the connection's (Connection::ws_*, WsSession). GIL held throughout.
 #pragma once
 
 #include <Python.h>

@@ -187,7 +187,7 @@ int RequestParser::cb_headers_complete(llhttp_t* p) {
 
 int RequestParser::cb_body(llhttp_t* p, const char* at, std::size_t len) {
   // llhttp reports the open body span as an empty on_body when execute() runs on no bytes mid-body (what
-  // Connection::resume() does after a pause): not body data, and the listener must not be woken for it.
+  // Http1Session::resume() does after a pause): not body data, and the listener must not be woken for it.
   if (len == 0) return HPE_OK;
   return self(p)->listener_->on_request_body(at, len) == ParserListener::kPause ? HPE_PAUSED : HPE_OK;
 }

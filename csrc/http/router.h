@@ -39,7 +39,7 @@ struct StaticFiles {
 struct NativeRoute {
   enum Kind : std::uint8_t { kStatic, kHealth, kMetrics, kUser, kDirectory, kDiskFile };
   Kind kind = kStatic;
-  // Answered with a file (Connection::send_file): the request completes when the file is out, not on return.
+  // Answered with a file (HttpStream::send_file): the request completes when the file is out, not on return.
   bool sends_file() const { return kind == kDirectory || kind == kDiskFile; }
   int status = 200;
   std::string headers;  // pre-formatted "name: value\r\n" lines (content-type, content-length, extra)

@@ -139,7 +139,7 @@ void Http1Session::finish_response() {
   // Inside the parser (an app that answered synchronously, e.g. under an eager task factory) parsing simply goes
   // on when the callback returns; resuming here would re-enter llhttp. A client that does not read its responses
   // gets no further request taken up until they drain (bounded memory per connection).
-  if (!parsing_ && (paused_ || !transport_.reading()) && !block_on_output()) resume();
+  if (!parsing_ && (held_.paused() || !transport_.reading()) && !block_on_output()) resume();
 }
 
 bool Http1Session::block_on_output() {

@@ -31,7 +31,7 @@ void Http1Session::flush() { transport_.flush(); }
 // ---------------------------------------------------------------------------------------------------------------
 
 void Http1Session::receive(char* data, std::size_t len) {
-  if (paused_) {
+  if (held_.paused()) {
     hold(data, len);
   } else {
     process(data, len);
@@ -39,17 +39,11 @@ void Http1Session::receive(char* data, std::size_t len) {
 }
 
 void Http1Session::hold(const char* data, std::size_t len) {
-  in_.append(data, len);
   // Bounded read-ahead: stop pulling from the socket while the app is behind.
-  if (in_.size() > server_->config().body_high_water) transport_.stop_reading();
+  if (held_.hold(data, len) > server_->config().body_high_water) transport_.stop_reading();
 }
 
-std::string Http1Session::take_held_input() {
-  std::string held;
-  held.swap(in_);
-  paused_ = false;
-  return held;
-}
+std::string Http1Session::take_held_input() { return held_.take(); }
 
 void Http1Session::process(char* data, std::size_t len) {
   // Runs the parser at least once even for zero bytes: after a pause inside on_body, llhttp may still owe the
@@ -62,7 +56,7 @@ void Http1Session::process(char* data, std::size_t len) {
     case ParseResult::kOk:
       return;
     case ParseResult::kPaused:
-      paused_ = true;
+      held_.pause();
       hold(data + r.consumed, len - r.consumed);
       return;
     case ParseResult::kUpgrade:
@@ -74,7 +68,7 @@ void Http1Session::process(char* data, std::size_t len) {
       if (upgrade_ == kUpgradePending) {
         // A WebSocket handshake waiting for the app's accept: what follows is frames, kept (bounded, like a
         // paused body) until the session starts. Reading goes on so that a client leaving is noticed.
-        paused_ = true;
+        held_.pause();
         hold(data + r.consumed, len - r.consumed);
         return;
       }
@@ -96,19 +90,11 @@ void Http1Session::resume() {
     connection_->ws_resume();  // the app took the WebSocket messages it paused for
     return;
   }
-  if (paused_) {
-    paused_ = false;
+  if (held_.paused()) {
     parser_.resume();
-    std::string pending;
-    pending.swap(in_);
-    process(pending.data(), pending.size());
-    // Keep the larger buffer's capacity for the next pause.
-    if (in_.empty() && pending.capacity() > in_.capacity()) {
-      pending.clear();
-      in_.swap(pending);
-    }
+    held_.replay([this](char* data, std::size_t len) { process(data, len); });
   }
-  if (!paused_ && !transport_.closing() && !output_blocked_ && !close_after_response_) transport_.start_reading();
+  if (!held_.paused() && !transport_.closing() && !output_blocked_ && !close_after_response_) transport_.start_reading();
   if (!transport_.in_read() && !transport_.out().empty() && !transport_.closing()) transport_.flush();
 }
 
@@ -335,7 +321,7 @@ std::uint64_t Http1Session::check_timeouts(std::uint64_t now) {
       transport_.close_when_flushed();
       return UINT64_MAX;
     }
-  } else if (in_flight_ && parser_.message_in_progress() && transport_.reading() && !paused_) {
+  } else if (in_flight_ && parser_.message_in_progress() && transport_.reading() && !held_.paused()) {
     // The body is being read (not held back by the app): the client must keep sending it.
     if (cfg.body_timeout_ms > 0 && deadline_passed(now, last_body_ms_, cfg.body_timeout_ms, &next_due)) {
       connection_->log_timeout("body timeout: the request body stopped arriving");

@@ -113,7 +113,7 @@ class Http1Session final : public HttpStream, public ParserListener, public Sess
   Transport& transport_;
   RequestParser parser_;
   ResponseState response_;
-  std::string in_;  // bytes read but not parsed yet (parser paused: pipelining / body backpressure)
+  HeldInput held_;  // bytes read but not parsed yet (parser paused: pipelining, body backpressure, a handshake)
   // The current request when a native route (or its 405) answers it (request_dispatch.h): reused for every
   // request of the connection.
   NativeRequest native_;
@@ -123,7 +123,6 @@ class Http1Session final : public HttpStream, public ParserListener, public Sess
   int native_file_status_ = -1;  // -1 while the route runs; then the status it answered
   enum Upgrade : std::uint8_t { kUpgradeNone, kUpgradePending, kUpgradeAccepted };
   Upgrade upgrade_ = kUpgradeNone;  // a WebSocket handshake: waiting for the app, then accepted
-  bool paused_ = false;
   bool in_flight_ = false;
   bool close_after_response_ = false;
   bool continue_pending_ = false;

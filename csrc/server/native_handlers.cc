@@ -52,7 +52,7 @@ int run_native_route(HttpStream& c, const NativeRoute& route, const RouteParams&
       break;
     case NativeRoute::kDirectory:
     case NativeRoute::kDiskFile:
-      // Statistics when the file is out (Connection::finish_native()).
+      // Statistics when the file is out (Http1Session::finish_native()).
       return run_static_route(c, route);
   }
   server.route_stats(route.id).record(static_cast<double>(monotonic_ns() - c.request_start_ns()) / 1000.0);

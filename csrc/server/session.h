@@ -10,8 +10,52 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace fa {
+
+// Input a session cannot take now (its parser is paused: the app is behind, a pipelined request waits, a WebSocket
+// handshake is not answered yet), kept until the session resumes. The caller bounds it: past --body-high-water it
+// stops reading from the socket.
+class HeldInput {
+ public:
+  bool paused() const { return paused_; }
+  void pause() { paused_ = true; }
+  // Keep `len` bytes; returns the bytes now held.
+  std::size_t hold(const char* data, std::size_t len) {
+    bytes_.append(data, len);
+    return bytes_.size();
+  }
+  // No longer paused: hand what is held to `process(char*, size_t)` (which may pause and hold again), keeping the
+  // larger buffer's capacity for the next pause.
+  template <class Process>
+  void replay(Process&& process) {
+    paused_ = false;
+    std::string pending;
+    pending.swap(bytes_);
+    process(pending.data(), pending.size());
+    if (bytes_.empty() && pending.capacity() > bytes_.capacity()) {
+      pending.clear();
+      bytes_.swap(pending);
+    }
+  }
+  // No longer paused: what is held, for another session.
+  std::string take() {
+    paused_ = false;
+    std::string held;
+    held.swap(bytes_);
+    return held;
+  }
+  // A new session's start: `bytes` are held, paused until replayed.
+  void reset(std::string bytes) {
+    bytes_ = std::move(bytes);
+    paused_ = true;
+  }
+
+ private:
+  std::string bytes_;
+  bool paused_ = false;
+};
 
 class Session {
  public:

@@ -1,5 +1,5 @@
 // The native directory and disk-file routes (NativeRoute::kDirectory, kDiskFile): resolve, open, answer the head
-// (200, 206, 304, 307, 404, 416) and hand the descriptor to Connection::send_file(). No Python, no GIL.
+// (200, 206, 304, 307, 404, 416) and hand the descriptor to HttpStream::send_file(). No Python, no GIL.
 #pragma once
 
 #include "http/router.h"

@@ -100,8 +100,7 @@ void WsSession::start(std::string held) {
   }
   transport_.flush();
   if (transport_.closing()) return;
-  in_ = std::move(held);
-  paused_ = true;
+  held_.reset(std::move(held));
   resume();  // frames that arrived with the handshake, then reading
 }
 
@@ -112,27 +111,18 @@ void WsSession::flush() { transport_.flush(); }
 // ---------------------------------------------------------------------------------------------------------------
 
 void WsSession::receive(char* data, std::size_t len) {
-  if (paused_) {
-    in_.append(data, len);
-    if (in_.size() > server_->config().body_high_water) transport_.stop_reading();
-  } else {
-    process(data, len);
-  }
+  if (held_.paused()) hold(data, len);
+  else process(data, len);
+}
+
+void WsSession::hold(const char* data, std::size_t len) {
+  if (held_.hold(data, len) > server_->config().body_high_water) transport_.stop_reading();
 }
 
 void WsSession::resume() {
   if (transport_.closing()) return;
-  if (paused_) {
-    paused_ = false;
-    std::string pending;
-    pending.swap(in_);
-    process(pending.data(), pending.size());
-    if (in_.empty() && pending.capacity() > in_.capacity()) {
-      pending.clear();
-      in_.swap(pending);
-    }
-  }
-  if (!paused_ && !transport_.closing() && !output_blocked_ && !transport_.closing_when_flushed())
+  if (held_.paused()) held_.replay([this](char* data, std::size_t len) { process(data, len); });
+  if (!held_.paused() && !transport_.closing() && !output_blocked_ && !transport_.closing_when_flushed())
     transport_.start_reading();
   if (!transport_.in_read() && !transport_.out().empty() && !transport_.closing()) transport_.flush();
 }
@@ -145,9 +135,8 @@ void WsSession::process(char* data, std::size_t len) {
     case ws::FrameResult::kClosed:
       return;
     case ws::FrameResult::kPaused:
-      paused_ = true;
-      in_.append(data + r.consumed, len - r.consumed);
-      if (in_.size() > server_->config().body_high_water) transport_.stop_reading();
+      held_.pause();
+      hold(data + r.consumed, len - r.consumed);
       return;
     case ws::FrameResult::kError:
       fail(r.close_code, r.reason);

@@ -73,6 +73,7 @@ class WsSession final : public Session, public ws::FrameListener {
   void on_ws_close(int code, std::string_view reason) override;
 
   void process(char* data, std::size_t len);
+  void hold(const char* data, std::size_t len);
   void fail(int code, const char* reason);
   // A ping is due, or its pong is late. Returns false when the connection was failed (1011).
   bool keepalive(std::uint64_t now, std::uint64_t* next_due);
@@ -85,10 +86,9 @@ class WsSession final : public Session, public ws::FrameListener {
   Http1Session& stream_;
   std::unique_ptr<ws::FrameParser> parser_;
   std::unique_ptr<ws::Deflater> deflater_;  // permessage-deflate negotiated: compresses what send() sends
-  std::string in_;  // bytes read but not parsed yet (paused: the app is behind)
+  HeldInput held_;  // bytes read but not parsed yet (paused: the app is behind)
   enum State : std::uint8_t { kOpen, kClosing, kDone };
   State state_ = kOpen;
-  bool paused_ = false;
   bool output_blocked_ = false;
   bool awaiting_pong_ = false;
   std::uint32_t ping_payload_ = 0;

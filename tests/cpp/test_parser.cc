@@ -409,7 +409,7 @@ TEST_CASE("parser: a pause on the last body bytes still delivers on_request_comp
   REQUIRE(l.body == "abc");
   REQUIRE(l.completes == 0);
   p.resume();
-  r = p.execute(in.data() + in.size(), 0);  // what Connection::resume() does with an empty buffer
+  r = p.execute(in.data() + in.size(), 0);  // what Http1Session::resume() does with an empty buffer
   REQUIRE(r.kind == fa::ParseResult::kOk);
   REQUIRE(l.completes == 1);
   REQUIRE_FALSE(p.message_in_progress());
@@ -438,7 +438,7 @@ TEST_CASE("parser: the arena and header vector keep their capacity across reques
 }
 
 TEST_CASE("parser: no zero-length on_request_body after a pause mid-body", "[parser]") {
-  // Connection::resume() re-runs execute() on what is buffered, possibly nothing. llhttp then reports the still-open
+  // Http1Session::resume() re-runs execute() on what is buffered, possibly nothing. llhttp then reports the still-open
   // body span as an empty on_body; the parser must not forward that: the bindings would wake the ASGI app with an
   // empty `http.request` chunk (and take the GIL) for every pause.
   struct L final : fa::ParserListener {

@@ -345,7 +345,7 @@ TEST_CASE("loop: closing the server with connections open and a response pending
 }
 
 TEST_CASE("loop: an app that pauses the body gets every byte once, and no empty chunks", "[loop]") {
-  // The app pauses reading after every body chunk (backpressure) and resumes from a timer. Connection::resume()
+  // The app pauses reading after every body chunk (backpressure) and resumes from a timer. Http1Session::resume()
   // re-runs the parser on what it buffered, possibly nothing: that must not produce empty on_body calls (each
   // would become an empty `http.request` message for the ASGI app).
   LoopHarness h;

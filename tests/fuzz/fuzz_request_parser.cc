@@ -1,6 +1,6 @@
 // libFuzzer target: the request parser (llhttp + the server's limits and rules), fed as the connection feeds it:
 // whole, split at a point chosen by the input, and with the listener pausing at every callback (each pause
-// resumed and the rest fed again, as Connection::resume does). Invariants: execute() never consumes more than it
+// resumed and the rest fed again, as Http1Session::resume does). Invariants: execute() never consumes more than it
 // was given; every span of a delivered head lies inside its arena; the three modes agree on the outcome.
 #include <cstddef>
 #include <cstdint>
@@ -63,7 +63,7 @@ std::string run(const char* data, std::size_t len, std::size_t split, bool pause
       if (r.kind != fa::ParseResult::kPaused) break;
       p.resume();
       if (pos == end) {
-        // As Connection::resume: run the parser on nothing, it may owe a callback.
+        // As Http1Session::resume: run the parser on nothing, it may owe a callback.
         const fa::ParseResult again = p.execute(data + pos, 0);
         if (again.kind == fa::ParseResult::kError) return l.log + "|error " + std::to_string(again.status);
         if (again.kind == fa::ParseResult::kPaused) p.resume();
