@@ -1,6 +1,7 @@
 // fa::Server + fa::Connection on a real libuv loop in the test process, over 127.0.0.1 sockets: keep-alive,
 // pipelining (native, inline app and deferred app responses mixed), errors, closing rules, and a clean teardown
 // (zero live handles, uv_loop_close() == 0) after every test.
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -468,5 +469,80 @@ TEST_CASE("loop: a file whose first sendfile finds the socket full waits for it 
   CHECK(got.compare(head, filled, std::string(filled, 'j')) == 0);
   if (got.size() >= content.size()) CHECK(got.compare(got.size() - content.size(), content.size(), content) == 0);
   CHECK(h.app.files_sent == 1);
+  check_clean_teardown(h, rc);
+}
+
+namespace {
+
+// The most sendfile(2) bytes one loop iteration sent: a check handle (after each poll phase) reads the counter.
+struct TurnMeter {
+  uv_check_t check;
+  const fa::Server* server = nullptr;
+  std::uint64_t last = 0;
+  std::uint64_t max_per_turn = 0;
+  static void on_check(uv_check_t* c) {
+    auto* m = static_cast<TurnMeter*>(c->data);
+    const std::uint64_t now = m->server->counters().sendfile_bytes;
+    if (now - m->last > m->max_per_turn) m->max_per_turn = now - m->last;
+    m->last = now;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("loop: one connection's sendfile gives the loop back every 2 MiB whatever the socket takes",
+          "[loop]") {
+  ::signal(SIGPIPE, SIG_IGN);
+  LoopHarness h;
+  REQUIRE(h.bind_error == "");
+  const fa_test::TempFile file(16 << 20, 3);
+  REQUIRE(file.ok());
+  h.app.file_path = file.path();
+  // Socket buffers far larger than the file's first steps, so the socket alone would never stop the transfer: the
+  // listener's send buffer (accepted sockets inherit it) and the client's receive buffer, forced past the sysctl
+  // maxima (root only: CAP_NET_ADMIN).
+  const int big = 32 << 20;
+  const int lfd = fa_test::bound_loopback_socket(&h.port);
+  REQUIRE(lfd >= 0);
+  if (::setsockopt(lfd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big) != 0) {
+    ::close(lfd);
+    WARN("SO_SNDBUFFORCE needs CAP_NET_ADMIN: the per-turn sendfile bound is not tested here");
+    return;
+  }
+  REQUIRE(h.server->listen_fd(lfd, 16) == "");
+  ::close(lfd);
+  TurnMeter meter;
+  meter.server = h.server.get();
+  uv_check_init(&h.loop, &meter.check);
+  meter.check.data = &meter;
+  uv_check_start(&meter.check, &TurnMeter::on_check);
+  h.before_close = [&meter](LoopHarness&) { uv_close(reinterpret_cast<uv_handle_t*>(&meter.check), nullptr); };
+  std::size_t received = 0;
+  const int rc = h.run([&] {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
+    const timeval tv{2, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<std::uint16_t>(h.port));
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return;
+    const std::string req = "GET /file HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    fa_test::send_all(fd, req.data(), req.size());
+    usleep(200 * 1000);  // nothing read yet: the buffers take what the server's first turns send
+    char buf[1 << 16];
+    for (;;) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      received += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+  });
+  INFO("most sendfile bytes in one loop iteration: " << meter.max_per_turn);
+  CHECK(received > file.content().size());  // the head and the whole file
+  CHECK(h.server->counters().sendfile_bytes == file.content().size());
+  CHECK(meter.max_per_turn > 0);
+  CHECK(meter.max_per_turn <= (2u << 20));
   check_clean_teardown(h, rc);
 }
