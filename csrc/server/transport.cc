@@ -66,10 +66,10 @@ bool Transport::accept_from(uv_stream_t* listener) {
     sockaddr_storage ss{};
     int len = sizeof ss;
     if (uv.uv_tcp_getpeername(&io_.tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
-      addr_to_host_port(ss, &peer_host_, &peer_port_);
+      addr_to_host_port(ss, &addresses_.peer_host, &addresses_.peer_port);
     len = sizeof ss;
     if (uv.uv_tcp_getsockname(&io_.tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
-      addr_to_host_port(ss, &local_host_, &local_port_);
+      addr_to_host_port(ss, &addresses_.local_host, &addresses_.local_port);
   }
   server_->counters().connections_total++;
   if (server_->config().tls != nullptr) {

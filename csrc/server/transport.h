@@ -148,12 +148,12 @@ class Transport {
   bool is_tls() const { return tls_ != nullptr; }
   // The protocol ALPN selected ("" without TLS or ALPN).
   std::string alpn() const { return tls_ != nullptr ? tls_->alpn() : std::string(); }
-  const std::string& peer_host() const { return peer_host_; }
-  int peer_port() const { return peer_port_; }
-  const std::string& local_host() const { return local_host_; }
-  int local_port() const { return local_port_; }
+  const std::string& peer_host() const { return addresses_.peer_host; }
+  int peer_port() const { return addresses_.peer_port; }
+  const std::string& local_host() const { return addresses_.local_host; }
+  int local_port() const { return addresses_.local_port; }
   // A Unix socket's bound path, as the server's address (uvicorn's scope["server"] = [path, None]).
-  void set_local_host(std::string host) { local_host_ = std::move(host); }
+  void set_local_host(std::string host) { addresses_.local_host = std::move(host); }
 
  private:
   friend class Server;  // the cork list clears corked_ and calls the listener
@@ -209,8 +209,12 @@ class Transport {
     int fd = -1;  // dup of the socket's descriptor, closed when the handle has closed
   };
   std::unique_ptr<FilePoll> file_poll_;
-  std::string peer_host_, local_host_;
-  int peer_port_ = 0, local_port_ = 0;
+  // Both ends of a TCP connection ("" and 0 for a Unix socket's peer), read once on accept.
+  struct Addresses {
+    std::string peer_host, local_host;
+    int peer_port = 0, local_port = 0;
+  };
+  Addresses addresses_;
   int open_handles_ = 0;
   int pending_writes_ = 0;
   bool tcp_;
