@@ -110,7 +110,6 @@ void Http1Session::on_request_begin() {
     transport_.arm_timer(head_started_ms_ + server_->config().header_timeout_ms);
   // Until the head is complete, an error answer knows nothing of this request (not even whether it is a HEAD).
   response_.reset(false, false, false);
-  request_start_ns_ = monotonic_ns();
 }
 
 int Http1Session::on_request_head(RequestHead& head) {
@@ -118,7 +117,8 @@ int Http1Session::on_request_head(RequestHead& head) {
   reading_head_ = false;
   if (head.has_body) {
     last_body_ms_ = server_->loop()->time;
-    if (server_->config().body_timeout_ms > 0) transport_.arm_timer(last_body_ms_ + server_->config().body_timeout_ms);
+    const std::uint64_t body_timeout = server_->config().body_timeout_ms;
+    if (body_timeout > 0) transport_.arm_timer(last_body_ms_ + body_timeout);
   }
   // Upgrades (WebSocket) are answered as plain HTTP; what follows on the stream is another protocol.
   if (head.upgrade) close_after_response_ = true;
@@ -133,6 +133,9 @@ int Http1Session::on_request_head(RequestHead& head) {
       transport_.close_when_flushed();
       return kPause;
     case Dispatch::kNative:
+      // The route's statistics time it from here, as over HTTP/2 (only native answers are timed: no clock read for
+      // an app's request).
+      request_start_ns_ = monotonic_ns();
       // A client that sent `Expect: 100-continue` waits for it before sending the body (RFC 9110 10.1.1).
       if (head.expect_continue && head.has_body) transport_.out().append("HTTP/1.1 100 Continue\r\n\r\n");
       in_flight_ = true;
@@ -302,7 +305,7 @@ void Http1Session::refuse_websocket(int status, const std::string& body, std::st
 void Http1Session::arm_keep_alive() {
   if (transport_.closing() || in_flight_) return;
   idle_ = true;
-  idle_since_ms_ = uv.uv_now(server_->loop());
+  idle_since_ms_ = server_->loop()->time;  // what uv_now() returns, without the call
   transport_.arm_timer(idle_since_ms_ + server_->config().keep_alive_ms);
 }
 

@@ -279,11 +279,9 @@ bool Transport::write_raw(const char* a, std::size_t a_len, const char* b, std::
   return true;
 }
 
-bool Transport::output_backed_up() {
-  const std::size_t high = server_->config().write_high_water;
-  if (write_queue_bytes() <= high) return false;
+bool Transport::output_backed_up_after_flush() {
   if (!out_.empty()) flush();
-  return !closing_ && write_queue_bytes() > high;
+  return !closing_ && write_queue_bytes() > server_->config().write_high_water;
 }
 
 void Transport::cork() {
@@ -333,8 +331,7 @@ void Transport::on_write(uv_write_t* req, int status) {
 // Time bounds
 // ---------------------------------------------------------------------------------------------------------------
 
-void Transport::arm_timer(std::uint64_t due_ms) {
-  if (closing_ || (timer_armed_ && timer_due_ms_ <= due_ms)) return;
+void Transport::start_timer(std::uint64_t due_ms) {
   const std::uint64_t now = uv.uv_now(server_->loop());
   uv.uv_timer_start(&timer_, &Transport::on_timer, due_ms > now ? due_ms - now : 0, 0);
   timer_armed_ = true;

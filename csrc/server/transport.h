@@ -21,6 +21,7 @@
 #include <string>
 
 #include "core/tls_session.h"
+#include "server/server.h"
 
 namespace fa {
 
@@ -111,7 +112,10 @@ class Transport {
   bool writes_pending() const { return pending_writes_ > 0; }
   // Output is above --write-high-water even after handing libuv what it takes now (what it queues counts): the
   // session stops taking input or the app waits, until on_transport_output() says it drained.
-  bool output_backed_up();
+  bool output_backed_up() {
+    // Inline up to the common answer (below the mark): every HTTP/1.1 request asks once.
+    return write_queue_bytes() > server_->config().write_high_water && output_backed_up_after_flush();
+  }
 
   // ---- a file as the response body (transport_file.cc) ----
   // Send `remaining` bytes of `fd` from `offset` (the transport owns the descriptor), then put `suffix` (framing
@@ -136,7 +140,11 @@ class Transport {
   // request; when it fires, the listener checks every bound and re-arms for the next one.
   // NOTE: stopping and restarting it per request cost ~0.8% of server CPU on raw ASGI plain text (two timer-heap
   // operations per request); a lazy timer costs a comparison.
-  void arm_timer(std::uint64_t due_ms);
+  void arm_timer(std::uint64_t due_ms) {
+    // Inline up to the common answer (already armed early enough): every request asks twice.
+    if (closing_ || (timer_armed_ && timer_due_ms_ <= due_ms)) return;
+    start_timer(due_ms);
+  }
   // The transport's own bounds at `now`: output the client does not take (--timeout-send), a TLS handshake that does
   // not complete. Past one, it closes and returns false; else lowers *next_due to when one falls due.
   bool check_timeouts(std::uint64_t now, std::uint64_t* next_due);
@@ -171,6 +179,9 @@ class Transport {
   bool write_raw(const char* a, std::size_t a_len, const char* b, std::size_t b_len);
   // Nothing left to send and a close was asked for.
   void close_if_flushed();
+  void start_timer(std::uint64_t due_ms);
+  // output_backed_up() once the queue is above the mark: flush what is buffered, then look again.
+  bool output_backed_up_after_flush();
 
   // The file transfer (transport_file.cc): send what the socket takes now, else arrange to be called again.
   void file_pump();
