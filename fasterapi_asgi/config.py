@@ -267,6 +267,7 @@ class Config:
         timeout_request_body: float = TIMEOUT_REQUEST_BODY_DEFAULT,
         timeout_send: float = TIMEOUT_SEND_DEFAULT,
         route_index: bool = True,
+        compile_routes: bool = True,
         gc_freeze: bool = True,
         http: str = "auto",
         http2: bool = False,
@@ -323,6 +324,7 @@ class Config:
         self.native = native  # "module:attribute" of a fasterapi_asgi.native.Routes, or None
         self.stats = stats  # per-stage time accounting in the core (--stats)
         self.route_index = route_index  # the native index of Starlette/FastAPI route tables (route_index.py)
+        self.compile_routes = compile_routes  # route plans for FastAPI routes (route_plans.py)
         self.gc_freeze = gc_freeze  # gc.collect() + gc.freeze() after startup (server.py)
         self.ws = (
             ws  # "none" turns WebSocket support off; every other value selects the native implementation

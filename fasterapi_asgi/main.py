@@ -463,6 +463,13 @@ class _Command(click.Command):
     "decides each match; the result is the same as its plain scan).",
 )
 @click.option(
+    "--compile-routes/--no-compile-routes",
+    default=True,
+    show_default=True,
+    help="Answer the FastAPI routes a route plan can serve without FastAPI's per-request scaffolding, with "
+    "FastAPI's own answers (what a plan does not reproduce exactly goes to FastAPI's handler).",
+)
+@click.option(
     "--gc-freeze/--no-gc-freeze",
     default=True,
     show_default=True,
@@ -545,6 +552,7 @@ def run(
     native: str | None = None,
     stats: bool = False,
     route_index: bool = True,
+    compile_routes: bool = True,
     gc_freeze: bool = True,
     ws: str = "auto",
     ws_max_size: int = WS_MAX_SIZE_DEFAULT,
@@ -616,6 +624,7 @@ def run(
         native=native,
         stats=stats,
         route_index=route_index,
+        compile_routes=compile_routes,
         gc_freeze=gc_freeze,
         ws=ws,
         ws_max_size=ws_max_size,

@@ -240,6 +240,8 @@ class Server:
             await self.lifespan.shutdown()
             sys.exit(STARTUP_FAILURE)
 
+        if config.compile_routes:
+            self._install_route_plans()
         if config.route_index:
             self._install_route_index()
         if config.gc_freeze:
@@ -277,6 +279,17 @@ class Server:
         if routes:
             count = native.install(self.core, routes, app=config.raw_app)
             logger.info("Serving %d native route%s from C++.", count, "" if count == 1 else "s")
+
+    def _install_route_plans(self) -> None:
+        from fasterapi_asgi import route_plans
+
+        try:
+            compiled, routes = route_plans.install(self.config.loaded_app)
+        except Exception:  # noqa: BLE001 - plans are an optimisation: FastAPI's own handlers answer without them
+            logger.warning("FastAPI routes not compiled; FastAPI's own handlers answer.", exc_info=True)
+            return
+        if routes:
+            logger.info("Compiled %d of %d FastAPI route%s.", compiled, routes, "" if routes == 1 else "s")
 
     def _install_route_index(self) -> None:
         from fasterapi_asgi import route_index

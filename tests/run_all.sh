@@ -90,10 +90,13 @@ fi
 step "Python tests"
 "$PY" -m pytest -q -p no:cacheprovider tests/python
 
-step "Starlette's and FastAPI's own test suites (from their sdists), the native route index forced on every router"
+step "Starlette's and FastAPI's own test suites (from their sdists), the native route index forced on every router, route plans on every FastAPI route they can serve"
 # Fetched at test time (pip download of the installed versions), never committed; every indexed request also
-# checks that each route the index left out answers Match.NONE (tests/upstream/fa_force_route_index.py).
-"$PY" tests/upstream/run_upstream.py all --plugin tests.upstream.fa_force_route_index --lock-dir "$LOCK_DIR"
+# checks that each route the index left out answers Match.NONE (tests/upstream/fa_force_route_index.py), and in
+# FastAPI's suite every request a route plan answers is also solved by FastAPI's solve_dependencies and the
+# arguments compared (tests/upstream/fa_force_route_plans.py).
+"$PY" tests/upstream/run_upstream.py all --plugin tests.upstream.fa_force_route_index \
+  --plugin fastapi:tests.upstream.fa_force_route_plans --lock-dir "$LOCK_DIR"
 
 # The other supported interpreters (Python 3.10-3.13), taken from pyenv when it has them. On 3.13 every test (eager
 # Task starts); on 3.10 and 3.12 the real-socket smoke tests, the eager-task tests (3.12+), how request Tasks start,

@@ -14,12 +14,12 @@ ignore the test files whose dependency is not importable here (computed, with th
 the known failures listed below, and run pytest from the extracted root with the suite's own pytest
 configuration. The locks are written by tests/locks/lock.py.
 
---plugin MOD adds `-p MOD` with the repo root and tests/upstream/ on PYTHONPATH (so both
-`--plugin tests.upstream.x` and `--plugin x` find tests/upstream/x.py). A repo module whose top-level
-package clashes with one of the sdist's (`tests`: both suites import their own `tests` package, which
-shadows this repo's namespace package) is loaded through a shim module written to OUT/_plugins/; such a
-plugin must not import other modules of this repo's `tests` tree. `-- -p MOD` naming a repo module gets
-the same treatment.
+--plugin MOD adds `-p MOD` (`--plugin SUITE:MOD`: to that suite's run only) with the repo root and
+tests/upstream/ on PYTHONPATH (so both `--plugin tests.upstream.x` and `--plugin x` find tests/upstream/x.py).
+A repo module whose top-level package clashes with one of the sdist's (`tests`: both suites import their own
+`tests` package, which shadows this repo's namespace package) is loaded through a shim module written to
+OUT/_plugins/; such a plugin must not import other modules of this repo's `tests` tree. `-- -p MOD` naming a
+repo module gets the same treatment.
 
 When tests fail under plugins, each failed test is run again twice, without the plugins and with them, and
 told apart: "upstream's own" (it fails without the plugins too: the suite or its environment, not this
@@ -630,7 +630,7 @@ def run_suite(suite: Suite, args: argparse.Namespace, extra: list[str], out: Pat
 
     extra_plugins, rest = split_plugin_extras(extra)
     shims = out / "_plugins"
-    plugins = plugin_args([*args.plugin, *extra_plugins], root, shims, log)
+    plugins = plugin_args([*plugins_for(suite.name, args.plugin), *extra_plugins], root, shims, log)
     env = suite_env(root, suite, shims if plugins else None)
 
     # Sanity check: the suite must test the installed package, not a copy next to its tests.
@@ -765,7 +765,11 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("suite", choices=[*SUITES, "all"])
     p.add_argument(
-        "--plugin", action="append", default=[], metavar="MODULE", help="add `-p MODULE` (repeatable)"
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="[SUITE:]MODULE",
+        help="add `-p MODULE` (repeatable); with SUITE: to that suite's run only",
     )
     p.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "upstream", help="work directory")
     p.add_argument("--jobs", "-j", type=int, default=0, help="pytest-xdist workers (default: none)")
@@ -777,6 +781,18 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     p.add_argument("--no-install", action="store_true", help="do not pip install the test dependencies")
     return p.parse_args(argv), extra
+
+
+def plugins_for(suite: str, plugins: Sequence[str]) -> list[str]:
+    """The `--plugin` modules for one suite: `MOD` for every suite, `SUITE:MOD` for that suite only."""
+    chosen = []
+    for plugin in plugins:
+        name, sep, mod = plugin.partition(":")
+        if not sep:
+            chosen.append(plugin)
+        elif name == suite:
+            chosen.append(mod)
+    return chosen
 
 
 def main(argv: Sequence[str] | None = None) -> int:

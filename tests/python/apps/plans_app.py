@@ -1,0 +1,119 @@
+"""FastAPI routes of the shapes route plans compile (fasterapi_asgi/route_plans.py), and two they do not:
+served with plans, without them (--no-compile-routes) and by uvicorn, every answer must be the same bytes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Cookie, FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
+
+from fasterapi_asgi import route_plans
+
+app = FastAPI()
+
+
+class Item(BaseModel):
+    id: int
+    name: str
+    secret: str = "s"
+    note: str | None = None
+
+
+class Oops(Exception):
+    pass
+
+
+@app.exception_handler(Oops)
+async def oops_handler(request: Request, exc: Oops) -> JSONResponse:
+    return JSONResponse({"oops": str(exc), "path": request.url.path}, status_code=418)
+
+
+@app.get("/items/{item_id}")
+async def read_item(
+    item_id: int, q: str | None = None, n: Annotated[list[int] | None, Query()] = None
+) -> dict[str, object]:
+    return {"item_id": item_id, "q": q, "n": n}
+
+
+@app.get("/plain/{name}")
+async def plain(name: str, flag: bool = False):  # no return annotation: jsonable_encoder and JSONResponse
+    return {"name": name, "flag": flag, "unicode": "café ✓", "float": 1.5}
+
+
+@app.get(
+    "/model/{item_id}",
+    response_model=Item,
+    response_model_exclude={"secret"},
+    response_model_exclude_none=True,
+)
+async def model(item_id: int) -> dict[str, object]:
+    return {"id": item_id, "name": "x", "secret": "hidden"}
+
+
+@app.get("/headers")
+async def headers(
+    x_token: str = Header(),
+    user_agent: str | None = Header(default=None),
+    session: str | None = Cookie(default=None),
+) -> dict[str, object]:
+    return {"token": x_token, "agent": user_agent, "session": session}
+
+
+@app.post("/created", status_code=201)
+async def created() -> dict[str, bool]:
+    return {"ok": True}
+
+
+@app.delete("/nothing", status_code=204)
+async def nothing() -> None:
+    return None
+
+
+@app.get("/html", response_class=HTMLResponse)
+async def html() -> str:
+    return "<p>hi</p>"
+
+
+@app.get("/text", response_class=PlainTextResponse)
+async def text(v: float) -> str:
+    return f"v={v}"
+
+
+@app.get("/raw")
+async def raw() -> Response:
+    return Response(b"raw", media_type="application/x-raw", headers={"x-a": "1"})
+
+
+@app.get("/http-error/{code}")
+async def http_error(code: int) -> None:
+    raise HTTPException(status_code=code, detail="nope", headers={"x-why": "test"})
+
+
+@app.get("/custom-error")
+async def custom_error() -> None:
+    raise Oops("custom")
+
+
+@app.get("/bad-response", response_model=Item)
+async def bad_response() -> dict[str, object]:
+    return {"id": "not-an-int"}
+
+
+# A sync endpoint (compiled: run in the thread pool, as FastAPI does), and one a plan does not serve (a
+# Request).
+@app.get("/with-request")
+async def with_request(request: Request) -> dict[str, str]:
+    return {"path": request.url.path}
+
+
+@app.get("/sync")
+def sync() -> dict[str, bool]:
+    return {"sync": True}
+
+
+@app.get("/__plans")
+async def plans() -> dict[str, int]:
+    answered, handed_back = route_plans.plan_counters()
+    return {"answered": answered, "handed_back": handed_back}
