@@ -247,3 +247,13 @@ def test_the_test_command_refuses_an_unknown_deps_mode(env: dict[str, str], args
     )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "newest" in result.stderr
+
+
+def test_plugins_can_be_given_to_one_suite() -> None:
+    """`--plugin SUITE:MOD` goes to that suite's run only (the route-plan plugin needs FastAPI's suite)."""
+    given = ["tests.upstream.fa_force_route_index", "fastapi:tests.upstream.fa_force_route_plans"]
+    assert run_upstream.plugins_for("fastapi", given) == [
+        "tests.upstream.fa_force_route_index",
+        "tests.upstream.fa_force_route_plans",
+    ]
+    assert run_upstream.plugins_for("starlette", given) == ["tests.upstream.fa_force_route_index"]

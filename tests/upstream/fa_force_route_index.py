@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from upstream_report import report_use
 
 from fasterapi_asgi import _core, route_index
 
@@ -23,16 +24,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     lookups, plain = (now - then for now, then in zip(_core.route_index_counters(), _before, strict=True))
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    line = f"fasterapi-asgi route index: {lookups} requests through the index, {plain} by the plain scan"
-    if reporter is not None:
-        reporter.write_line(line)
-    else:
-        print(line)
-    if lookups == 0 and session.testscollected > 0:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        if reporter is not None:
-            reporter.write_line("fasterapi-asgi route index: no request was routed through the index")
+    report_use(
+        session,
+        f"fasterapi-asgi route index: {lookups} requests through the index, {plain} by the plain scan",
+        lookups,
+        "fasterapi-asgi route index: no request was routed through the index",
+    )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from upstream_report import report_use
 
 from fasterapi_asgi import route_plans
 
@@ -26,19 +27,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     answered, handed_back = (
         now - then for now, then in zip(route_plans.plan_counters(), _before, strict=True)
     )
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    line = (
+    report_use(
+        session,
         f"fasterapi-asgi route plans: {answered} requests answered by a plan, "
-        f"{handed_back} handed to FastAPI's own handler"
+        f"{handed_back} handed to FastAPI's own handler",
+        answered,
+        "fasterapi-asgi route plans: no request was answered by a plan",
     )
-    if reporter is not None:
-        reporter.write_line(line)
-    else:
-        print(line)
-    if answered == 0 and session.testscollected > 0:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        if reporter is not None:
-            reporter.write_line("fasterapi-asgi route plans: no request was answered by a plan")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
