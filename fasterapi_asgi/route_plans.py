@@ -98,6 +98,34 @@ def unproven_fastapi() -> str:
     return ""
 
 
+class _FastAPICode:
+    """The FastAPI and Starlette functions and classes a plan calls on every request, looked up once, when the
+    first plan is built (the module imports neither framework: a process serving another app never loads
+    them). NOTE: imported inside __call__ they cost each request an import lookup per name."""
+
+    def __init__(self) -> None:
+        from fastapi.dependencies.utils import request_params_to_args
+        from fastapi.routing import _extract_endpoint_context, run_endpoint_function, serialize_response
+        from fastapi.telemetry._api import _get_request_telemetry
+        from fastapi.utils import is_body_allowed_for_status_code
+        from starlette._exception_handler import wrap_app_handling_exceptions
+        from starlette.requests import Request
+        from starlette.responses import Response
+
+        self.request_params_to_args = request_params_to_args
+        self.extract_endpoint_context = _extract_endpoint_context
+        self.run_endpoint_function = run_endpoint_function
+        self.serialize_response = serialize_response
+        self.get_request_telemetry = _get_request_telemetry
+        self.is_body_allowed_for_status_code = is_body_allowed_for_status_code
+        self.wrap_app_handling_exceptions = wrap_app_handling_exceptions
+        self.Request = Request
+        self.Response = Response
+
+
+_code: _FastAPICode | None = None
+
+
 class RoutePlan:
     """The ASGI app a compiled route answers with (see the module's docstring). ``original`` is FastAPI's."""
 
@@ -124,6 +152,9 @@ class RoutePlan:
         from fastapi.datastructures import DefaultPlaceholder
         from fastapi.dependencies.models import _is_coroutine_callable
 
+        global _code
+        if _code is None:
+            _code = _FastAPICode()
         dependant = route.dependant
         self._route = route
         self.original = route.app
@@ -158,22 +189,18 @@ class RoutePlan:
         self.verify = verify
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        from fastapi.dependencies.utils import request_params_to_args
-        from fastapi.routing import run_endpoint_function
-        from fastapi.telemetry._api import _get_request_telemetry
-        from starlette._exception_handler import wrap_app_handling_exceptions
-        from starlette.requests import Request
-
+        code = _code
+        assert code is not None  # made with the first plan
         # FastAPI's telemetry records spans and data from inside its own handler: with it active, that
         # handler. And without FastAPI's middleware exit stack in the scope (a route served outside a FastAPI
         # app), its handler's own assertion answers.
-        if _get_request_telemetry() is not None or not isinstance(
+        if code.get_request_telemetry() is not None or not isinstance(
             scope.get("fastapi_middleware_astack"), AsyncExitStack
         ):
             _counters[1] += 1
             await self.original(scope, receive, send)
             return
-        request = Request(scope, receive, send)
+        request = code.Request(scope, receive, send)
         # As solve_dependencies, in its order; any error means FastAPI's handler answers (its 422), before
         # anything of the route has run.
         values: dict[str, Any] = {}
@@ -186,7 +213,7 @@ class RoutePlan:
         ):
             if not fields:
                 continue
-            found, errors = request_params_to_args(fields, getattr(request, source))
+            found, errors = code.request_params_to_args(fields, getattr(request, source))
             if errors:
                 _counters[1] += 1
                 await self.original(scope, receive, send)
@@ -200,31 +227,29 @@ class RoutePlan:
 
         async def respond(scope: Any, receive: Any, send: Any) -> None:
             # FastAPI's own call: awaited, or a sync endpoint in the thread pool.
-            raw = await run_endpoint_function(
+            raw = await code.run_endpoint_function(
                 dependant=self.dependant, values=values, is_coroutine=self.is_coroutine
             )
             response = await self._response(request, raw)
             await response(scope, receive, send)
 
-        await wrap_app_handling_exceptions(respond, request)(scope, receive, send)
+        await code.wrap_app_handling_exceptions(respond, request)(scope, receive, send)
 
     async def _response(self, request: Any, raw: Any) -> Any:
         """What get_request_handler makes of the endpoint's return value, with no sub-response, no background
         tasks and no response headers from dependencies (a compiled route has none)."""
-        from fastapi.routing import _extract_endpoint_context, serialize_response
-        from fastapi.utils import is_body_allowed_for_status_code
-        from starlette.responses import Response
-
-        if isinstance(raw, Response):
+        code = _code
+        assert code is not None
+        if isinstance(raw, code.Response):
             return raw  # its background stays as the endpoint left it (FastAPI's would be None here too)
-        endpoint_ctx = _extract_endpoint_context(self.call)
+        endpoint_ctx = code.extract_endpoint_context(self.call)
         if self.endpoint_path:
             mount_path = request.scope.get("root_path", "").rstrip("/")
             endpoint_ctx["path"] = f"{request.method} {mount_path}{self.endpoint_path}"
         args: dict[str, Any] = {"background": None}
         if self.status_code:
             args["status_code"] = self.status_code
-        content = await serialize_response(
+        content = await code.serialize_response(
             field=self.response_field,
             response_content=raw,
             is_coroutine=self.is_coroutine,
@@ -233,10 +258,10 @@ class RoutePlan:
             **self.serialize_options,
         )
         if self.use_dump_json:
-            response = Response(content=content, media_type="application/json", **args)
+            response = code.Response(content=content, media_type="application/json", **args)
         else:
             response = self.response_class(content, **args)
-        if not is_body_allowed_for_status_code(response.status_code):
+        if not code.is_body_allowed_for_status_code(response.status_code):
             response.body = b""
         return response
 
