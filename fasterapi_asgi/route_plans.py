@@ -33,13 +33,16 @@ from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from typing import Any
 
+from fasterapi_asgi._plan_replay import TrackedSend, raiser, replay_send
+
 logger = logging.getLogger("uvicorn.error")
 
 # FastAPI releases the plans are proven on (the test lock's; FastAPI's suite runs with plans forced on).
 PROVEN_FASTAPI = ("0.165.0",)
 
-# The names each function a plan stands in for (or calls) references, nested functions included: a release
-# whose code differs is not compiled for. Recorded from FastAPI 0.165.0 with _names_digest().
+# The names each function a plan stands in for, calls, or caches the decisions of references, nested functions
+# included (see _fingerprinted): a release whose code differs is not compiled for. Recorded from FastAPI
+# 0.165.0 and Starlette 1.10.0 with _names_digest(); the same on Python 3.11, 3.12 and 3.13.
 _FASTAPI_FINGERPRINTS: dict[str, str] = {
     "request_response": "499ac251a42bccfa",
     "get_request_handler": "4997a6eaf82a139c",
@@ -48,15 +51,38 @@ _FASTAPI_FINGERPRINTS: dict[str, str] = {
     "run_endpoint_function": "e52af26dbb91f295",
     "serialize_response": "dc41da1597e11f23",
     "APIRoute.get_route_handler": "3efcd9a307d8012c",
+    "request_params_to_args": "965a3885db60a57c",
+    "_get_multidict_value": "dbf298fddebe3626",
+    "_validate_value_with_model_field": "94dd748a7902bcd9",
+    "_get_param_aliases": "b65da11196e16aa4",
+    "ModelField.validate": "ca2d6664687fa53b",
+    "ModelField.serialize_json": "2af5da026847c267",
+    "HTTPConnection.query_params": "75140c454c985be6",
+    "HTTPConnection.headers": "1aae2b7980479131",
+    "HTTPConnection.path_params": "9b98b4019a93466c",
+    "HTTPConnection.cookies": "85d65abca7b1c71b",
+    "Response.__init__": "bdc3becdf37611a0",
+    "Response.init_headers": "d0a829298fa07000",
+    "Response.render": "6bca43d5a2a3e643",
+    "Response.__call__": "40c2f2076e91794d",
+    "wrap_app_handling_exceptions": "e988fc71db3a6e4c",
+    "ServerErrorMiddleware.__call__": "cee0be719c396b0c",
+    "ExceptionTelemetryMiddleware.__call__": "83d7971283e2b638",
+    "AppBodyLimitMiddleware.__call__": "2b30b0ddfbba82ad",
+    "ExceptionMiddleware.__call__": "234b8a408e0528d8",
+    "AsyncExitStackMiddleware.__call__": "63185ed6bf3ed4f5",
+    "FastAPI.build_middleware_stack": "7a4355e703db9df9",
 }
 
-# Requests answered by a plan, and requests a plan handed to FastAPI's own handler (the plugin reports both).
-_counters = [0, 0]
+# Requests answered by a plan, requests a plan handed to FastAPI's own handler, and exceptions a plan replayed
+# through FastAPI's route-level exception wrapper (the suite's plugin reports them).
+_counters = [0, 0, 0]
 
 
-def plan_counters() -> tuple[int, int]:
-    """(requests answered by a plan, requests a plan handed back to FastAPI's handler) in this process."""
-    return _counters[0], _counters[1]
+def plan_counters() -> tuple[int, int, int]:
+    """(requests answered by a plan, requests a plan handed back to FastAPI's handler, exceptions a plan
+    replayed through the route's exception wrapper) in this process."""
+    return _counters[0], _counters[1], _counters[2]
 
 
 def _names(code: Any, acc: set[str]) -> set[str]:
@@ -74,16 +100,22 @@ def _names_digest(func: Any) -> str:
     return hashlib.sha256(" ".join(sorted(_names(code, set()))).encode()).hexdigest()[:16]
 
 
-def unproven_fastapi() -> str:
-    """Why this process's FastAPI is not one the plans are proven on ("" when it is)."""
-    import fastapi
+def _fingerprinted() -> dict[str, Any]:
+    """The functions whose code the plans reproduce, stand in for, or cache decisions of."""
     from fastapi import routing
+    from fastapi._body_limit import AppBodyLimitMiddleware
+    from fastapi._compat import v2
     from fastapi.dependencies import utils
+    from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
+    from fastapi.telemetry._asgi import ExceptionTelemetryMiddleware
+    from starlette._exception_handler import wrap_app_handling_exceptions
+    from starlette.middleware.errors import ServerErrorMiddleware
+    from starlette.middleware.exceptions import ExceptionMiddleware
+    from starlette.requests import HTTPConnection
+    from starlette.responses import Response
 
-    version = getattr(fastapi, "__version__", "?")
-    if version not in PROVEN_FASTAPI:
-        return f"FastAPI {version} is not a proven release ({', '.join(PROVEN_FASTAPI)})"
-    funcs = {
+    return {
+        # The route handler a plan stands in for, and what it calls.
         "request_response": routing.request_response,
         "get_request_handler": routing.get_request_handler,
         "solve_dependencies": utils.solve_dependencies,
@@ -91,8 +123,51 @@ def unproven_fastapi() -> str:
         "run_endpoint_function": routing.run_endpoint_function,
         "serialize_response": routing.serialize_response,
         "APIRoute.get_route_handler": routing.APIRoute.get_route_handler,
+        # Parameter reading (_plan_params).
+        "request_params_to_args": utils.request_params_to_args,
+        "_get_multidict_value": utils._get_multidict_value,
+        "_validate_value_with_model_field": utils._validate_value_with_model_field,
+        "_get_param_aliases": utils._get_param_aliases,
+        "ModelField.validate": v2.ModelField.validate,
+        "ModelField.serialize_json": v2.ModelField.serialize_json,
+        "HTTPConnection.query_params": HTTPConnection.query_params.fget,  # type: ignore[attr-defined]
+        "HTTPConnection.headers": HTTPConnection.headers.fget,  # type: ignore[attr-defined]
+        "HTTPConnection.path_params": HTTPConnection.path_params.fget,  # type: ignore[attr-defined]
+        "HTTPConnection.cookies": HTTPConnection.cookies.fget,  # type: ignore[attr-defined]
+        # The response written without a Response object.
+        "Response.__init__": Response.__init__,
+        "Response.init_headers": Response.init_headers,
+        "Response.render": Response.render,
+        "Response.__call__": Response.__call__,
+        # The flattened middleware stack (_plan_stack) and the replayed wrappers (_plan_replay).
+        "wrap_app_handling_exceptions": wrap_app_handling_exceptions,
+        "ServerErrorMiddleware.__call__": ServerErrorMiddleware.__call__,
+        "ExceptionTelemetryMiddleware.__call__": ExceptionTelemetryMiddleware.__call__,
+        "AppBodyLimitMiddleware.__call__": AppBodyLimitMiddleware.__call__,
+        "ExceptionMiddleware.__call__": ExceptionMiddleware.__call__,
+        "AsyncExitStackMiddleware.__call__": AsyncExitStackMiddleware.__call__,
+        "FastAPI.build_middleware_stack": _fastapi_class().build_middleware_stack,
     }
-    changed = [name for name, func in funcs.items() if _names_digest(func) != _FASTAPI_FINGERPRINTS[name]]
+
+
+def _fastapi_class() -> Any:
+    from fastapi import FastAPI
+
+    return FastAPI
+
+
+def unproven_fastapi() -> str:
+    """Why this process's FastAPI is not one the plans are proven on ("" when it is)."""
+    import fastapi
+
+    version = getattr(fastapi, "__version__", "?")
+    if version not in PROVEN_FASTAPI:
+        return f"FastAPI {version} is not a proven release ({', '.join(PROVEN_FASTAPI)})"
+    try:
+        funcs = _fingerprinted()
+    except (ImportError, AttributeError) as exc:
+        return f"FastAPI {version} lacks {exc}"
+    changed = [name for name, func in funcs.items() if _names_digest(func) != _FASTAPI_FINGERPRINTS.get(name)]
     if changed:
         return f"FastAPI {version}'s {', '.join(changed)} differ from the proven code"
     return ""
@@ -104,26 +179,75 @@ class _FastAPICode:
     them). NOTE: imported inside __call__ they cost each request an import lookup per name."""
 
     def __init__(self) -> None:
-        from fastapi.dependencies.utils import request_params_to_args
+        from fastapi._compat.v2 import _regenerate_error_with_loc
+        from fastapi.exceptions import ResponseValidationError
         from fastapi.routing import _extract_endpoint_context, run_endpoint_function, serialize_response
         from fastapi.telemetry._api import _get_request_telemetry
         from fastapi.utils import is_body_allowed_for_status_code
+        from pydantic import ValidationError
         from starlette._exception_handler import wrap_app_handling_exceptions
+        from starlette.datastructures import Headers, QueryParams
         from starlette.requests import Request
         from starlette.responses import Response
 
-        self.request_params_to_args = request_params_to_args
+        self.regenerate_error_with_loc = _regenerate_error_with_loc
+        self.ResponseValidationError = ResponseValidationError
         self.extract_endpoint_context = _extract_endpoint_context
         self.run_endpoint_function = run_endpoint_function
         self.serialize_response = serialize_response
         self.get_request_telemetry = _get_request_telemetry
         self.is_body_allowed_for_status_code = is_body_allowed_for_status_code
+        self.ValidationError = ValidationError
         self.wrap_app_handling_exceptions = wrap_app_handling_exceptions
+        self.Headers = Headers
+        self.QueryParams = QueryParams
         self.Request = Request
         self.Response = Response
 
 
 _code: _FastAPICode | None = None
+
+
+class _JSONBody:
+    """How a plan writes the default response of a route with a response model, as FastAPI does (the
+    model's ``TypeAdapter`` validates the return value and dumps it to JSON bytes, then ``Response(content,
+    media_type="application/json", status_code=...)``), without the ``Response`` object: the status, the
+    header list and the body ``Response.__init__``/``init_headers`` would make, sent as ``Response.__call__``
+    sends them."""
+
+    __slots__ = ("validate", "dump_json", "options", "status", "content_length", "body_allowed")
+
+    def __init__(self, route: Any) -> None:
+        assert _code is not None
+        adapter = route.response_field._type_adapter  # ModelField.validate / serialize_json use this one
+        self.validate = adapter.validate_python
+        self.dump_json = adapter.dump_json
+        self.options = {
+            "include": route.response_model_include,
+            "exclude": route.response_model_exclude,
+            "by_alias": route.response_model_by_alias,
+            "exclude_unset": route.response_model_exclude_unset,
+            "exclude_defaults": route.response_model_exclude_defaults,
+            "exclude_none": route.response_model_exclude_none,
+        }
+        self.status = route.status_code if route.status_code else 200
+        # Response.init_headers: no content-length below 200 and for 204 and 304; FastAPI then empties the
+        # body of a status that may not have one (205 keeps the content-length of the body it had).
+        self.content_length = not (self.status < 200 or self.status in (204, 304))
+        self.body_allowed = _code.is_body_allowed_for_status_code(self.status)
+
+    def messages(self, value: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The two messages for a validated return value."""
+        body = self.dump_json(value, **self.options)
+        headers = [(b"content-type", b"application/json")]
+        if self.content_length:
+            headers.insert(0, (b"content-length", str(len(body)).encode("latin-1")))
+        if not self.body_allowed:
+            body = b""
+        return (
+            {"type": "http.response.start", "status": self.status, "headers": headers},
+            {"type": "http.response.body", "body": body},
+        )
 
 
 class RoutePlan:
@@ -134,15 +258,13 @@ class RoutePlan:
         "dependant",
         "is_coroutine",
         "call",
-        "path_params",
-        "query_params",
-        "header_params",
-        "cookie_params",
+        "readers",
         "endpoint_path",
         "status_code",
         "response_field",
         "response_class",
         "use_dump_json",
+        "json_body",
         "serialize_options",
         "verify",
         "_route",
@@ -151,6 +273,8 @@ class RoutePlan:
     def __init__(self, route: Any, *, verify: bool = False) -> None:
         from fastapi.datastructures import DefaultPlaceholder
         from fastapi.dependencies.models import _is_coroutine_callable
+
+        from fasterapi_asgi._plan_params import ParamReader
 
         global _code
         if _code is None:
@@ -161,11 +285,17 @@ class RoutePlan:
         self.dependant = dependant
         self.is_coroutine = _is_coroutine_callable(dependant.call)
         self.call = dependant.call
-        # The dependant's own lists (verify mode recognises them by identity).
-        self.path_params = dependant.path_params
-        self.query_params = dependant.query_params
-        self.header_params = dependant.header_params
-        self.cookie_params = dependant.cookie_params
+        # solve_dependencies' order; the readers keep the dependant's own lists (verify mode needs them).
+        self.readers = tuple(
+            (source, ParamReader(fields, multi=source in ("query", "header")))
+            for source, fields in (
+                ("path", dependant.path_params),
+                ("query", dependant.query_params),
+                ("header", dependant.header_params),
+                ("cookie", dependant.cookie_params),
+            )
+            if fields
+        )
         self.endpoint_path = dependant.path
         self.status_code = route.status_code
         self.response_field = route.response_field
@@ -178,6 +308,8 @@ class RoutePlan:
         self.response_class = (
             response_class.value if isinstance(response_class, DefaultPlaceholder) else response_class
         )
+        # The default response of an async endpoint is written without a Response object.
+        self.json_body = _JSONBody(route) if self.use_dump_json and self.is_coroutine else None
         self.serialize_options = {
             "include": route.response_model_include,
             "exclude": route.response_model_exclude,
@@ -187,6 +319,30 @@ class RoutePlan:
             "exclude_none": route.response_model_exclude_none,
         }
         self.verify = verify
+
+    def _read_params(self, scope: Any, record: dict[int, Any] | None = None) -> dict[str, Any] | None:
+        """The endpoint's arguments, as solve_dependencies would give them; None where it would report an
+        error. Each source's mapping is made as Starlette's HTTPConnection makes it. ``record`` (verify mode)
+        gets each source's result as request_params_to_args returns it, by the identity of FastAPI's list."""
+        code = _code
+        assert code is not None
+        values: dict[str, Any] = {}
+        for source, reader in self.readers:
+            if source == "path":
+                received: Any = scope.get("path_params", {})
+            elif source == "query":
+                received = code.QueryParams(scope["query_string"])
+            elif source == "header":
+                received = code.Headers(scope=scope)
+            else:
+                received = code.Request(scope).cookies
+            found = reader.read(received)
+            if found is None:
+                return None
+            values.update(found)
+            if record is not None:
+                record[id(reader.fields)] = (found, [])
+        return values
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         code = _code
@@ -200,52 +356,77 @@ class RoutePlan:
             _counters[1] += 1
             await self.original(scope, receive, send)
             return
-        request = code.Request(scope, receive, send)
-        # As solve_dependencies, in its order; any error means FastAPI's handler answers (its 422), before
-        # anything of the route has run.
-        values: dict[str, Any] = {}
-        results: dict[int, Any] = {}
-        for fields, source in (
-            (self.path_params, "path_params"),
-            (self.query_params, "query_params"),
-            (self.header_params, "headers"),
-            (self.cookie_params, "cookies"),
-        ):
-            if not fields:
-                continue
-            found, errors = code.request_params_to_args(fields, getattr(request, source))
-            if errors:
-                _counters[1] += 1
-                await self.original(scope, receive, send)
-                return
-            values.update(found)
-            if self.verify:
-                results[id(fields)] = (found, errors)
-        if self.verify:
-            await self._verify_values(request, values, results)
+        # Any parameter error: FastAPI's handler answers (its 422), before anything of the route has run.
+        results: dict[int, Any] | None = {} if self.verify else None
+        values = self._read_params(scope, results)
+        if values is None:
+            _counters[1] += 1
+            await self.original(scope, receive, send)
+            return
+        if results is not None:
+            await self._verify_values(scope, receive, values, results)
         _counters[0] += 1
+        # From here on the route runs once. What request_response's exception wrapper would do with an
+        # exception is replayed through that wrapper (see _plan_replay).
+        start: dict[str, Any] | None = None
+        try:
+            json_body = self.json_body
+            if json_body is not None:
+                raw = await self.call(**values)  # run_endpoint_function's call, telemetry being off
+                if not isinstance(raw, code.Response):
+                    start, body = json_body.messages(self._validate_return(scope, raw, json_body))
+                    if self.verify:
+                        await self._verify_response(scope, raw, start, body)
+                    await send(start)
+                    await send(body)
+                    return
+            else:
+                raw = await code.run_endpoint_function(
+                    dependant=self.dependant, values=values, is_coroutine=self.is_coroutine
+                )
+            response = raw if isinstance(raw, code.Response) else await self._response(scope, raw)
+            tracked = TrackedSend(send)
+            try:
+                await response(scope, receive, tracked)  # type: ignore[arg-type]
+            finally:
+                start = tracked.start
+        except Exception as exc:  # noqa: BLE001 - replayed through FastAPI's wrapper, which re-raises it
+            _counters[2] += 1
+            request = code.Request(scope, receive, send)
+            wrapped = code.wrap_app_handling_exceptions(raiser(exc, start), request)
+            await wrapped(scope, receive, replay_send(send, start))
 
-        async def respond(scope: Any, receive: Any, send: Any) -> None:
-            # FastAPI's own call: awaited, or a sync endpoint in the thread pool.
-            raw = await code.run_endpoint_function(
-                dependant=self.dependant, values=values, is_coroutine=self.is_coroutine
+    def _validate_return(self, scope: Any, raw: Any, json_body: _JSONBody) -> Any:
+        """serialize_response's validation of the return value (ModelField.validate's call), raising FastAPI's
+        ResponseValidationError with its errors and endpoint context."""
+        code = _code
+        assert code is not None
+        try:
+            return json_body.validate(raw, from_attributes=True)
+        except code.ValidationError as exc:
+            errors = code.regenerate_error_with_loc(
+                errors=exc.errors(include_url=False), loc_prefix=("response",)
             )
-            response = await self._response(request, raw)
-            await response(scope, receive, send)
+            raise code.ResponseValidationError(
+                errors=errors, body=raw, endpoint_ctx=self._endpoint_context(scope)
+            ) from None
 
-        await code.wrap_app_handling_exceptions(respond, request)(scope, receive, send)
+    def _endpoint_context(self, scope: Any) -> Any:
+        """get_request_handler's endpoint context for error messages (FastAPI's cached dict, updated as it
+        updates it)."""
+        code = _code
+        assert code is not None
+        endpoint_ctx = code.extract_endpoint_context(self.call)
+        if self.endpoint_path:
+            mount_path = scope.get("root_path", "").rstrip("/")
+            endpoint_ctx["path"] = f"{scope['method']} {mount_path}{self.endpoint_path}"
+        return endpoint_ctx
 
-    async def _response(self, request: Any, raw: Any) -> Any:
+    async def _response(self, scope: Any, raw: Any) -> Any:
         """What get_request_handler makes of the endpoint's return value, with no sub-response, no background
         tasks and no response headers from dependencies (a compiled route has none)."""
         code = _code
         assert code is not None
-        if isinstance(raw, code.Response):
-            return raw  # its background stays as the endpoint left it (FastAPI's would be None here too)
-        endpoint_ctx = code.extract_endpoint_context(self.call)
-        if self.endpoint_path:
-            mount_path = request.scope.get("root_path", "").rstrip("/")
-            endpoint_ctx["path"] = f"{request.method} {mount_path}{self.endpoint_path}"
         args: dict[str, Any] = {"background": None}
         if self.status_code:
             args["status_code"] = self.status_code
@@ -253,7 +434,7 @@ class RoutePlan:
             field=self.response_field,
             response_content=raw,
             is_coroutine=self.is_coroutine,
-            endpoint_ctx=endpoint_ctx,
+            endpoint_ctx=self._endpoint_context(scope),
             dump_json=self.use_dump_json,
             **self.serialize_options,
         )
@@ -265,13 +446,29 @@ class RoutePlan:
             response.body = b""
         return response
 
-    async def _verify_values(self, request: Any, values: dict[str, Any], results: dict[int, Any]) -> None:
+    async def _verify_response(self, scope: Any, raw: Any, start: Any, body: Any) -> None:
+        """Verify mode: FastAPI's serialize_response and Response class, given the same return value, must
+        make the same status, header list and body as the messages the plan sends."""
+        expected = await self._response(scope, raw)
+        if (expected.status_code, expected.raw_headers, bytes(expected.body)) != (
+            start["status"],
+            start["headers"],
+            body["body"],
+        ):
+            raise AssertionError(
+                f"route plan for {self.endpoint_path!r}: sent {start!r} {body!r}, FastAPI's response "
+                f"{expected.status_code!r} {expected.raw_headers!r} {expected.body!r}"
+            )
+
+    async def _verify_values(
+        self, scope: Any, receive: Any, values: dict[str, Any], results: dict[int, Any]
+    ) -> None:
         """Verify mode: FastAPI's solve_dependencies, given the same parameter results, must build the same
         arguments (so nothing a plan leaves out -- a dependency, a body, a special parameter -- would have
         added or changed one). The parameters are not validated a second time: validators and default
         factories may count their calls (FastAPI's own suite checks that a factory runs once), so
-        solve_dependencies gets the results this request's validation already gave, by the identity of the
-        dependant's parameter lists."""
+        solve_dependencies gets the values this request's reading gave, by the identity of the dependant's
+        parameter lists."""
         from fastapi.dependencies import utils
         from fastapi.dependencies.utils import solve_dependencies
         from starlette.requests import Request
@@ -281,14 +478,14 @@ class RoutePlan:
         def recorded(fields: Any, received: Any) -> Any:
             return results[id(fields)] if id(fields) in results else validate(fields, received)
 
-        scope = dict(request.scope)
+        inner_scope = dict(scope)
         utils.request_params_to_args = recorded  # type: ignore[assignment]
         try:
             async with AsyncExitStack() as inner, AsyncExitStack() as function:
-                scope["fastapi_inner_astack"] = inner
-                scope["fastapi_function_astack"] = function
+                inner_scope["fastapi_inner_astack"] = inner
+                inner_scope["fastapi_function_astack"] = function
                 solved = await solve_dependencies(
-                    request=Request(scope, request.receive),
+                    request=Request(inner_scope, receive),
                     dependant=self.dependant,
                     dependency_overrides_provider=self._route.dependency_overrides_provider,
                     async_exit_stack=inner,
@@ -377,6 +574,30 @@ def api_routes_of(app: Any) -> Iterable[Any]:
         yield from list(getattr(router, "routes", ()))
 
 
+def fastapi_apps_of(app: Any) -> list[Any]:
+    """The FastAPI apps reachable from ``app``: itself, the apps middleware wraps (``.app``), and apps mounted
+    in the routers of those."""
+    from fastapi import FastAPI
+    from starlette.routing import Router
+
+    from fasterapi_asgi.route_index import _own_attr
+
+    found: list[Any] = []
+    seen: set[int] = set()
+    stack = [app]
+    while stack:
+        obj = stack.pop()
+        if obj is None or id(obj) in seen or len(seen) > 10_000:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, FastAPI):
+            found.append(obj)
+        if isinstance(obj, Router):
+            stack.extend(_own_attr(route, "app") for route in list(obj.routes))
+        stack.extend(_own_attr(obj, name) for name in ("router", "app"))
+    return found
+
+
 def install(app: Any) -> tuple[int, int]:
     """Compile every FastAPI route reachable from ``app``. Returns (compiled, FastAPI routes). Nothing happens
     when FastAPI is not imported, or is not a proven release (one INFO line says why)."""
@@ -403,25 +624,50 @@ def install(app: Any) -> tuple[int, int]:
     return compiled, len(routes)
 
 
+def flatten_stacks(app: Any) -> tuple[int, int]:
+    """Run the built-in middleware layers of every FastAPI app reachable from ``app`` flattened (see
+    _plan_stack) where they are only the built-in ones. Returns (apps flattened, FastAPI apps); an app whose
+    stack Starlette has not built yet counts as flattened when its stack is built (if it qualifies then).
+    Nothing happens when FastAPI is not imported or not a proven release."""
+    if "fastapi.routing" not in sys.modules or unproven_fastapi():
+        return 0, 0
+    from fasterapi_asgi._plan_stack import flatten_app
+
+    apps = fastapi_apps_of(app)
+    return sum(1 for fastapi_app in apps if flatten_app(fastapi_app)), len(apps)
+
+
 def force_on_every_route(*, verify: bool = True) -> Callable[[], None]:
-    """Compile every APIRoute as it is made (``APIRoute.__init__``), for running FastAPI's own test suite with
-    the plans on. Returns the function that undoes it. With ``verify``, every compiled request also solves the
-    request with FastAPI's solve_dependencies and compares the arguments (AssertionError otherwise)."""
+    """Compile every APIRoute as it is made (``APIRoute.__init__``) and flatten every FastAPI middleware stack
+    as it is built, for running FastAPI's own test suite with the plans on. Returns the function that undoes
+    it. With ``verify``, every compiled request is also solved by FastAPI's solve_dependencies and the
+    arguments compared, and a response the plan writes itself is compared with the one FastAPI's
+    serialize_response and Response would make (AssertionError otherwise)."""
     from fastapi.routing import APIRoute
 
     unproven = unproven_fastapi()
     if unproven:
         raise RuntimeError(f"route plans cannot be forced on: {unproven}")
+    from fastapi import FastAPI
+
+    from fasterapi_asgi._plan_stack import flatten
+
     original_init = APIRoute.__init__
+    original_build = FastAPI.build_middleware_stack
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
         if type(self) is APIRoute:
             compile_route(self, verify=verify)
 
+    def build_middleware_stack(self: Any) -> Any:
+        return flatten(original_build(self))
+
     APIRoute.__init__ = __init__  # type: ignore[method-assign]
+    FastAPI.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
 
     def undo() -> None:
         APIRoute.__init__ = original_init  # type: ignore[method-assign]
+        FastAPI.build_middleware_stack = original_build  # type: ignore[method-assign]
 
     return undo

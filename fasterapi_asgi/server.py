@@ -290,6 +290,18 @@ class Server:
             return
         if routes:
             logger.info("Compiled %d of %d FastAPI route%s.", compiled, routes, "" if routes == 1 else "s")
+        try:
+            flattened, apps = route_plans.flatten_stacks(self.config.loaded_app)
+        except Exception:  # noqa: BLE001 - an optimisation: the app's own layers answer without it
+            logger.warning("FastAPI middleware layers not flattened; they run as built.", exc_info=True)
+            return
+        if apps:
+            logger.info(
+                "FastAPI's built-in middleware layers run flattened in %d of %d app%s.",
+                flattened,
+                apps,
+                "" if apps == 1 else "s",
+            )
 
     def _install_route_index(self) -> None:
         from fasterapi_asgi import route_index

@@ -50,6 +50,17 @@ REQUESTS: list[tuple[str, str, dict[str, str]]] = [
     ("GET", "/with-request", {}),
     ("GET", "/sync", {}),
     ("PUT", "/items/5", {}),  # 405
+    ("GET", "/nowhere", {}),  # 404 from the router
+    ("GET", "/unhandled", {}),  # 500 from ServerErrorMiddleware
+    ("GET", "/relayed", {}),  # a handler's own HTTPException, answered by the outer layer
+    ("GET", "/late-error", {}),  # raises after the response started: the 200 stands
+    ("GET", "/query-model?limit=3&tags=a&tags=b", {}),
+    ("GET", "/query-model?limit=x", {}),
+    ("GET", "/factory", {}),
+    ("GET", "/factory?ids=7&ids=8", {}),
+    ("GET", "/alias?item-query=abc", {}),
+    ("GET", "/alias?item-query=toolong", {}),
+    ("GET", "/alias", {}),
 ]
 
 
@@ -100,6 +111,17 @@ def test_answers_are_fastapis(start_server: StartServer) -> None:
         200,
         200,
         405,
+        404,
+        500,
+        409,
+        200,
+        200,
+        422,
+        200,
+        200,
+        200,
+        422,
+        200,
     ]
 
 
@@ -109,7 +131,7 @@ def test_plans_answer_and_hand_back(start_server: StartServer) -> None:
     line = srv.wait_for_log("Compiled ")
     found = re.search(r"Compiled (\d+) of (\d+) FastAPI routes\.", line)
     assert found, line
-    assert tuple(map(int, found.groups())) == (14, 15)  # all but /with-request (a Request)
+    assert tuple(map(int, found.groups())) == (20, 21)  # all but /with-request (a Request)
     with httpx.Client(base_url=srv.url, timeout=10.0) as client:
         before = client.get("/__plans").json()
         assert client.get("/items/1").status_code == 200  # a plan answers
@@ -223,7 +245,7 @@ def test_forced_plans_verified_in_process() -> None:
                 rb.headers.raw,
                 rb.content,
             ), path
-    answered, handed_back = (
+    answered, handed_back, _ = (
         now - then for now, then in zip(route_plans.plan_counters(), before, strict=True)
     )
     assert answered >= 12 and handed_back >= 5

@@ -11,26 +11,33 @@ from collections.abc import Callable
 import pytest
 from upstream_report import report_use
 
-from fasterapi_asgi import route_plans
+from fasterapi_asgi import _plan_stack, route_plans
 
 _undo: Callable[[], None] | None = None
-_before = (0, 0)
+_before = (0, 0, 0)
+_stack_before = (0, 0, 0)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global _undo, _before
+    global _undo, _before, _stack_before
     _undo = route_plans.force_on_every_route(verify=True)
     _before = route_plans.plan_counters()
+    _stack_before = _plan_stack.stack_counters()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    answered, handed_back = (
+    answered, handed_back, plan_replayed = (
         now - then for now, then in zip(route_plans.plan_counters(), _before, strict=True)
+    )
+    flattened, replayed = (
+        now - then for now, then in zip(_plan_stack.stack_counters(), _stack_before, strict=True)
     )
     report_use(
         session,
         f"fasterapi-asgi route plans: {answered} requests answered by a plan, "
-        f"{handed_back} handed to FastAPI's own handler",
+        f"{handed_back} handed to FastAPI's own handler, {plan_replayed} exceptions replayed through the "
+        f"route's exception wrapper; {flattened} requests through a flattened "
+        f"middleware stack, {replayed} exceptions replayed through the real layers",
         answered,
         "fasterapi-asgi route plans: no request was answered by a plan",
     )

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Cookie, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
+from starlette.background import BackgroundTask
 
 from fasterapi_asgi import route_plans
 
@@ -28,6 +29,21 @@ class Oops(Exception):
 @app.exception_handler(Oops)
 async def oops_handler(request: Request, exc: Oops) -> JSONResponse:
     return JSONResponse({"oops": str(exc), "path": request.url.path}, status_code=418)
+
+
+class Relayed(Exception):
+    pass
+
+
+@app.exception_handler(Relayed)
+async def relayed_handler(request: Request, exc: Relayed) -> JSONResponse:
+    # The route's exception wrapper calls this; the HTTPException it raises is answered one layer out.
+    raise HTTPException(status_code=409, detail=f"relayed {exc}")
+
+
+class Filter(BaseModel):
+    limit: int = 10
+    tags: list[str] = []
 
 
 @app.get("/items/{item_id}")
@@ -101,6 +117,47 @@ async def bad_response() -> dict[str, object]:
     return {"id": "not-an-int"}
 
 
+@app.get("/unhandled")
+async def unhandled() -> dict[str, int]:
+    raise RuntimeError("boom")  # no handler: Starlette's 500, and the server logs it
+
+
+@app.get("/relayed")
+async def relayed() -> None:
+    raise Relayed("x")
+
+
+@app.get("/late-error")
+async def late_error() -> Response:
+    def fail() -> None:
+        raise RuntimeError("after the response")
+
+    return Response(b"sent", background=BackgroundTask(fail))  # the response has started when it raises
+
+
+@app.get("/query-model")
+async def query_model(f: Annotated[Filter, Query()]) -> dict[str, object]:
+    return {"limit": f.limit, "tags": f.tags}
+
+
+_made = [0]
+
+
+def _fresh() -> list[int]:
+    _made[0] += 1
+    return [_made[0]]
+
+
+@app.get("/factory")
+async def factory(ids: Annotated[list[int], Query(default_factory=_fresh)]) -> dict[str, object]:
+    return {"ids": ids, "made": _made[0]}
+
+
+@app.get("/alias")
+async def alias(item_q: Annotated[str, Query(alias="item-query", max_length=5)] = "d") -> dict[str, str]:
+    return {"item_q": item_q}
+
+
 # A sync endpoint (compiled: run in the thread pool, as FastAPI does), and one a plan does not serve (a
 # Request).
 @app.get("/with-request")
@@ -115,5 +172,5 @@ def sync() -> dict[str, bool]:
 
 @app.get("/__plans")
 async def plans() -> dict[str, int]:
-    answered, handed_back = route_plans.plan_counters()
+    answered, handed_back, _ = route_plans.plan_counters()
     return {"answered": answered, "handed_back": handed_back}
