@@ -107,3 +107,10 @@ class ParamReader:
         except Exception:  # noqa: BLE001 - a ValidationError or a validator's own error: FastAPI answers
             return None
         return values
+
+
+def validate_body_value(field: Any, value: Any) -> Any:
+    """request_body_to_args for one body parameter that is not embedded, given a parsed body: the field's
+    ModelField.validate call (``validate_python(value, from_attributes=True)`` of its TypeAdapter). Raises
+    what validation raises."""
+    return field._type_adapter.validate_python(value, from_attributes=True)

@@ -52,6 +52,10 @@ _FASTAPI_FINGERPRINTS: dict[str, str] = {
     "serialize_response": "dc41da1597e11f23",
     "APIRoute.get_route_handler": "3efcd9a307d8012c",
     "request_params_to_args": "965a3885db60a57c",
+    "request_body_to_args": "b67e79d7317d2b93",
+    "Request.body": "a24bad0598db956c",
+    "Request.stream": "c8eb699ca64f116f",
+    "Request.json": "f4a630bb41ca832b",
     "_get_multidict_value": "dbf298fddebe3626",
     "_validate_value_with_model_field": "94dd748a7902bcd9",
     "_get_param_aliases": "b65da11196e16aa4",
@@ -111,7 +115,7 @@ def _fingerprinted() -> dict[str, Any]:
     from starlette._exception_handler import wrap_app_handling_exceptions
     from starlette.middleware.errors import ServerErrorMiddleware
     from starlette.middleware.exceptions import ExceptionMiddleware
-    from starlette.requests import HTTPConnection
+    from starlette.requests import HTTPConnection, Request
     from starlette.responses import Response
 
     return {
@@ -125,6 +129,10 @@ def _fingerprinted() -> dict[str, Any]:
         "APIRoute.get_route_handler": routing.APIRoute.get_route_handler,
         # Parameter reading (_plan_params).
         "request_params_to_args": utils.request_params_to_args,
+        "request_body_to_args": utils.request_body_to_args,
+        "Request.body": Request.body,
+        "Request.stream": Request.stream,
+        "Request.json": Request.json,
         "_get_multidict_value": utils._get_multidict_value,
         "_validate_value_with_model_field": utils._validate_value_with_model_field,
         "_get_param_aliases": utils._get_param_aliases,
@@ -187,6 +195,7 @@ class _FastAPICode:
         from pydantic import ValidationError
         from starlette._exception_handler import wrap_app_handling_exceptions
         from starlette.datastructures import Headers, QueryParams
+        from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
         from starlette.requests import Request
         from starlette.responses import Response
 
@@ -200,6 +209,7 @@ class _FastAPICode:
         self.ValidationError = ValidationError
         self.wrap_app_handling_exceptions = wrap_app_handling_exceptions
         self.Headers = Headers
+        self.MAX_BODY_SIZE_SCOPE_KEY = MAX_BODY_SIZE_SCOPE_KEY
         self.QueryParams = QueryParams
         self.Request = Request
         self.Response = Response
@@ -259,6 +269,7 @@ class RoutePlan:
         "is_coroutine",
         "call",
         "readers",
+        "body",
         "endpoint_path",
         "status_code",
         "response_field",
@@ -274,6 +285,7 @@ class RoutePlan:
         from fastapi.datastructures import DefaultPlaceholder
         from fastapi.dependencies.models import _is_coroutine_callable
 
+        from fasterapi_asgi._plan_body import BodyReader
         from fasterapi_asgi._plan_params import ParamReader
 
         global _code
@@ -296,6 +308,7 @@ class RoutePlan:
             )
             if fields
         )
+        self.body = BodyReader(route) if dependant.body_params else None
         self.endpoint_path = dependant.path
         self.status_code = route.status_code
         self.response_field = route.response_field
@@ -363,6 +376,20 @@ class RoutePlan:
             _counters[1] += 1
             await self.original(scope, receive, send)
             return
+        if self.body is not None:
+            # A body limit (a parent app's) counts the bytes FastAPI reads: its handler reads them.
+            if code.MAX_BODY_SIZE_SCOPE_KEY in scope:
+                _counters[1] += 1
+                await self.original(scope, receive, send)
+                return
+            body_value, replay = await self.body.read(code.Headers(scope=scope), receive)
+            if replay is not None:
+                _counters[1] += 1
+                await self.original(scope, replay, send)
+                return
+            values[self.body.name] = body_value
+            if results is not None:
+                results[id(self.body.fields)] = ({self.body.name: body_value}, [])
         if results is not None:
             await self._verify_values(scope, receive, values, results)
         _counters[0] += 1
@@ -468,18 +495,25 @@ class RoutePlan:
         added or changed one). The parameters are not validated a second time: validators and default
         factories may count their calls (FastAPI's own suite checks that a factory runs once), so
         solve_dependencies gets the values this request's reading gave, by the identity of the dependant's
-        parameter lists."""
+        parameter and body lists."""
         from fastapi.dependencies import utils
         from fastapi.dependencies.utils import solve_dependencies
         from starlette.requests import Request
 
         validate = utils.request_params_to_args
+        validate_body = utils.request_body_to_args
 
         def recorded(fields: Any, received: Any) -> Any:
             return results[id(fields)] if id(fields) in results else validate(fields, received)
 
+        async def recorded_body(body_fields: Any, received_body: Any, embed_body_fields: bool) -> Any:
+            if id(body_fields) in results:
+                return results[id(body_fields)]
+            return await validate_body(body_fields, received_body, embed_body_fields)
+
         inner_scope = dict(scope)
         utils.request_params_to_args = recorded  # type: ignore[assignment]
+        utils.request_body_to_args = recorded_body  # type: ignore[assignment]
         try:
             async with AsyncExitStack() as inner, AsyncExitStack() as function:
                 inner_scope["fastapi_inner_astack"] = inner
@@ -488,11 +522,13 @@ class RoutePlan:
                     request=Request(inner_scope, receive),
                     dependant=self.dependant,
                     dependency_overrides_provider=self._route.dependency_overrides_provider,
+                    body=values.get(self.body.name) if self.body is not None else None,
                     async_exit_stack=inner,
-                    embed_body_fields=False,
+                    embed_body_fields=self._route._embed_body_fields,
                 )
         finally:
             utils.request_params_to_args = validate  # type: ignore[assignment]
+            utils.request_body_to_args = validate_body  # type: ignore[assignment]
         if solved.errors or not _same(solved.values, values):
             raise AssertionError(
                 f"route plan for {self.endpoint_path!r}: arguments {values!r}, FastAPI's "
@@ -511,6 +547,22 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and type(a) is type(b):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
+
+
+def _why_not_body(route: Any) -> str:
+    """Why the route's body is not one a plan reads ("" when it is: one pydantic-validated JSON body
+    parameter, not embedded, not a form, as request_body_to_args's single-field case)."""
+    from fastapi import params
+    from fastapi.dependencies.utils import _get_form_models, _should_embed_body_fields
+
+    fields = route.dependant.body_params
+    if len(fields) != 1 or route.body_field is None:
+        return "it takes more than one body parameter"
+    if isinstance(route.body_field.field_info, params.Form) or _get_form_models(fields[0]):
+        return "it takes a form"
+    if getattr(route, "_embed_body_fields", True) or _should_embed_body_fields(fields):
+        return "its body parameter is embedded"
+    return ""
 
 
 def why_not(route: Any) -> str:
@@ -533,7 +585,9 @@ def why_not(route: Any) -> str:
     if dependant.dependencies:
         return "it has dependencies"
     if dependant.body_params or route.body_field is not None:
-        return "it takes a body"
+        reason = _why_not_body(route)
+        if reason:
+            return reason
     for name in (
         "request_param_name",
         "websocket_param_name",

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 import httpx
 import pytest
 from conftest import StartServer
-from fastapi import Depends, FastAPI, Request
+from fastapi import Body, Depends, FastAPI, Form, Request
 from harness import APP_DIR
 
 from fasterapi_asgi import route_plans
@@ -61,6 +62,22 @@ REQUESTS: list[tuple[str, str, dict[str, str]]] = [
     ("GET", "/alias?item-query=abc", {}),
     ("GET", "/alias?item-query=toolong", {}),
     ("GET", "/alias", {}),
+    ("POST", "/new-items?dry_run=1", {}),  # no body: 422
+]
+
+# (path, content type, body): JSON bodies a plan reads, and the ones it hands to FastAPI.
+BODIES: list[tuple[str, str | None, bytes]] = [
+    ("/new-items", "application/json", b'{"name": "a", "price": 2.5, "tags": ["x"]}'),
+    ("/new-items?dry_run=true", "application/json", b'{"name": "a", "price": 1}'),
+    ("/new-items", "application/json", b'{"name": "a", "price": "x"}'),  # 422
+    ("/new-items", "application/json", b'{"name": "a", "price": 1'),  # invalid JSON: 422 json_invalid
+    ("/new-items", "application/json", b""),  # empty: 422 missing
+    ("/new-items", "text/plain", b'{"name": "a", "price": 1}'),  # not JSON: FastAPI's own answer
+    ("/new-items", "application/vnd.api+json", b'{"name": "a", "price": 1}'),  # a +json type
+    ("/new-items", None, b'{"name": "a", "price": 1}'),  # no content type
+    ("/echo", "application/json", b'{"a": 1, "b": 2}'),
+    ("/echo", "application/json", b"[1, 2]"),  # 422
+    ("/echo", "application/json", b'{"a": "\\u00e9"}'),  # 422 with a non-ASCII input
 ]
 
 
@@ -75,6 +92,29 @@ def fetch(
         [(k, v) for k, v in r.headers.raw if k.lower() not in (b"date", b"server")],
         r.content,
     )
+
+
+def post(base: str, path: str, content_type: str | None, body: bytes) -> tuple[int, object, bytes]:
+    headers = {} if content_type is None else {"content-type": content_type}
+    with httpx.Client(base_url=base, timeout=10.0) as client:
+        r = client.post(path, content=body, headers=headers)
+    return (
+        r.status_code,
+        [(k, v) for k, v in r.headers.raw if k.lower() not in (b"date", b"server")],
+        r.content,
+    )
+
+
+def test_bodies_are_fastapis(start_server: StartServer) -> None:
+    results = {}
+    for kind, flags in VARIANTS:
+        srv = start_server(kind, APP, *flags)
+        results[(kind, flags)] = [post(srv.url, *case) for case in BODIES]
+    reference = results[("uvicorn", ())]
+    for variant, got in results.items():
+        for case, mine, theirs in zip(BODIES, got, reference, strict=True):
+            assert mine == theirs, f"{variant} {case}"
+    assert [status for status, _, _ in reference] == [201, 201, 422, 422, 422, 422, 201, 422, 200, 422, 422]
 
 
 def test_answers_are_fastapis(start_server: StartServer) -> None:
@@ -122,6 +162,7 @@ def test_answers_are_fastapis(start_server: StartServer) -> None:
         200,
         422,
         200,
+        422,
     ]
 
 
@@ -131,7 +172,7 @@ def test_plans_answer_and_hand_back(start_server: StartServer) -> None:
     line = srv.wait_for_log("Compiled ")
     found = re.search(r"Compiled (\d+) of (\d+) FastAPI routes\.", line)
     assert found, line
-    assert tuple(map(int, found.groups())) == (20, 21)  # all but /with-request (a Request)
+    assert tuple(map(int, found.groups())) == (22, 23)  # all but /with-request (a Request)
     with httpx.Client(base_url=srv.url, timeout=10.0) as client:
         before = client.get("/__plans").json()
         assert client.get("/items/1").status_code == 200  # a plan answers
@@ -177,13 +218,28 @@ def test_why_routes_are_not_compiled() -> None:
     async def f() -> AsyncIterator[dict[str, int]]:
         yield {"a": 1}
 
+    @app.post("/g")
+    async def g(a: Annotated[dict[str, int], Body(embed=True)]) -> dict[str, int]:
+        return a
+
+    @app.post("/i")
+    async def i(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+        return a
+
+    @app.post("/h")
+    async def h(name: Annotated[str, Form()]) -> dict[str, str]:
+        return {}
+
     reasons = {r.path: route_plans.why_not(r) for r in app.router.routes if isinstance(r, APIRoute)}
     assert reasons == {
         "/a": "",
         "/b": "it takes a request parameter",
         "/c": "",
         "/d": "it has dependencies",
-        "/e": "it takes a body",
+        "/e": "",
+        "/g": "its body parameter is embedded",
+        "/i": "it takes more than one body parameter",
+        "/h": "it takes a form",
         "/f": "its endpoint is a generator",
     }
 

@@ -158,6 +158,22 @@ async def alias(item_q: Annotated[str, Query(alias="item-query", max_length=5)] 
     return {"item_q": item_q}
 
 
+class NewItem(BaseModel):
+    name: str
+    price: float
+    tags: list[str] = []
+
+
+@app.post("/new-items", status_code=201)
+async def new_item(item: NewItem, dry_run: bool = False) -> dict[str, object]:
+    return {"name": item.name, "total": item.price * 2, "tags": item.tags, "dry_run": dry_run}
+
+
+@app.post("/echo")
+async def echo(payload: dict[str, int]) -> dict[str, int]:
+    return payload
+
+
 # A sync endpoint (compiled: run in the thread pool, as FastAPI does), and one a plan does not serve (a
 # Request).
 @app.get("/with-request")

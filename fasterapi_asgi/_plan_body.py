@@ -1,0 +1,81 @@
+"""A route plan's JSON body: FastAPI's body step for one pydantic body parameter, successes only.
+
+FastAPI reads a request body (``Request.body()``: ``http.request`` messages until ``more_body`` is false),
+parses it with ``json.loads`` when the ``content-type`` is ``application/json`` (or another JSON type), and
+validates it with the body parameter's field (``request_body_to_args`` for one body parameter that is not
+embedded: ``ModelField.validate`` on the whole parsed body, located at ``("body",)``). A :class:`BodyReader`
+does the same for the common case: the first ``content-type`` header is exactly ``application/json``, the body
+is not empty, ``json.loads`` parses it and the field validates it.
+
+Anything else -- another or no content type, an empty body, invalid JSON, a validation error, a disconnect
+while reading, an exception from ``receive`` -- hands the request to FastAPI's handler before the route has
+run, with a ``receive`` that replays the messages already read (:class:`ReplayReceive`), so FastAPI reads the
+same message sequence and answers with its own 422, 400 or error.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fasterapi_asgi._plan_params import validate_body_value
+
+Message = dict[str, Any]
+
+
+class ReplayReceive:
+    """A ``receive`` that returns the messages a plan has read (and re-raises the exception ``receive``
+    raised, if it raised one), then calls ``receive``."""
+
+    __slots__ = ("messages", "error", "receive")
+
+    def __init__(self, messages: list[Message], error: BaseException | None, receive: Any) -> None:
+        self.messages = messages
+        self.error = error
+        self.receive = receive
+
+    async def __call__(self) -> Message:
+        if self.messages:
+            return self.messages.pop(0)
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return await self.receive()
+
+
+class BodyReader:
+    """Reads, parses and validates a compiled route's JSON body (see the module's docstring)."""
+
+    __slots__ = ("name", "field", "fields")
+
+    def __init__(self, route: Any) -> None:
+        self.fields = route.dependant.body_params  # FastAPI's own list (verify mode recognises it)
+        self.field = self.fields[0]
+        self.name: str = self.field.name
+
+    async def read(self, headers: Any, receive: Any) -> tuple[Any, Any]:
+        """(the validated value, None) on success; else (None, the receive FastAPI's handler must get)."""
+        messages: list[Message] = []
+        chunks: list[bytes] = []
+        try:
+            while True:
+                message = await receive()
+                messages.append(message)
+                if message["type"] == "http.request":
+                    chunk = message.get("body", b"")
+                    if chunk:
+                        chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+                elif message["type"] == "http.disconnect":
+                    return None, ReplayReceive(messages, None, receive)
+        except Exception as exc:  # noqa: BLE001 - FastAPI's handler gets it from receive, where it came from
+            return None, ReplayReceive(messages, exc, receive)
+        body = b"".join(chunks)
+        if not body or headers.get("content-type") != "application/json":
+            return None, ReplayReceive(messages, None, receive)
+        try:
+            value = validate_body_value(self.field, json.loads(body))
+        except Exception:  # noqa: BLE001 - invalid JSON or a validation error: FastAPI's handler answers
+            return None, ReplayReceive(messages, None, receive)
+        return value, None
