@@ -53,8 +53,10 @@ class BodyReader:
         self.field = self.fields[0]
         self.name: str = self.field.name
 
-    async def read(self, headers: Any, receive: Any) -> tuple[Any, Any]:
-        """(the validated value, None) on success; else (None, the receive FastAPI's handler must get)."""
+    async def read(self, headers: Any, receive: Any, request: Any = None) -> tuple[Any, Any]:
+        """(the validated value, None) on success; else (None, the receive FastAPI's handler must get).
+        ``request``, the Request the route's dependencies and endpoint get, is left as FastAPI's body step
+        leaves it: its body and parsed JSON cached, its stream consumed (``Request.body``/``json``)."""
         messages: list[Message] = []
         chunks: list[bytes] = []
         try:
@@ -75,7 +77,12 @@ class BodyReader:
         if not body or headers.get("content-type") != "application/json":
             return None, ReplayReceive(messages, None, receive)
         try:
-            value = validate_body_value(self.field, json.loads(body))
+            parsed = json.loads(body)
+            value = validate_body_value(self.field, parsed)
         except Exception:  # noqa: BLE001 - invalid JSON or a validation error: FastAPI's handler answers
             return None, ReplayReceive(messages, None, receive)
+        if request is not None:
+            request._stream_consumed = True
+            request._body = body
+            request._json = parsed
         return value, None

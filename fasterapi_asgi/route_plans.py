@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from typing import Any
 
+from fasterapi_asgi._plan_deps import DependencyRun, why_not_tree
 from fasterapi_asgi._plan_replay import TrackedSend, raiser, replay_send
 
 logger = logging.getLogger("uvicorn.error")
@@ -59,6 +60,9 @@ _FASTAPI_FINGERPRINTS: dict[str, str] = {
     "_get_multidict_value": "dbf298fddebe3626",
     "_validate_value_with_model_field": "94dd748a7902bcd9",
     "_get_param_aliases": "b65da11196e16aa4",
+    "_get_cache_key": "2998e8f6eb757f95",
+    "_get_oauth_scopes": "f7687745bfda8413",
+    "_solve_generator": "97bb41412e7e401b",
     "ModelField.validate": "ca2d6664687fa53b",
     "ModelField.serialize_json": "2af5da026847c267",
     "HTTPConnection.query_params": "75140c454c985be6",
@@ -137,6 +141,10 @@ def _fingerprinted() -> dict[str, Any]:
         "_validate_value_with_model_field": utils._validate_value_with_model_field,
         "_get_param_aliases": utils._get_param_aliases,
         "ModelField.validate": v2.ModelField.validate,
+        # Dependencies (_plan_deps).
+        "_get_cache_key": utils._get_cache_key,
+        "_get_oauth_scopes": utils._get_oauth_scopes,
+        "_solve_generator": utils._solve_generator,
         "ModelField.serialize_json": v2.ModelField.serialize_json,
         "HTTPConnection.query_params": HTTPConnection.query_params.fget,  # type: ignore[attr-defined]
         "HTTPConnection.headers": HTTPConnection.headers.fget,  # type: ignore[attr-defined]
@@ -188,17 +196,44 @@ class _FastAPICode:
 
     def __init__(self) -> None:
         from fastapi._compat.v2 import _regenerate_error_with_loc
-        from fastapi.exceptions import ResponseValidationError
+        from fastapi.background import BackgroundTasks
+        from fastapi.dependencies.models import (
+            _is_async_gen_callable,
+            _is_coroutine_callable,
+            _is_gen_callable,
+        )
+        from fastapi.dependencies.utils import (
+            _get_oauth_scopes,
+            _solve_generator,
+            get_dependant,
+            solve_dependencies,
+        )
+        from fastapi.exceptions import FastAPIError, RequestValidationError, ResponseValidationError
         from fastapi.routing import _extract_endpoint_context, run_endpoint_function, serialize_response
-        from fastapi.telemetry._api import _get_request_telemetry
+        from fastapi.security import SecurityScopes
+        from fastapi.telemetry._api import _get_request_telemetry, _validation_failed
         from fastapi.utils import is_body_allowed_for_status_code
         from pydantic import ValidationError
         from starlette._exception_handler import wrap_app_handling_exceptions
+        from starlette.concurrency import run_in_threadpool
         from starlette.datastructures import Headers, QueryParams
         from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
         from starlette.requests import Request
         from starlette.responses import Response
 
+        self.is_gen_callable = _is_gen_callable
+        self.is_async_gen_callable = _is_async_gen_callable
+        self.is_coroutine_callable = _is_coroutine_callable
+        self.get_oauth_scopes = _get_oauth_scopes
+        self.get_dependant = get_dependant
+        self.solve_dependencies = solve_dependencies
+        self.RequestValidationError = RequestValidationError
+        self.validation_failed = _validation_failed
+        self.BackgroundTasks = BackgroundTasks
+        self.solve_generator = _solve_generator
+        self.FastAPIError = FastAPIError
+        self.SecurityScopes = SecurityScopes
+        self.run_in_threadpool = run_in_threadpool
         self.regenerate_error_with_loc = _regenerate_error_with_loc
         self.ResponseValidationError = ResponseValidationError
         self.extract_endpoint_context = _extract_endpoint_context
@@ -210,12 +245,33 @@ class _FastAPICode:
         self.wrap_app_handling_exceptions = wrap_app_handling_exceptions
         self.Headers = Headers
         self.MAX_BODY_SIZE_SCOPE_KEY = MAX_BODY_SIZE_SCOPE_KEY
+        from pydantic_core import PydanticUndefined
+
+        self.Undefined = PydanticUndefined
         self.QueryParams = QueryParams
         self.Request = Request
         self.Response = Response
 
 
 _code: _FastAPICode | None = None
+
+
+def fastapi_code() -> _FastAPICode:
+    """The looked-up FastAPI names (made on first use)."""
+    global _code
+    if _code is None:
+        _code = _FastAPICode()
+    return _code
+
+
+# request_response's error when a dependency with yield swallowed the exception and no response was sent.
+_RESPONSE_NOT_AWAITED = (
+    "Response not awaited. There's a high chance that the "
+    "application code is raising an exception and a dependency with yield "
+    "has a block with a bare except, or a block with except Exception, "
+    "and is not raising the exception again. Read more about it in the "
+    "docs: https://fastapi.tiangolo.com/tutorial/dependencies/dependencies-with-yield/#dependencies-with-yield-and-except"
+)
 
 
 class _JSONBody:
@@ -246,18 +302,38 @@ class _JSONBody:
         self.content_length = not (self.status < 200 or self.status in (204, 304))
         self.body_allowed = _code.is_body_allowed_for_status_code(self.status)
 
-    def messages(self, value: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The two messages for a validated return value."""
+    def messages(
+        self, value: Any, status: Any = None, extra_headers: Any = ()
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The two messages for a validated return value; ``status`` when the response arguments give one
+        other than the route's (a dependency's sub-response), and the sub-response's headers after the
+        response's own, as FastAPI extends them."""
         body = self.dump_json(value, **self.options)
+        if status is None or status == self.status:
+            status, content_length, body_allowed = self.status, self.content_length, self.body_allowed
+        else:
+            content_length = not (status < 200 or status in (204, 304))
+            body_allowed = _code.is_body_allowed_for_status_code(status)  # type: ignore[union-attr]
         headers = [(b"content-type", b"application/json")]
-        if self.content_length:
+        if content_length:
             headers.insert(0, (b"content-length", str(len(body)).encode("latin-1")))
-        if not self.body_allowed:
+        headers.extend(extra_headers)
+        if not body_allowed:
             body = b""
         return (
-            {"type": "http.response.start", "status": self.status, "headers": headers},
+            {"type": "http.response.start", "status": status, "headers": headers},
             {"type": "http.response.body", "body": body},
         )
+
+
+# The Dependant's special parameters: a route taking one runs as a tree (the websocket one is never compiled).
+_SPECIAL_PARAMS = (
+    "request_param_name",
+    "http_connection_param_name",
+    "response_param_name",
+    "background_tasks_param_name",
+    "security_scopes_param_name",
+)
 
 
 class RoutePlan:
@@ -269,6 +345,8 @@ class RoutePlan:
         "is_coroutine",
         "call",
         "readers",
+        "tree",
+        "tree_needs_response",
         "body",
         "endpoint_path",
         "status_code",
@@ -286,11 +364,10 @@ class RoutePlan:
         from fastapi.dependencies.models import _is_coroutine_callable
 
         from fasterapi_asgi._plan_body import BodyReader
+        from fasterapi_asgi._plan_deps import DepNode
         from fasterapi_asgi._plan_params import ParamReader
 
-        global _code
-        if _code is None:
-            _code = _FastAPICode()
+        fastapi_code()
         dependant = route.dependant
         self._route = route
         self.original = route.app
@@ -308,6 +385,12 @@ class RoutePlan:
             )
             if fields
         )
+        # A route with dependencies or special parameters runs its tree (see _plan_deps).
+        self.tree = None
+        self.tree_needs_response = False
+        if dependant.dependencies or any(getattr(dependant, name) for name in _SPECIAL_PARAMS):
+            self.tree = DepNode(dependant)
+            self.tree_needs_response = self.tree.needs_response()
         self.body = BodyReader(route) if dependant.body_params else None
         self.endpoint_path = dependant.path
         self.status_code = route.status_code
@@ -369,6 +452,9 @@ class RoutePlan:
             _counters[1] += 1
             await self.original(scope, receive, send)
             return
+        if self.tree is not None:
+            await self._call_tree(scope, receive, send)
+            return
         # Any parameter error: FastAPI's handler answers (its 422), before anything of the route has run.
         results: dict[int, Any] | None = {} if self.verify else None
         values = self._read_params(scope, results)
@@ -423,6 +509,99 @@ class RoutePlan:
             wrapped = code.wrap_app_handling_exceptions(raiser(exc, start), request)
             await wrapped(scope, receive, replay_send(send, start))
 
+    async def _call_tree(self, scope: Any, receive: Any, send: Any) -> None:
+        """A route with dependencies or special parameters: request_response's exit stacks and
+        get_request_handler's steps, with the tree run as solve_dependencies runs it (see _plan_deps)."""
+        code = _code
+        assert code is not None and self.tree is not None
+        provider = self._route.dependency_overrides_provider
+        if provider is not None and getattr(provider, "dependency_overrides", None):
+            _counters[1] += 1  # overrides are looked up per request by FastAPI's handler
+            await self.original(scope, receive, send)
+            return
+        request = code.Request(scope, receive, send)  # request_response's: the one every step gets
+        validated: list[dict[str, Any]] = []
+        if not self.tree.validate(request, validated):
+            _counters[1] += 1
+            await self.original(scope, receive, send)
+            return
+        if self.body is not None:
+            if code.MAX_BODY_SIZE_SCOPE_KEY in scope:
+                _counters[1] += 1
+                await self.original(scope, receive, send)
+                return
+            body_value, replay = await self.body.read(request.headers, receive, request)
+            if replay is not None:
+                _counters[1] += 1
+                await self.original(scope, replay, send)
+                return
+            validated[-1][self.body.name] = body_value  # the root's, as request_body_to_args adds it
+        _counters[0] += 1
+        body = getattr(request, "_json", code.Undefined)  # what get_request_handler's body step gave
+        run = DependencyRun(request, validated, None, self._route, body, code)
+        if self.tree_needs_response:
+            run.sub_response()
+        start: dict[str, Any] | None = None
+        try:
+            response_awaited = False
+            async with AsyncExitStack() as request_stack:
+                scope["fastapi_inner_astack"] = request_stack
+                async with AsyncExitStack() as function_stack:
+                    scope["fastapi_function_astack"] = function_stack
+                    values = await run.solve(self.tree)
+                    if run.errors:  # from a sub-tree FastAPI solved: get_request_handler's 422
+                        validation_error = code.RequestValidationError(
+                            run.errors,
+                            body=None if body is code.Undefined else body,
+                            endpoint_ctx=self._endpoint_context(scope),
+                        )
+                        code.validation_failed(validation_error)
+                        raise validation_error
+                    sub_response = run.response
+                    if self.is_coroutine:
+                        raw = await self.call(**values)  # run_endpoint_function's call, telemetry being off
+                    else:
+                        raw = await code.run_endpoint_function(
+                            dependant=self.dependant, values=values, is_coroutine=False
+                        )
+                    messages = None
+                    if isinstance(raw, code.Response):
+                        if raw.background is None:
+                            raw.background = run.background_tasks
+                        response = raw
+                    elif self.json_body is not None:
+                        args = self._response_args(run.background_tasks, sub_response)
+                        messages = self.json_body.messages(
+                            self._validate_return(scope, raw, self.json_body),
+                            args.get("status_code"),
+                            sub_response.headers.raw if sub_response is not None else (),
+                        )
+                        if self.verify:
+                            await self._verify_response(
+                                scope, raw, *messages, run.background_tasks, sub_response
+                            )
+                    else:
+                        response = await self._response(scope, raw, run.background_tasks, sub_response)
+                if messages is not None:
+                    start = messages[0]
+                    await send(start)
+                    await send(messages[1])
+                    if run.background_tasks is not None:
+                        await run.background_tasks()
+                else:
+                    tracked = TrackedSend(send)
+                    try:
+                        await response(scope, receive, tracked)  # type: ignore[arg-type]
+                    finally:
+                        start = tracked.start
+                response_awaited = True
+            if not response_awaited:
+                raise code.FastAPIError(_RESPONSE_NOT_AWAITED)
+        except Exception as exc:  # noqa: BLE001 - replayed through FastAPI's wrapper, which re-raises it
+            _counters[2] += 1
+            wrapped = code.wrap_app_handling_exceptions(raiser(exc, start), request)
+            await wrapped(scope, receive, replay_send(send, start))
+
     def _validate_return(self, scope: Any, raw: Any, json_body: _JSONBody) -> Any:
         """serialize_response's validation of the return value (ModelField.validate's call), raising FastAPI's
         ResponseValidationError with its errors and endpoint context."""
@@ -449,14 +628,23 @@ class RoutePlan:
             endpoint_ctx["path"] = f"{scope['method']} {mount_path}{self.endpoint_path}"
         return endpoint_ctx
 
-    async def _response(self, scope: Any, raw: Any) -> Any:
-        """What get_request_handler makes of the endpoint's return value, with no sub-response, no background
-        tasks and no response headers from dependencies (a compiled route has none)."""
+    def _response_args(self, background: Any, sub_response: Any) -> dict[str, Any]:
+        """_build_response_args: the background tasks, and the route's status or the sub-response's."""
+        args: dict[str, Any] = {"background": background}
+        sub_status = sub_response.status_code if sub_response is not None else None
+        status = self.status_code if self.status_code else sub_status
+        if status is not None:
+            args["status_code"] = status
+        if sub_status:
+            args["status_code"] = sub_status
+        return args
+
+    async def _response(self, scope: Any, raw: Any, background: Any = None, sub_response: Any = None) -> Any:
+        """What get_request_handler makes of the endpoint's return value when it is not a Response: the
+        background tasks, the status of the response arguments, and the sub-response's headers appended."""
         code = _code
         assert code is not None
-        args: dict[str, Any] = {"background": None}
-        if self.status_code:
-            args["status_code"] = self.status_code
+        args = self._response_args(background, sub_response)
         content = await code.serialize_response(
             field=self.response_field,
             response_content=raw,
@@ -471,12 +659,16 @@ class RoutePlan:
             response = self.response_class(content, **args)
         if not code.is_body_allowed_for_status_code(response.status_code):
             response.body = b""
+        if sub_response is not None:
+            response.headers.raw.extend(sub_response.headers.raw)
         return response
 
-    async def _verify_response(self, scope: Any, raw: Any, start: Any, body: Any) -> None:
+    async def _verify_response(
+        self, scope: Any, raw: Any, start: Any, body: Any, background: Any = None, sub_response: Any = None
+    ) -> None:
         """Verify mode: FastAPI's serialize_response and Response class, given the same return value, must
         make the same status, header list and body as the messages the plan sends."""
-        expected = await self._response(scope, raw)
+        expected = await self._response(scope, raw, background, sub_response)
         if (expected.status_code, expected.raw_headers, bytes(expected.body)) != (
             start["status"],
             start["headers"],
@@ -582,22 +774,13 @@ def why_not(route: Any) -> str:
     ):
         return "its app is not the one FastAPI built"
     dependant = route.dependant
-    if dependant.dependencies:
-        return "it has dependencies"
+    reason = why_not_tree(dependant, root=True)
+    if reason:
+        return reason
     if dependant.body_params or route.body_field is not None:
         reason = _why_not_body(route)
         if reason:
             return reason
-    for name in (
-        "request_param_name",
-        "websocket_param_name",
-        "http_connection_param_name",
-        "response_param_name",
-        "background_tasks_param_name",
-        "security_scopes_param_name",
-    ):
-        if getattr(dependant, name, None):
-            return f"it takes a {name.removesuffix('_param_name').replace('_', ' ')} parameter"
     call = dependant.call
     if call is None or _is_gen_callable(call) or _is_async_gen_callable(call):
         return "its endpoint is a generator"

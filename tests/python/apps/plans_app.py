@@ -3,10 +3,23 @@ served with plans, without them (--no-compile-routes) and by uvicorn, every answ
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
-from fastapi import Cookie, FastAPI, Header, HTTPException, Query, Request
+from fastapi import (
+    BackgroundTasks,
+    Cookie,
+    Depends,
+    FastAPI,
+    Form,
+    Header,
+    HTTPException,
+    Query,
+    Request,
+    Security,
+)
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
@@ -172,6 +185,106 @@ async def new_item(item: NewItem, dry_run: bool = False) -> dict[str, object]:
 @app.post("/echo")
 async def echo(payload: dict[str, int]) -> dict[str, int]:
     return payload
+
+
+# Dependencies, tutorial-shaped: a yield "session", an OAuth2 bearer token with a sub-dependency, a header
+# parameter in a dependency, a class dependency, use_cache, a sub-response and background tasks.
+events: list[str] = []
+
+
+async def get_session() -> AsyncIterator[dict[str, object]]:
+    session = {"open": True, "n": len(events)}
+    events.append("session open")
+    try:
+        yield session
+    except Relayed:
+        events.append("session saw the error")
+        raise
+    finally:
+        events.append("session closed")
+
+
+def sync_session() -> Iterator[str]:
+    events.append("sync session open")
+    yield "sync"
+    events.append("sync session closed")
+
+
+oauth2 = OAuth2PasswordBearer(tokenUrl="token", scopes={"items": "read items"})
+
+
+async def current_user(
+    security_scopes: SecurityScopes, token: Annotated[str, Depends(oauth2)], x_tenant: str = Header("t0")
+) -> dict[str, object]:
+    if token == "bad":
+        raise HTTPException(status_code=401, detail="bad token", headers={"WWW-Authenticate": "Bearer"})
+    return {"user": token, "tenant": x_tenant, "scopes": security_scopes.scopes}
+
+
+class Pager:
+    def __init__(self, skip: int = 0, limit: int = 3) -> None:
+        self.skip, self.limit = skip, limit
+
+
+calls = {"counted": 0}
+
+
+def counted() -> int:
+    calls["counted"] += 1
+    return calls["counted"]
+
+
+class PublicItem(BaseModel):
+    id: int
+    name: str
+
+
+@app.get("/me/items", response_model=list[PublicItem])
+async def my_items(
+    user: Annotated[dict[str, object], Security(current_user, scopes=["items"])],
+    session: Annotated[dict[str, object], Depends(get_session)],
+    pager: Annotated[Pager, Depends()],
+    response: Response,
+    tasks: BackgroundTasks,
+    a: Annotated[int, Depends(counted)],
+    b: Annotated[int, Depends(counted)],
+    c: Annotated[int, Depends(counted, use_cache=False)],
+) -> list[dict[str, object]]:
+    response.headers["x-user"] = str(user["user"])
+    response.set_cookie("seen", "1")
+    tasks.add_task(events.append, "background ran")
+    items = [{"id": i, "name": f"item{i}", "secret": "s", "session": session["open"]} for i in range(10)]
+    return [*items[pager.skip : pager.skip + pager.limit], {"id": a * 100 + b * 10 + c, "name": "calls"}]
+
+
+@app.get("/me")
+async def me(
+    user: Annotated[dict[str, object], Depends(current_user)], request: Request
+) -> dict[str, object]:
+    return {**user, "path": request.url.path}
+
+
+@app.get("/status-from-dependency")
+async def status_from_dependency(
+    response: Response, s: Annotated[str, Depends(sync_session)]
+) -> dict[str, str]:
+    response.status_code = 202
+    return {"s": s}
+
+
+@app.get("/dependency-error")
+async def dependency_error(session: Annotated[dict[str, object], Depends(get_session)]) -> None:
+    raise Relayed("in the endpoint")  # the yield dependency sees it; the handler answers 409
+
+
+@app.get("/events")
+async def get_events() -> list[str]:
+    return events
+
+
+@app.post("/form")
+async def form(name: Annotated[str, Form()]) -> dict[str, str]:  # forms are FastAPI's own
+    return {"name": name}
 
 
 # A sync endpoint (compiled: run in the thread pool, as FastAPI does), and one a plan does not serve (a
