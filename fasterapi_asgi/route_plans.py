@@ -761,9 +761,12 @@ def why_not(route: Any) -> str:
     """Why ``route`` gets no plan ("" when it can have one)."""
     from fastapi.datastructures import DefaultPlaceholder
     from fastapi.dependencies.models import _is_async_gen_callable, _is_gen_callable
-    from fastapi.routing import APIRoute
+    from fastapi.routing import APIRoute, _EffectiveRouteContext
 
-    if type(route) is not APIRoute:
+    if type(route) is _EffectiveRouteContext:  # an APIRoute as an included router serves it
+        if type(route.original_route) is not APIRoute:
+            return f"its class {type(route.original_route).__qualname__} is not FastAPI's APIRoute"
+    elif type(route) is not APIRoute:
         return f"its class {type(route).__qualname__} is not FastAPI's APIRoute"
     app = route.app
     if isinstance(app, RoutePlan):
@@ -811,6 +814,27 @@ def api_routes_of(app: Any) -> Iterable[Any]:
         yield from list(getattr(router, "routes", ()))
 
 
+def included_routes_of(app: Any) -> Iterable[Any]:
+    """The effective routes (``_EffectiveRouteContext``) through which FastAPI's included routers serve
+    their APIRoutes: FastAPI builds them on an included router's first request (``effective_candidates``);
+    asking for them here builds the same ones earlier, and FastAPI keeps using them until that router's
+    routes change (then it builds new ones, which have no plan)."""
+    from fastapi.routing import _EffectiveRouteContext, _IncludedRouter
+
+    pending = [route for route in api_routes_of(app) if isinstance(route, _IncludedRouter)]
+    seen: set[int] = set()
+    while pending:
+        included = pending.pop()
+        if id(included) in seen or len(seen) > 10_000:
+            continue
+        seen.add(id(included))
+        for candidate in included.effective_candidates():
+            if isinstance(candidate, _IncludedRouter):
+                pending.append(candidate)
+            elif isinstance(candidate, _EffectiveRouteContext) and candidate.app is not None:
+                yield candidate
+
+
 def fastapi_apps_of(app: Any) -> list[Any]:
     """The FastAPI apps reachable from ``app``: itself, the apps middleware wraps (``.app``), and apps mounted
     in the routers of those."""
@@ -840,15 +864,16 @@ def install(app: Any) -> tuple[int, int]:
     when FastAPI is not imported, or is not a proven release (one INFO line says why)."""
     if "fastapi.routing" not in sys.modules:
         return 0, 0
-    from fastapi.routing import APIRoute
+    from fastapi.routing import APIRoute, _IncludedRouter
 
     routes = [route for route in api_routes_of(app) if isinstance(route, APIRoute)]
-    if not routes:
+    if not routes and not any(isinstance(route, _IncludedRouter) for route in api_routes_of(app)):
         return 0, 0
     unproven = unproven_fastapi()
     if unproven:
         logger.info("FastAPI routes not compiled: %s; FastAPI's own handlers answer.", unproven)
         return 0, len(routes)
+    routes.extend(included_routes_of(app))
     compiled = 0
     for route in routes:
         reason = compile_route(route)
@@ -875,9 +900,10 @@ def flatten_stacks(app: Any) -> tuple[int, int]:
 
 
 def force_on_every_route(*, verify: bool = True) -> Callable[[], None]:
-    """Compile every APIRoute as it is made (``APIRoute.__init__``) and flatten every FastAPI middleware stack
-    as it is built, for running FastAPI's own test suite with the plans on. Returns the function that undoes
-    it. With ``verify``, every compiled request is also solved by FastAPI's solve_dependencies and the
+    """Compile every APIRoute as it is made (``APIRoute.__init__``) and every included router's effective
+    route (``_EffectiveRouteContext.from_api_route``), and flatten every FastAPI middleware stack as it is
+    built, for running FastAPI's own test suite with the plans on. Returns the function that undoes it. With
+    ``verify``, a compiled request without dependencies is also solved by FastAPI's solve_dependencies and the
     arguments compared, and a response the plan writes itself is compared with the one FastAPI's
     serialize_response and Response would make (AssertionError otherwise)."""
     from fastapi.routing import APIRoute
@@ -900,11 +926,23 @@ def force_on_every_route(*, verify: bool = True) -> Callable[[], None]:
     def build_middleware_stack(self: Any) -> Any:
         return flatten(original_build(self))
 
+    from fastapi.routing import _EffectiveRouteContext
+
+    original_from_api_route = vars(_EffectiveRouteContext)["from_api_route"]
+
+    def from_api_route(cls: Any, **kwargs: Any) -> Any:
+        context = original_from_api_route.__func__(cls, **kwargs)
+        if type(context) is _EffectiveRouteContext:
+            compile_route(context, verify=verify)
+        return context
+
     APIRoute.__init__ = __init__  # type: ignore[method-assign]
     FastAPI.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
+    _EffectiveRouteContext.from_api_route = classmethod(from_api_route)  # type: ignore[method-assign,assignment]
 
     def undo() -> None:
         APIRoute.__init__ = original_init  # type: ignore[method-assign]
         FastAPI.build_middleware_stack = original_build  # type: ignore[method-assign]
+        _EffectiveRouteContext.from_api_route = original_from_api_route  # type: ignore[method-assign]
 
     return undo

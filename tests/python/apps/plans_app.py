@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import (
+    APIRouter,
     BackgroundTasks,
     Cookie,
     Depends,
@@ -285,6 +286,24 @@ async def get_events() -> list[str]:
 @app.post("/form")
 async def form(name: Annotated[str, Form()]) -> dict[str, str]:  # forms are FastAPI's own
     return {"name": name}
+
+
+# An included router with a prefix and a router-level dependency: FastAPI serves its routes through effective
+# route contexts, which get plans too.
+def router_tag(x_router: str = Header("none")) -> str:
+    events.append(f"router dependency {x_router}")
+    return x_router
+
+
+shop = APIRouter(dependencies=[Depends(router_tag)])
+
+
+@shop.get("/products/{pid}", response_model=PublicItem)
+async def product(pid: int, tag: Annotated[str, Depends(router_tag)]) -> dict[str, object]:
+    return {"id": pid, "name": f"product {tag}", "secret": "s"}
+
+
+app.include_router(shop, prefix="/shop", tags=["shop"])
 
 
 # A sync endpoint (compiled: run in the thread pool, as FastAPI does), and one a plan does not serve (a
