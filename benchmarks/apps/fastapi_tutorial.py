@@ -1,6 +1,6 @@
 """A FastAPI app shaped like the tutorial's: a ``yield`` database-session dependency, an OAuth2 bearer token
-read by a dependency with a sub-dependency, a header parameter, and a ``response_model`` that filters a list of
-items. Benchmark with ``GET /users/me/items?limit=5`` and ``Authorization: Bearer alice``."""
+read by a dependency with a sub-dependency, a header parameter, and a ``response_model`` that filters a list
+of items. Benchmark with ``GET /users/me/items?limit=5`` and ``Authorization: Bearer alice``."""
 
 from __future__ import annotations
 
