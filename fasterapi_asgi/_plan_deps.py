@@ -24,7 +24,7 @@ installed while the request runs (by one of its dependencies) is seen where Fast
 sub-dependency on, each is solved by FastAPI's own ``solve_dependencies`` on the overriding ``Dependant``,
 with this request's cache, background tasks and sub-response, and the validation errors it reports end in
 FastAPI's ``RequestValidationError``, as in ``get_request_handler``. The functions whose decisions are cached
-here are fingerprinted in ``route_plans._FASTAPI_FINGERPRINTS``.
+here are fingerprinted in ``_plan_proof._FASTAPI_FINGERPRINTS``.
 """
 
 from __future__ import annotations
@@ -83,12 +83,13 @@ class DepNode:
         "scopes_name",
         "oauth_scopes",
         "occurrences",
+        "needs_response",
     )
 
     def __init__(self, dependant: Any) -> None:
         from fastapi.dependencies.utils import _get_cache_key, _get_oauth_scopes
 
-        from fasterapi_asgi.route_plans import fastapi_code
+        from fasterapi_asgi._plan_code import fastapi_code
 
         self.dependant = dependant
         self.call = dependant.call
@@ -121,10 +122,8 @@ class DepNode:
         self.oauth_scopes = _get_oauth_scopes(dependant=dependant) if self.scopes_name else None
         # How many entries validate() appends for this node's subtree.
         self.occurrences: int = 1 + sum(child.occurrences for child in self.children)
-
-    def needs_response(self) -> bool:
-        """Whether any node of the tree takes the sub-``Response``."""
-        return bool(self.response_name) or any(child.needs_response() for child in self.children)
+        # Whether any node of the subtree takes the sub-Response.
+        self.needs_response: bool = bool(self.response_name) or any(c.needs_response for c in self.children)
 
     def validate(self, request: Any, out: list[dict[str, Any]]) -> bool:
         """Every occurrence's parameters, in solve_dependencies' order (children first), appended to ``out``;

@@ -13,7 +13,7 @@ makes :meth:`ParamReader.read` return None; the plan then hands the request to F
 validates again and answers with its own 422. A parameter declared as a pydantic model (``Query()`` of a
 model, ``Header()`` of a model...) makes the reader call FastAPI's own ``request_params_to_args`` for its
 whole source. The functions whose decisions are cached here are fingerprinted in
-``route_plans._FASTAPI_FINGERPRINTS``.
+``_plan_proof._FASTAPI_FINGERPRINTS``.
 """
 
 from __future__ import annotations
