@@ -24,19 +24,12 @@ class JSONMessages:
 
     __slots__ = ("validate", "dump_json", "options", "status", "content_length", "body_allowed")
 
-    def __init__(self, route: Any) -> None:
+    def __init__(self, route: Any, options: dict[str, Any]) -> None:
         code = fastapi_code()
         adapter = route.response_field._type_adapter  # ModelField.validate / serialize_json use this one
         self.validate = adapter.validate_python
         self.dump_json = adapter.dump_json
-        self.options = {
-            "include": route.response_model_include,
-            "exclude": route.response_model_exclude,
-            "by_alias": route.response_model_by_alias,
-            "exclude_unset": route.response_model_exclude_unset,
-            "exclude_defaults": route.response_model_exclude_defaults,
-            "exclude_none": route.response_model_exclude_none,
-        }
+        self.options = options  # the response model's serialize_json options
         self.status = route.status_code if route.status_code else 200
         # Response.init_headers: no content-length below 200 and for 204 and 304; FastAPI then empties the
         # body of a status that may not have one (205 keeps the content-length of the body it had).
@@ -108,7 +101,9 @@ class ResponseWriter:
             "exclude_none": route.response_model_exclude_none,
         }
         # The JSON-bytes path of an async endpoint is written without a Response object.
-        self.json = JSONMessages(route) if self.use_dump_json and is_coroutine else None
+        self.json = (
+            JSONMessages(route, self.serialize_options) if self.use_dump_json and is_coroutine else None
+        )
 
     def validate_return(self, scope: Any, raw: Any) -> Any:
         """serialize_response's validation of the return value (ModelField.validate's call), raising FastAPI's

@@ -126,6 +126,22 @@ class RoutePlan:
         _counters[1] += 1
         await self.original(scope, receive, send)
 
+    async def _read_body(
+        self, scope: Any, receive: Any, send: Any, headers: Any, request: Any = None
+    ) -> tuple[bool, Any]:
+        """(True, the body parameter's value); or (False, None) once the request is handed to FastAPI's
+        handler (see _plan_body)."""
+        assert self.body is not None
+        # A body limit (a parent app's) counts the bytes FastAPI reads: its handler reads them.
+        if fastapi_code().MAX_BODY_SIZE_SCOPE_KEY in scope:
+            await self._hand_back(scope, receive, send)
+            return False, None
+        value, replay = await self.body.read(headers, receive, request)
+        if replay is not None:
+            await self._hand_back(scope, replay, send)
+            return False, None
+        return True, value
+
     def _read_params(self, scope: Any, record: dict[int, Any] | None = None) -> dict[str, Any] | None:
         """The endpoint's arguments, as solve_dependencies would give them; None where it would report an
         error. Each source's mapping is made as Starlette's HTTPConnection makes it. ``record`` (verify mode)
@@ -169,13 +185,8 @@ class RoutePlan:
             await self._hand_back(scope, receive, send)
             return
         if self.body is not None:
-            # A body limit (a parent app's) counts the bytes FastAPI reads: its handler reads them.
-            if code.MAX_BODY_SIZE_SCOPE_KEY in scope:
-                await self._hand_back(scope, receive, send)
-                return
-            body_value, replay = await self.body.read(code.Headers(scope=scope), receive)
-            if replay is not None:
-                await self._hand_back(scope, replay, send)
+            read, body_value = await self._read_body(scope, receive, send, code.Headers(scope=scope))
+            if not read:
                 return
             values[self.body.name] = body_value
             if results is not None:
@@ -233,12 +244,8 @@ class RoutePlan:
             await self._hand_back(scope, receive, send)
             return
         if self.body is not None:
-            if code.MAX_BODY_SIZE_SCOPE_KEY in scope:
-                await self._hand_back(scope, receive, send)
-                return
-            body_value, replay = await self.body.read(request.headers, receive, request)
-            if replay is not None:
-                await self._hand_back(scope, replay, send)
+            read, body_value = await self._read_body(scope, receive, send, request.headers, request)
+            if not read:
                 return
             validated[-1][self.body.name] = body_value  # the root's, as request_body_to_args adds it
         _counters[0] += 1
