@@ -28,6 +28,7 @@ class FastAPICode:
         from fastapi.telemetry._api import _get_request_telemetry, _validation_failed
         from fastapi.utils import is_body_allowed_for_status_code
         from pydantic import ValidationError
+        from pydantic_core import PydanticUndefined
         from starlette._exception_handler import wrap_app_handling_exceptions
         from starlette.concurrency import run_in_threadpool
         from starlette.datastructures import Headers, QueryParams
@@ -59,8 +60,6 @@ class FastAPICode:
         self.wrap_app_handling_exceptions = wrap_app_handling_exceptions
         self.Headers = Headers
         self.MAX_BODY_SIZE_SCOPE_KEY = MAX_BODY_SIZE_SCOPE_KEY
-        from pydantic_core import PydanticUndefined
-
         self.Undefined = PydanticUndefined
         self.QueryParams = QueryParams
         self.Request = Request

@@ -31,9 +31,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fasterapi_asgi._plan_params import ParamReader
+from fasterapi_asgi._plan_params import param_readers
 
-_SOURCES = (("path", "path_params"), ("query", "query_params"), ("header", "headers"), ("cookie", "cookies"))
+# The Request attribute each parameter source is read from (Starlette's HTTPConnection properties).
+_REQUEST_ATTRIBUTE = {
+    "path": "path_params",
+    "query": "query_params",
+    "header": "headers",
+    "cookie": "cookies",
+}
 
 
 def why_not_tree(dependant: Any, *, root: bool) -> str:
@@ -100,18 +106,7 @@ class DepNode:
         self.name = dependant.name
         self.scope = dependant.scope
         self.readers = tuple(
-            (attribute, ParamReader(fields, multi=source in ("query", "header")))
-            for (source, attribute), fields in zip(
-                _SOURCES,
-                (
-                    dependant.path_params,
-                    dependant.query_params,
-                    dependant.header_params,
-                    dependant.cookie_params,
-                ),
-                strict=True,
-            )
-            if fields
+            (_REQUEST_ATTRIBUTE[source], reader) for source, reader in param_readers(dependant)
         )
         self.children = tuple(DepNode(sub) for sub in dependant.dependencies)
         self.request_name = dependant.request_param_name

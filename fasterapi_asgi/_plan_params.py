@@ -114,3 +114,20 @@ def validate_body_value(field: Any, value: Any) -> Any:
     ModelField.validate call (``validate_python(value, from_attributes=True)`` of its TypeAdapter). Raises
     what validation raises."""
     return field._type_adapter.validate_python(value, from_attributes=True)
+
+
+def param_readers(dependant: Any) -> tuple[tuple[str, ParamReader], ...]:
+    """A reader for each source (``"path"``, ``"query"``, ``"header"``, ``"cookie"``) the dependant takes
+    parameters from, in solve_dependencies' order."""
+    sources = (
+        ("path", dependant.path_params),
+        ("query", dependant.query_params),
+        ("header", dependant.header_params),
+        ("cookie", dependant.cookie_params),
+    )
+    # Query parameters and headers are multi-dicts (a list parameter reads every value).
+    return tuple(
+        (source, ParamReader(fields, multi=source in ("query", "header")))
+        for source, fields in sources
+        if fields
+    )

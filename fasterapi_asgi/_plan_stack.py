@@ -23,9 +23,8 @@ import copy
 from contextlib import AsyncExitStack
 from typing import Any
 
+from fasterapi_asgi._plan_code import fastapi_code
 from fasterapi_asgi._plan_replay import TrackedSend, raiser, replay_send
-
-_MAX_BODY_SIZE_SCOPE_KEY: str | None = None  # Starlette's, read when the first stack is flattened
 
 # Requests a FlatStack answered, and exceptions it replayed through the real layers (the suite's plugin
 # reports both).
@@ -40,7 +39,7 @@ def stack_counters() -> tuple[int, int]:
 class FlatStack:
     """An app's ``middleware_stack``: the built-in layers of ``real`` in one frame (see the module)."""
 
-    __slots__ = ("real", "inner", "handlers", "_outer")
+    __slots__ = ("real", "inner", "handlers", "_outer", "_body_limit_key")
 
     def __init__(self, real: Any, layers: list[Any], inner: Any) -> None:
         self.real = real  # the app's own stack, kept whole
@@ -49,9 +48,10 @@ class FlatStack:
         # ExceptionMiddleware's own dictionaries, as it puts them in the scope.
         self.handlers = (exceptions._exception_handlers, exceptions._status_handlers)
         self.inner = inner  # the router, as AsyncExitStackMiddleware calls it
+        self._body_limit_key = fastapi_code().MAX_BODY_SIZE_SCOPE_KEY  # a parent app's body limit is in force
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or _MAX_BODY_SIZE_SCOPE_KEY in scope:
+        if scope["type"] != "http" or self._body_limit_key in scope:
             await self.real(scope, receive, send)
             return
         _counters[0] += 1
@@ -104,15 +104,11 @@ def _built_in_layers(stack: Any) -> tuple[list[Any], Any] | None:
 
 def flatten(stack: Any) -> Any:
     """``stack`` as a FlatStack when it is exactly FastAPI's built-in layers, else ``stack`` itself."""
-    global _MAX_BODY_SIZE_SCOPE_KEY
     if isinstance(stack, FlatStack):
         return stack
     found = _built_in_layers(stack)
     if found is None:
         return stack
-    from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
-
-    _MAX_BODY_SIZE_SCOPE_KEY = MAX_BODY_SIZE_SCOPE_KEY
     layers, inner = found
     return FlatStack(stack, layers, inner)
 

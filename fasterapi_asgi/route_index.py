@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 logger = logging.getLogger("uvicorn.error")
@@ -332,14 +332,12 @@ def attach(router: Any, reader: _Reader) -> Any | None:
     return indexed
 
 
-def routers_of(app: Any) -> list[Any]:
-    """The Starlette routers reachable from an ASGI app: the app itself, ``app.router`` (Starlette,
-    FastAPI), the apps middleware wraps (``.app``), and routers inside mounts and hosts."""
-    try:
-        from starlette.routing import Router
-    except ImportError:
-        return []
-    found: list[Any] = []
+def reachable(app: Any, inside: Callable[[Any], Iterable[Any]]) -> Iterator[Any]:
+    """Every object reachable from an ASGI app, each once: the app, its ``.router`` (Starlette, FastAPI), the
+    apps middleware wraps (``.app``), and, for each route of a Starlette router reached, ``inside(route)``.
+    Only own attributes are followed (no property or ``__getattr__`` runs)."""
+    from starlette.routing import Router
+
     seen: set[int] = set()
     stack = [app]
     while stack:
@@ -347,13 +345,23 @@ def routers_of(app: Any) -> list[Any]:
         if obj is None or id(obj) in seen or len(seen) > 10_000:
             continue
         seen.add(id(obj))
+        yield obj
         if isinstance(obj, Router):
-            found.append(obj)
             for route in list(getattr(obj, "routes", ())):
-                stack.extend(_routers_inside(route, Router))
-            continue
+                stack.extend(inside(route))
         stack.extend(_own_attr(obj, name) for name in ("router", "app"))
-    return found
+
+
+def routers_of(app: Any) -> list[Any]:
+    """The Starlette routers reachable from an ASGI app: the app itself, ``app.router`` (Starlette,
+    FastAPI), the apps middleware wraps (``.app``), and routers inside mounts and hosts."""
+    try:
+        from starlette.routing import Router
+    except ImportError:
+        return []
+    return [
+        obj for obj in reachable(app, lambda route: _routers_inside(route, Router)) if isinstance(obj, Router)
+    ]
 
 
 def install(app: Any, *, min_routes: int = 1) -> tuple[int, int, int]:

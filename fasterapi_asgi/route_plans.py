@@ -93,7 +93,7 @@ class RoutePlan:
 
         from fasterapi_asgi._plan_body import BodyReader
         from fasterapi_asgi._plan_deps import DepNode
-        from fasterapi_asgi._plan_params import ParamReader
+        from fasterapi_asgi._plan_params import param_readers
 
         fastapi_code()
         dependant = route.dependant
@@ -102,21 +102,15 @@ class RoutePlan:
         self.dependant = dependant
         self.is_coroutine = _is_coroutine_callable(dependant.call)
         self.call = dependant.call
-        # solve_dependencies' order; the readers keep the dependant's own lists (verify mode needs them).
-        self.readers = tuple(
-            (source, ParamReader(fields, multi=source in ("query", "header")))
-            for source, fields in (
-                ("path", dependant.path_params),
-                ("query", dependant.query_params),
-                ("header", dependant.header_params),
-                ("cookie", dependant.cookie_params),
-            )
-            if fields
-        )
-        # A route with dependencies or special parameters runs its tree (see _plan_deps).
+        # A route with dependencies or special parameters runs its tree (see _plan_deps), whose root reads
+        # the route's parameters; any other route reads them itself. The readers keep the dependant's own
+        # lists (verify mode needs them).
         self.tree = None
+        self.readers: tuple[Any, ...] = ()
         if dependant.dependencies or any(getattr(dependant, name) for name in _SPECIAL_PARAMS):
             self.tree = DepNode(dependant)
+        else:
+            self.readers = param_readers(dependant)
         self.body = BodyReader(route) if dependant.body_params else None
         self.writer = ResponseWriter(route, self.is_coroutine)
         self.verify = verify
@@ -412,24 +406,12 @@ def fastapi_apps_of(app: Any) -> list[Any]:
     """The FastAPI apps reachable from ``app``: itself, the apps middleware wraps (``.app``), and apps mounted
     in the routers of those."""
     from fastapi import FastAPI
-    from starlette.routing import Router
 
-    from fasterapi_asgi.route_index import _own_attr
+    from fasterapi_asgi.route_index import _own_attr, reachable
 
-    found: list[Any] = []
-    seen: set[int] = set()
-    stack = [app]
-    while stack:
-        obj = stack.pop()
-        if obj is None or id(obj) in seen or len(seen) > 10_000:
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, FastAPI):
-            found.append(obj)
-        if isinstance(obj, Router):
-            stack.extend(_own_attr(route, "app") for route in list(obj.routes))
-        stack.extend(_own_attr(obj, name) for name in ("router", "app"))
-    return found
+    return [
+        obj for obj in reachable(app, lambda route: (_own_attr(route, "app"),)) if isinstance(obj, FastAPI)
+    ]
 
 
 def install(app: Any) -> tuple[int, int]:
