@@ -109,6 +109,36 @@ class ParamReader:
         return values
 
 
+class _PlainQuery(dict):  # type: ignore[type-arg]
+    """What a ``QueryParams`` answers for ``get``, ``in`` and ``getlist``, for a query string without
+    percent-escapes or ``+`` (see :func:`query_params`): the last value of each name, every value in order."""
+
+    __slots__ = ("items_in_order",)
+    items_in_order: list[tuple[str, str]]
+
+    def getlist(self, key: Any) -> list[Any]:
+        return [value for name, value in self.items_in_order if name == key]
+
+
+def query_params(query_string: bytes, query_params_class: Any) -> Any:
+    """``QueryParams(query_string)`` as a parameter reader reads it (``get``, ``in``, ``getlist``).
+
+    QueryParams decodes the bytes as latin-1 and takes ``parse_qsl(..., keep_blank_values=True)``'s pairs:
+    split on ``&``, empty parts skipped, each part split at its first ``=`` (none: an empty value), ``+``
+    made a space and percent-escapes decoded in both halves. Without ``%`` or ``+`` those last two change
+    nothing, so the pairs are the split parts; with either, the real class is made."""
+    if b"%" in query_string or b"+" in query_string:
+        return query_params_class(query_string)
+    pairs = []
+    for part in query_string.decode("latin-1").split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            pairs.append((name, value))
+    query = _PlainQuery(pairs)
+    query.items_in_order = pairs
+    return query
+
+
 def validate_body_value(field: Any, value: Any) -> Any:
     """request_body_to_args for one body parameter that is not embedded, given a parsed body: the field's
     ModelField.validate call (``validate_python(value, from_attributes=True)`` of its TypeAdapter). Raises

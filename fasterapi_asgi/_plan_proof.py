@@ -42,6 +42,10 @@ _FASTAPI_FINGERPRINTS: dict[str, str] = {
     "HTTPConnection.headers": "1aae2b7980479131",
     "HTTPConnection.path_params": "9b98b4019a93466c",
     "HTTPConnection.cookies": "85d65abca7b1c71b",
+    "QueryParams.__init__": "c2e195c76dc017ba",
+    "ImmutableMultiDict.__init__": "70f9a7ce1e8a91e7",
+    "ImmutableMultiDict.__getitem__": "8d02d08815d53953",
+    "ImmutableMultiDict.getlist": "e74c1d9805f0abfe",
     "Response.__init__": "bdc3becdf37611a0",
     "Response.init_headers": "d0a829298fa07000",
     "Response.render": "6bca43d5a2a3e643",
@@ -90,6 +94,7 @@ def _fingerprinted() -> dict[str, Any]:
     from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
     from fastapi.telemetry._asgi import ExceptionTelemetryMiddleware
     from starlette._exception_handler import wrap_app_handling_exceptions
+    from starlette.datastructures import ImmutableMultiDict, QueryParams
     from starlette.middleware.errors import ServerErrorMiddleware
     from starlette.middleware.exceptions import ExceptionMiddleware
     from starlette.requests import HTTPConnection, Request
@@ -123,6 +128,10 @@ def _fingerprinted() -> dict[str, Any]:
         "HTTPConnection.headers": HTTPConnection.headers.fget,  # type: ignore[attr-defined]
         "HTTPConnection.path_params": HTTPConnection.path_params.fget,  # type: ignore[attr-defined]
         "HTTPConnection.cookies": HTTPConnection.cookies.fget,  # type: ignore[attr-defined]
+        "QueryParams.__init__": QueryParams.__init__,  # _plan_params.query_params answers as it does
+        "ImmutableMultiDict.__init__": ImmutableMultiDict.__init__,
+        "ImmutableMultiDict.__getitem__": ImmutableMultiDict.__getitem__,
+        "ImmutableMultiDict.getlist": ImmutableMultiDict.getlist,
         # The response written without a Response object.
         "Response.__init__": Response.__init__,
         "Response.init_headers": Response.init_headers,

@@ -32,6 +32,7 @@ from typing import Any
 
 from fasterapi_asgi._plan_code import RESPONSE_NOT_AWAITED, fastapi_code
 from fasterapi_asgi._plan_deps import DependencyRun, why_not_tree
+from fasterapi_asgi._plan_params import query_params
 from fasterapi_asgi._plan_proof import PROVEN_FASTAPI, unproven_fastapi
 from fasterapi_asgi._plan_replay import TrackedSend, raiser, replay_send
 from fasterapi_asgi._plan_response import ResponseWriter
@@ -41,6 +42,7 @@ __all__ = [
     "PROVEN_FASTAPI",
     "RoutePlan",
     "compile_route",
+    "entry_for",
     "flatten_stacks",
     "force_on_every_route",
     "install",
@@ -146,7 +148,11 @@ class RoutePlan:
             if source == "path":
                 received: Any = scope.get("path_params", {})
             elif source == "query":
-                received = code.QueryParams(scope["query_string"])
+                received = (
+                    query_params(scope["query_string"], code.QueryParams)
+                    if reader.params is not None
+                    else code.QueryParams(scope["query_string"])  # FastAPI's request_params_to_args reads it
+                )
             elif source == "header":
                 received = code.Headers(scope=scope)
             else:
@@ -454,13 +460,28 @@ def flatten_stacks(app: Any) -> tuple[int, int]:
     return sum(1 for fastapi_app in apps if flatten_app(fastapi_app)), len(apps)
 
 
+def entry_for(app: Any) -> Any:
+    """What the server should call in place of ``app``: an AppEntry (see _plan_entry) when ``app`` is a
+    FastAPI app it can enter, else ``app`` itself. Only with a proven FastAPI release."""
+    if "fastapi.routing" not in sys.modules or unproven_fastapi():
+        return app
+    from fasterapi_asgi._plan_entry import AppEntry, unproven_entry
+
+    reason = unproven_entry(app)
+    if reason:
+        logger.debug("The app is entered through its own __call__: %s.", reason)
+        return app
+    return AppEntry(app)
+
+
 def force_on_every_route(*, verify: bool = True) -> Callable[[], None]:
     """Compile every APIRoute as it is made (``APIRoute.__init__``) and every included router's effective
-    route (``_EffectiveRouteContext.from_api_route``), and flatten every FastAPI middleware stack as it is
-    built, for running FastAPI's own test suite with the plans on. Returns the function that undoes it. With
-    ``verify``, a compiled request without dependencies is also solved by FastAPI's solve_dependencies and the
-    arguments compared, and a response the plan writes itself is compared with the one FastAPI's
-    serialize_response and Response would make (AssertionError otherwise)."""
+    route (``_EffectiveRouteContext.from_api_route``), flatten every FastAPI middleware stack as it is built,
+    and enter every FastAPI app through an AppEntry (``FastAPI.__call__``), for running FastAPI's own test
+    suite with the plans on. Returns the function that undoes it. With ``verify``, a compiled request without
+    dependencies is also solved by FastAPI's solve_dependencies and the arguments compared, and a response
+    the plan writes itself is compared with the one FastAPI's serialize_response and Response would make
+    (AssertionError otherwise)."""
     from fastapi.routing import APIRoute
 
     unproven = unproven_fastapi()
@@ -491,11 +512,15 @@ def force_on_every_route(*, verify: bool = True) -> Callable[[], None]:
             compile_route(context, verify=verify)
         return context
 
+    from fasterapi_asgi._plan_entry import patch_fastapi_call
+
+    undo_entry = patch_fastapi_call()
     APIRoute.__init__ = __init__  # type: ignore[method-assign]
     FastAPI.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
     _EffectiveRouteContext.from_api_route = classmethod(from_api_route)  # type: ignore[method-assign,assignment]
 
     def undo() -> None:
+        undo_entry()
         APIRoute.__init__ = original_init  # type: ignore[method-assign]
         FastAPI.build_middleware_stack = original_build  # type: ignore[method-assign]
         _EffectiveRouteContext.from_api_route = original_from_api_route  # type: ignore[method-assign]

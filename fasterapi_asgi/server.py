@@ -194,9 +194,13 @@ class Server:
         if config.access_log and access_logger.hasHandlers() and access_logger.isEnabledFor(logging.INFO):
             access_log = _AccessLog()
 
+        # Route plans are installed before the core exists: it is given the app's entry (see route_plans).
+        app = config.loaded_app
+        if config.compile_routes:
+            app = self._install_route_plans()
         self.core = _core.Server(
             asyncio.get_running_loop(),
-            config.loaded_app,
+            app,
             error_log=_error_log,
             access_log=access_log,
             root_path=config.root_path,
@@ -240,8 +244,6 @@ class Server:
             await self.lifespan.shutdown()
             sys.exit(STARTUP_FAILURE)
 
-        if config.compile_routes:
-            self._install_route_plans()
         if config.route_index:
             self._install_route_index()
         if config.gc_freeze:
@@ -280,21 +282,24 @@ class Server:
             count = native.install(self.core, routes, app=config.raw_app)
             logger.info("Serving %d native route%s from C++.", count, "" if count == 1 else "s")
 
-    def _install_route_plans(self) -> None:
+    def _install_route_plans(self) -> Any:
+        """Compile the app's FastAPI routes, flatten its stacks; returns what the core should call: the app's
+        entry (route_plans.entry_for) or the app itself."""
         from fasterapi_asgi import route_plans
 
+        app = self.config.loaded_app
         try:
-            compiled, routes = route_plans.install(self.config.loaded_app)
+            compiled, routes = route_plans.install(app)
         except Exception:  # noqa: BLE001 - plans are an optimisation: FastAPI's own handlers answer without them
             logger.warning("FastAPI routes not compiled; FastAPI's own handlers answer.", exc_info=True)
-            return
+            return app
         if routes:
             logger.info("Compiled %d of %d FastAPI route%s.", compiled, routes, "" if routes == 1 else "s")
         try:
-            flattened, apps = route_plans.flatten_stacks(self.config.loaded_app)
+            flattened, apps = route_plans.flatten_stacks(app)
         except Exception:  # noqa: BLE001 - an optimisation: the app's own layers answer without it
             logger.warning("FastAPI middleware layers not flattened; they run as built.", exc_info=True)
-            return
+            return app
         if apps:
             logger.info(
                 "FastAPI's built-in middleware layers run flattened in %d of %d app%s.",
@@ -302,6 +307,11 @@ class Server:
                 apps,
                 "" if apps == 1 else "s",
             )
+        try:
+            return route_plans.entry_for(app)
+        except Exception:  # noqa: BLE001 - an optimisation: the app's own __call__ answers without it
+            logger.warning("The app is entered through its own __call__.", exc_info=True)
+            return app
 
     def _install_route_index(self) -> None:
         from fasterapi_asgi import route_index

@@ -1,7 +1,8 @@
 """pytest plugin (``-p fa_force_route_plans``, with tests/upstream on PYTHONPATH): a route plan on every
 FastAPI route a test suite makes that a plan can serve, in verify mode (each compiled request is also solved
-by FastAPI's ``solve_dependencies`` and the arguments compared). At the end it reports how many requests the
-plans answered and how many they handed to FastAPI's own handler, and fails the run if the plans answered none
+by FastAPI's ``solve_dependencies`` and the arguments compared), every built-in middleware stack flattened and
+every FastAPI app entered through the server's entry (``_plan_entry``). At the end it reports how many
+requests the plans answered and how many they handed to FastAPI's own handler, and fails the run if the plans answered none
 (the plugin would then prove nothing). Only for FastAPI's suite: it needs FastAPI importable."""
 
 from __future__ import annotations
@@ -11,18 +12,20 @@ from collections.abc import Callable
 import pytest
 from upstream_report import report_use
 
-from fasterapi_asgi import _plan_stack, route_plans
+from fasterapi_asgi import _plan_entry, _plan_stack, route_plans
 
 _undo: Callable[[], None] | None = None
 _before = (0, 0, 0)
-_stack_before = (0, 0, 0)
+_stack_before = (0, 0)
+_entry_before = (0, 0)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global _undo, _before, _stack_before
+    global _undo, _before, _stack_before, _entry_before
     _undo = route_plans.force_on_every_route(verify=True)
     _before = route_plans.plan_counters()
     _stack_before = _plan_stack.stack_counters()
+    _entry_before = _plan_entry.entry_counters()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -32,12 +35,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     flattened, replayed = (
         now - then for now, then in zip(_plan_stack.stack_counters(), _stack_before, strict=True)
     )
+    entered, entry_handed = (
+        now - then for now, then in zip(_plan_entry.entry_counters(), _entry_before, strict=True)
+    )
     report_use(
         session,
         f"fasterapi-asgi route plans: {answered} requests answered by a plan, "
         f"{handed_back} handed to FastAPI's own handler, {plan_replayed} exceptions replayed through the "
         f"route's exception wrapper; {flattened} requests through a flattened "
-        f"middleware stack, {replayed} exceptions replayed through the real layers",
+        f"middleware stack, {replayed} exceptions replayed through the real layers; {entered} requests "
+        f"entered without FastAPI.__call__, {entry_handed} handed to it",
         answered,
         "fasterapi-asgi route plans: no request was answered by a plan",
     )
