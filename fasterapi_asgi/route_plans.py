@@ -36,6 +36,7 @@ from fasterapi_asgi._plan_params import query_params
 from fasterapi_asgi._plan_proof import PROVEN_FASTAPI, unproven_fastapi
 from fasterapi_asgi._plan_replay import TrackedSend, raiser, replay_send
 from fasterapi_asgi._plan_response import ResponseWriter
+from fasterapi_asgi._plan_stats import ARGUMENTS, DEPENDENCIES, ENDPOINT, RESPONSE, StageClock, stage_times
 from fasterapi_asgi._plan_verify import verify_response, verify_values
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "force_on_every_route",
     "install",
     "plan_counters",
+    "stage_times",
     "unproven_fastapi",
     "why_not",
 ]
@@ -87,10 +89,11 @@ class RoutePlan:
         "tree",
         "body",
         "writer",
+        "timed",
         "verify",
     )
 
-    def __init__(self, route: Any, *, verify: bool = False) -> None:
+    def __init__(self, route: Any, *, verify: bool = False, timed: bool = False) -> None:
         from fastapi.dependencies.models import _is_coroutine_callable
 
         from fasterapi_asgi._plan_body import BodyReader
@@ -116,6 +119,7 @@ class RoutePlan:
         self.body = BodyReader(route) if dependant.body_params else None
         self.writer = ResponseWriter(route, self.is_coroutine)
         self.verify = verify
+        self.timed = timed  # --stats: the plan's stages are measured (_plan_stats)
 
     async def _hand_back(self, scope: Any, receive: Any, send: Any) -> None:
         """FastAPI's own handler answers this request; nothing of the route has run."""
@@ -175,8 +179,9 @@ class RoutePlan:
         ):
             await self._hand_back(scope, receive, send)
             return
+        clock = StageClock() if self.timed else None
         if self.tree is not None:
-            await self._call_tree(scope, receive, send)
+            await self._call_tree(scope, receive, send, clock)
             return
         # Any parameter error: FastAPI's handler answers (its 422), before anything of the route has run.
         results: dict[int, Any] | None = {} if self.verify else None
@@ -194,6 +199,8 @@ class RoutePlan:
         if results is not None:
             await verify_values(self, scope, receive, values, results)
         _counters[0] += 1
+        if clock is not None:
+            clock.lap(ARGUMENTS)
         # From here on the route runs once. What request_response's exception wrapper would do with an
         # exception is replayed through that wrapper (see _plan_replay).
         writer = self.writer
@@ -201,23 +208,31 @@ class RoutePlan:
         try:
             if writer.json is not None:
                 raw = await self.call(**values)  # run_endpoint_function's call, telemetry being off
+                if clock is not None:
+                    clock.lap(ENDPOINT)
                 if not isinstance(raw, code.Response):
                     start, body = writer.json.messages(writer.validate_return(scope, raw))
                     if self.verify:
                         await verify_response(writer, scope, raw, start, body)
                     await send(start)
                     await send(body)
+                    if clock is not None:
+                        clock.lap(RESPONSE)
                     return
             else:
                 raw = await code.run_endpoint_function(
                     dependant=self.dependant, values=values, is_coroutine=self.is_coroutine
                 )
+                if clock is not None:
+                    clock.lap(ENDPOINT)
             response = raw if isinstance(raw, code.Response) else await writer.build(scope, raw)
             tracked = TrackedSend(send)
             try:
                 await response(scope, receive, tracked)  # type: ignore[arg-type]
             finally:
                 start = tracked.start
+            if clock is not None:
+                clock.lap(RESPONSE)
         except Exception as exc:  # noqa: BLE001 - replayed through FastAPI's wrapper, which re-raises it
             await self._replay(scope, receive, send, exc, start, code.Request(scope, receive, send))
 
@@ -229,7 +244,7 @@ class RoutePlan:
         wrapped = fastapi_code().wrap_app_handling_exceptions(raiser(exc, start), request)
         await wrapped(scope, receive, replay_send(send, start))
 
-    async def _call_tree(self, scope: Any, receive: Any, send: Any) -> None:
+    async def _call_tree(self, scope: Any, receive: Any, send: Any, clock: StageClock | None) -> None:
         """A route with dependencies or special parameters: request_response's exit stacks and
         get_request_handler's steps, with the tree run as solve_dependencies runs it (see _plan_deps)."""
         code = fastapi_code()
@@ -249,6 +264,8 @@ class RoutePlan:
                 return
             validated[-1][self.body.name] = body_value  # the root's, as request_body_to_args adds it
         _counters[0] += 1
+        if clock is not None:
+            clock.lap(ARGUMENTS)
         body = getattr(request, "_json", code.Undefined)  # what get_request_handler's body step gave
         run = DependencyRun(request, validated, None, self.route, body, code)
         if self.tree.needs_response:
@@ -262,6 +279,8 @@ class RoutePlan:
                 async with AsyncExitStack() as function_stack:
                     scope["fastapi_function_astack"] = function_stack
                     values = await run.solve(self.tree)
+                    if clock is not None:
+                        clock.lap(DEPENDENCIES)
                     if run.errors:  # from a sub-tree FastAPI solved: get_request_handler's 422
                         validation_error = code.RequestValidationError(
                             run.errors,
@@ -277,6 +296,8 @@ class RoutePlan:
                         raw = await code.run_endpoint_function(
                             dependant=self.dependant, values=values, is_coroutine=False
                         )
+                    if clock is not None:
+                        clock.lap(ENDPOINT)
                     messages = None
                     if isinstance(raw, code.Response):
                         if raw.background is None:
@@ -310,6 +331,8 @@ class RoutePlan:
                 response_awaited = True
             if not response_awaited:
                 raise code.FastAPIError(RESPONSE_NOT_AWAITED)
+            if clock is not None:
+                clock.lap(RESPONSE)
         except Exception as exc:  # noqa: BLE001 - replayed through FastAPI's wrapper, which re-raises it
             await self._replay(scope, receive, send, exc, start, request)
 
@@ -371,11 +394,11 @@ def why_not(route: Any) -> str:
     return ""
 
 
-def compile_route(route: Any, *, verify: bool = False) -> str:
+def compile_route(route: Any, *, verify: bool = False, timed: bool = False) -> str:
     """Give ``route`` a plan when it can have one. Returns "" when compiled, else why not."""
     reason = why_not(route)
     if not reason:
-        route.app = RoutePlan(route, verify=verify)
+        route.app = RoutePlan(route, verify=verify, timed=timed)
     return reason
 
 
@@ -420,9 +443,10 @@ def fastapi_apps_of(app: Any) -> list[Any]:
     ]
 
 
-def install(app: Any) -> tuple[int, int]:
+def install(app: Any, *, timed: bool = False) -> tuple[int, int]:
     """Compile every FastAPI route reachable from ``app``. Returns (compiled, FastAPI routes). Nothing happens
-    when FastAPI is not imported, or is not a proven release (one INFO line says why)."""
+    when FastAPI is not imported, or is not a proven release (one INFO line says why). With ``timed``
+    (``--stats``) the plans measure their stages (see _plan_stats)."""
     if "fastapi.routing" not in sys.modules:
         return 0, 0
     from fastapi.routing import APIRoute, _IncludedRouter
@@ -437,7 +461,7 @@ def install(app: Any) -> tuple[int, int]:
     routes.extend(included_routes_of(app))
     compiled = 0
     for route in routes:
-        reason = compile_route(route)
+        reason = compile_route(route, timed=timed)
         if reason:
             logger.debug(
                 "Route %s %s not compiled: %s.", ",".join(sorted(route.methods or ())), route.path, reason

@@ -289,7 +289,7 @@ class Server:
 
         app = self.config.loaded_app
         try:
-            compiled, routes = route_plans.install(app)
+            compiled, routes = route_plans.install(app, timed=self.config.stats)
         except Exception:  # noqa: BLE001 - plans are an optimisation: FastAPI's own handlers answer without them
             logger.warning("FastAPI routes not compiled; FastAPI's own handlers answer.", exc_info=True)
             return app
@@ -376,7 +376,10 @@ class Server:
             await asyncio.sleep(_TICK)
 
         if self.config.stats:
-            for line in format_stage_stats(core.stats()):
+            plan_stages = None
+            if "fasterapi_asgi.route_plans" in sys.modules:
+                plan_stages = sys.modules["fasterapi_asgi.route_plans"].stage_times()
+            for line in format_stage_stats(core.stats(), plan_stages):
                 logger.info(line)
         core.close()
         if sockets is None and self.config.uds and os.path.exists(self.config.uds):
@@ -415,6 +418,7 @@ class Server:
             self.should_exit = True
 
 
+_APP_LABEL = "app (Python: framework + endpoint)"
 _STAGES = (
     ("parse", "read callback + parse (native)"),
     ("route", "native route lookup"),
@@ -422,7 +426,7 @@ _STAGES = (
     ("scope", "scope building"),
     ("task_start", "Task start"),
     ("route_index", "route index lookup (native)"),
-    ("app", "app (Python: framework + endpoint)"),
+    ("app", _APP_LABEL),
     ("receive", "receive()"),
     ("send", "send() serialisation"),
     ("write", "write system call"),
@@ -446,13 +450,21 @@ def stage_breakdown(stats: dict[str, Any]) -> list[tuple[str, float, float]]:
     return rows
 
 
-def format_stage_stats(stats: dict[str, Any]) -> list[str]:
-    """The ``--stats`` report: the loop thread's CPU time per request, by stage."""
+def format_stage_stats(
+    stats: dict[str, Any], plan_stages: list[tuple[str, int, int]] | None = None
+) -> list[str]:
+    """The ``--stats`` report: the loop thread's CPU time per request, by stage; under the app's row, the
+    route plans' stages (``route_plans.stage_times()``) that were measured, a part of it."""
     requests = stats.get("requests", 0)
     lines = [f"Where the CPU time went ({requests} requests; microseconds of loop-thread CPU per request):"]
     for label, us, calls in stage_breakdown(stats):
         per = f"  x {calls:.2f}/request" if calls else ""
         lines.append(f"  {label:<36} {us:9.2f} us{per}")
+        if label == _APP_LABEL:
+            for plan_label, ns, count in plan_stages or ():
+                if count:
+                    per = f"  x {count / (requests or 1):.2f}/request"
+                    lines.append(f"    {plan_label:<41} {ns / (requests or 1) / 1000:6.2f} us{per}")
     tasks = stats.get("app_tasks", 0)
     start = "started eagerly" if stats.get("eager_start") else "scheduled by the loop"
     lines.append(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 from conftest import StartServer
 
 APP_REQUESTS = 30
@@ -69,3 +70,35 @@ def test_stage_counts_follow_the_requests(fresh_server: StartServer) -> None:
     assert calls("send() serialisation") == round(2 * app_share, 2)
     assert calls("native handler") == round((NATIVE_REQUESTS + 1) / total_requests, 2)
     assert calls("native route lookup") == 1.0
+
+
+def test_route_plan_stages_under_the_app(fresh_server: StartServer) -> None:
+    """With route plans, the report breaks the app's row down into the plans' stages, measured once per
+    compiled request (arguments, endpoint and response for every one; dependencies for a route that has
+    them), and not for a request FastAPI's own handler answers (a 422)."""
+    from fasterapi_asgi import route_plans
+
+    if route_plans.unproven_fastapi():
+        pytest.skip("route plans are only used with a proven FastAPI")
+    srv = fresh_server("fasterapi", "plans_app:app", "--stats")
+    with httpx.Client(base_url=srv.url, timeout=10) as client:
+        for i in range(10):
+            assert client.get(f"/items/{i}").status_code == 200
+        for _ in range(5):
+            assert client.get("/items/x").status_code == 422  # handed to FastAPI's handler
+        for _ in range(5):  # a route with a dependency tree
+            assert client.get("/me/items", headers={"authorization": "Bearer alice"}).status_code == 200
+    srv.stop()
+    log = srv.log()
+    table = log[log.index("Where the CPU time went") :]
+
+    def per_request(label: str) -> float:
+        found = re.search(re.escape(label) + r"\s+[\d.]+ us  x ([\d.]+)/request", table)
+        assert found, (label, table)
+        return float(found.group(1))
+
+    assert "(20 requests;" in table
+    for stage in ("arguments (parameters, body)", "endpoint", "response (+ exit stacks)"):
+        assert per_request(f"route plans: {stage}") == round(15 / 20, 2), stage
+    assert per_request("route plans: dependencies") == round(5 / 20, 2)
+    assert table.index("app (Python") < table.index("route plans: arguments") < table.index("receive()")

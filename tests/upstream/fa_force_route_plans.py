@@ -2,8 +2,8 @@
 FastAPI route a test suite makes that a plan can serve, in verify mode (each compiled request is also solved
 by FastAPI's ``solve_dependencies`` and the arguments compared), every built-in middleware stack flattened and
 every FastAPI app entered through the server's entry (``_plan_entry``). At the end it reports how many
-requests the plans answered and how many they handed to FastAPI's own handler, and fails the run if the plans answered none
-(the plugin would then prove nothing). Only for FastAPI's suite: it needs FastAPI importable."""
+requests the plans answered and how many they handed to FastAPI's own handler, and fails the run if the plans
+answered none (the plugin would then prove nothing). Only for FastAPI's suite: it needs FastAPI importable."""
 
 from __future__ import annotations
 
