@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -144,6 +145,10 @@ async def app(scope, receive, send):
 
 
 def write_app(app_dir: Path, version: str) -> None:
+    # Python takes app.py's cached bytecode while the source's size and mtime in whole seconds match: every
+    # version is the same size, so an edit within the second of the last import would be served from the old
+    # .pyc (the reloader having done its part; seen on Python 3.14).
+    shutil.rmtree(app_dir / "__pycache__", ignore_errors=True)
     (app_dir / "app.py").write_text(textwrap.dedent(APP.format(version=version)))
 
 
