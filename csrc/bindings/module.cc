@@ -382,7 +382,12 @@ class PyServer {
 }  // namespace
 }  // namespace fa
 
-PYBIND11_MODULE(_core, mod) {
+// The module needs the GIL: on a free-threaded Python (3.13t, 3.14t) importing it turns the GIL back on for the
+// process. pybind11 3's multi-phase init then leaves out the Py_mod_gil slot, CPython's way of saying "GIL used";
+// py::mod_gil_not_used() would claim the opposite, which the bindings do not yet earn (docs/architecture.md,
+// "Free-threaded Python": the GIL is what serialises the loop thread with other threads' calls into a server, and
+// what keeps the borrowed references and the process-wide counters safe).
+PYBIND11_MODULE(_core, mod, py::mod_gil_used()) {
   using fa::PyServer;
   mod.doc() = "fasterapi-asgi native core (private; use the fasterapi_asgi package)";
   if (!fa::py_names_init() || !fa::awaitables_init() || !fa::exchange_types_init() || !fa::runner_type_init() ||

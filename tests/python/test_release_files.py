@@ -4,7 +4,8 @@
   version, and keep ``.ci/run`` as the one test command (apt packages and sanitizer steps are run_all.sh's).
 - The perf workflow's ``fasterapi-asgi bench`` command parses with the bench's own parser, and its
   baseline file is a real bench.json that the gate accepts.
-- cibuildwheel lists exactly the intended wheels, and its test-command passes on the installed package.
+- cibuildwheel lists exactly the intended wheels, and its test-command passes on the installed package; the
+  supported Pythons are the same in the wheel list, the classifiers, the CI matrix and the README.
 - The Dockerfile passes hadolint and has the promised shape; its HEALTHCHECK command, run against a real
   server started the way its CMD starts one, exits 0, and exits non-zero once the server is down.
 - The Kubernetes and CI examples of docs/deployment.md and docs/benchmarks.md parse, and agree with the
@@ -44,6 +45,8 @@ WORKFLOWS = ROOT / ".github" / "workflows"
 DOCKERFILE = ROOT / "Dockerfile"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 RUN_ALL = (ROOT / "tests" / "run_all.sh").read_text()
+# The supported Pythons (docs/architecture.md, "Supported Pythons"): each has a wheel and a CI job.
+SUPPORTED_PYTHONS = ["3.10", "3.11", "3.12", "3.13", "3.14"]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -252,7 +255,7 @@ def test_ci_run_is_the_one_test_command() -> None:
 
     tests = workflows["tests.yml"]
     job = tests["jobs"]["tests"]
-    assert job["strategy"]["matrix"]["python"] == ["3.10", "3.11", "3.12", "3.13"]
+    assert job["strategy"]["matrix"]["python"] == SUPPORTED_PYTHONS
     # Every job tests through .ci/run: the full run on one interpreter, the Python tests alone on the others.
     runs = [s for s in job["steps"] if "bash .ci/run" in str(s.get("run", ""))]
     assert [s["if"] for s in runs] == ["matrix.full", "${{ !matrix.full }}"]
@@ -346,10 +349,25 @@ def test_cibuildwheel_builds_the_intended_wheels() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
+    # One wheel per supported Python and architecture; no free-threaded (cp314t) one.
     expected = [
-        f"cp3{minor}-manylinux_{arch}" for arch in ("x86_64", "aarch64") for minor in (10, 11, 12, 13)
+        f"cp{version.replace('.', '')}-manylinux_{arch}"
+        for arch in ("x86_64", "aarch64")
+        for version in SUPPORTED_PYTHONS
     ]
     assert result.stdout.split() == expected
+
+
+def test_supported_pythons_agree() -> None:
+    project = PYPROJECT["project"]
+    assert project["requires-python"] == f">={SUPPORTED_PYTHONS[0]}"
+    python = "Programming Language :: Python :: "
+    versions = [c.removeprefix(python) for c in project["classifiers"] if c.startswith(python)]
+    assert [v for v in versions if v.startswith("3.")] == SUPPORTED_PYTHONS
+    build = PYPROJECT["tool"]["cibuildwheel"]["build"].split()
+    assert build == [f"cp{v.replace('.', '')}-manylinux_*" for v in SUPPORTED_PYTHONS]
+    readme = (ROOT / "README.md").read_text()
+    assert f"CPython {SUPPORTED_PYTHONS[0]}–{SUPPORTED_PYTHONS[-1]}" in readme
 
 
 def test_cibuildwheel_test_command_passes_on_the_installed_package(tmp_path: Path) -> None:

@@ -5,9 +5,11 @@ installed, so that interpreter's build is this one:
 
     FA_RELEASE_PYTHON=/path/to/python3.12 python3 -m pytest tests/release
 
-Artifacts are left in build/release/: dist/ (the sdist), house/ (the build requirements as wheels: all that
-the offline build may use), wheel/ (the wheel built from the sdist), repaired/ (auditwheel's manylinux wheel)
-and venv/ (a fresh environment with only the repaired wheel and its dependencies), with the logs beside them.
+Artifacts are left in build/release/ (or FA_RELEASE_OUT, relative to the checkout; tests/python314.sh runs
+this on Python 3.14 into build/release-py314/): dist/ (the sdist), house/ (the build requirements as wheels:
+all that the offline build may use), wheel/ (the wheel built from the sdist), repaired/ (auditwheel's
+manylinux wheel) and venv/ (a fresh environment with only the repaired wheel and its dependencies), with the
+logs beside them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import pytest
 import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
-OUT = REPO / "build" / "release"
+OUT = REPO / os.environ.get("FA_RELEASE_OUT", "build/release")
 # scikit-build-core asks for these when it finds no cmake (or ninja) of its own; the offline build gets them
 # as wheels, like every other build requirement.
 BUILD_TOOLS = ("cmake>=3.18", "ninja")
@@ -39,6 +41,7 @@ pytestmark = pytest.mark.timeout(900)
 @dataclass
 class Release:
     python: str
+    python_tag: str  # the interpreter's wheel tag, cp3NN
     sdist: Path
     wheel: Path
     wheel_log: str
@@ -84,6 +87,7 @@ def release() -> Release:
     python = os.environ.get("FA_RELEASE_PYTHON", sys.executable)
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
+    python_tag = run([python, "-c", "import sys; print('cp%d%d' % sys.version_info[:2])"]).strip()
 
     # 1. The sdist, as `python -m build --sdist` makes it from the checkout (the backend vendors C sources).
     run([python, "-m", "build", "--sdist", "--outdir", str(OUT / "dist"), str(REPO)], OUT / "sdist.log")
@@ -123,7 +127,16 @@ def release() -> Release:
     install_seconds = time.monotonic() - started
     (OUT / "install.seconds").write_text(f"{install_seconds:.1f}\n")
     return Release(
-        python, sdist, wheel, wheel_log, network_cut, repaired, venv_python, install_log, install_seconds
+        python,
+        python_tag,
+        sdist,
+        wheel,
+        wheel_log,
+        network_cut,
+        repaired,
+        venv_python,
+        install_log,
+        install_seconds,
     )
 
 
@@ -176,7 +189,7 @@ def test_sdist_builds_with_the_network_cut_off(release: Release) -> None:
     assert "nghttp2 release sources: vendored (ngh2" in release.wheel_log
     assert "Fetching" not in release.wheel_log and "fetch_sdist" not in release.wheel_log
     # pip had no index (PIP_NO_INDEX): every build requirement came from the local wheelhouse.
-    assert re.search(r"Looking in links: .*build/release/house", release.wheel_log)
+    assert f"Looking in links: {OUT / 'house'}" in release.wheel_log
     if not release.network_cut:
         pytest.skip(
             "unshare -n is not permitted here: the build ran with no package index but with a network"
@@ -213,6 +226,13 @@ def test_wheel_holds_the_package_the_extension_and_its_header_and_nothing_else(r
             )
         ]
         assert not bad, bad
+
+
+def test_wheel_is_built_for_the_interpreter(release: Release) -> None:
+    # A CPython extension wheel of that version's ABI (cp314-cp314 on 3.14, the cibuildwheel list's newest).
+    tag = release.python_tag
+    for wheel in (release.wheel, release.repaired):
+        assert f"-{tag}-{tag}-" in wheel.name, (wheel.name, tag)
 
 
 def test_repaired_wheel_has_a_manylinux_tag(release: Release) -> None:
