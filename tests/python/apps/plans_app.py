@@ -3,6 +3,8 @@ served with plans, without them (--no-compile-routes) and by uvicorn, every answ
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
@@ -191,9 +193,33 @@ async def echo(payload: dict[str, int]) -> dict[str, int]:
 # Dependencies, tutorial-shaped: a yield "session", an OAuth2 bearer token with a sub-dependency, a header
 # parameter in a dependency, a class dependency, use_cache, a sub-response and background tasks.
 events: list[str] = []
+# Background tasks added and not yet run: a sync task runs in the thread pool after the response was sent, so
+# the client's next request can start before it ran (with either server). What reads or appends to ``events``
+# waits for them first, so the order is the same on every run.
+background_pending = [0]
+
+
+def background_ran() -> None:
+    events.append("background ran")
+    background_pending[0] -= 1
+
+
+async def background_done() -> None:
+    for _ in range(1000):
+        if not background_pending[0]:
+            return
+        await asyncio.sleep(0.005)
+
+
+def background_done_sync() -> None:  # for a sync dependency (it runs in the thread pool)
+    for _ in range(1000):
+        if not background_pending[0]:
+            return
+        time.sleep(0.005)
 
 
 async def get_session() -> AsyncIterator[dict[str, object]]:
+    await background_done()
     session = {"open": True, "n": len(events)}
     events.append("session open")
     try:
@@ -206,6 +232,7 @@ async def get_session() -> AsyncIterator[dict[str, object]]:
 
 
 def sync_session() -> Iterator[str]:
+    background_done_sync()
     events.append("sync session open")
     yield "sync"
     events.append("sync session closed")
@@ -253,7 +280,8 @@ async def my_items(
 ) -> list[dict[str, object]]:
     response.headers["x-user"] = str(user["user"])
     response.set_cookie("seen", "1")
-    tasks.add_task(events.append, "background ran")
+    background_pending[0] += 1
+    tasks.add_task(background_ran)
     items = [{"id": i, "name": f"item{i}", "secret": "s", "session": session["open"]} for i in range(10)]
     return [*items[pager.skip : pager.skip + pager.limit], {"id": a * 100 + b * 10 + c, "name": "calls"}]
 
@@ -280,6 +308,7 @@ async def dependency_error(session: Annotated[dict[str, object], Depends(get_ses
 
 @app.get("/events")
 async def get_events() -> list[str]:
+    await background_done()
     return events
 
 
@@ -301,6 +330,7 @@ app.include_router(custom)
 # An included router with a prefix and a router-level dependency: FastAPI serves its routes through effective
 # route contexts, which get plans too.
 def router_tag(x_router: str = Header("none")) -> str:
+    background_done_sync()
     events.append(f"router dependency {x_router}")
     return x_router
 
