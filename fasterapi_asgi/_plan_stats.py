@@ -5,9 +5,10 @@ CLOCK_MONOTONIC: a vDSO call, where a CPU clock is a system call) between its st
 to its stage: reading and validating the arguments (parameters and body), solving the
 dependencies, the endpoint, and the response (validating and serialising the return value, sending it,
 background tasks, closing the exit stacks). The server prints them under the core's ``app`` stage, of which
-they are a part; with the loop on a core of its own, that is the loop thread's CPU time. A step that awaits (a
-body arriving in pieces, an endpoint waiting for I/O) also counts what other requests run on the thread
-meanwhile, and the time the thread waits.
+they are a part, except that the response's stage also holds the core's ``send()`` and ``write`` stages, which
+the plan's ``send`` calls run. With the loop on a core of its own, that is the loop thread's CPU time. A step
+that awaits (a body arriving in pieces, an endpoint waiting for I/O) also counts what other requests run on
+the thread meanwhile, and the time the thread waits.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from time import perf_counter_ns
 
 ARGUMENTS, DEPENDENCIES, ENDPOINT, RESPONSE = range(4)
 STAGE_LABELS = (
-    "route plans: arguments (parameters, body)",
-    "route plans: dependencies",
-    "route plans: endpoint",
-    "route plans: response (+ exit stacks)",
+    "plan: arguments (params, body)",
+    "plan: dependencies",
+    "plan: endpoint",
+    "plan: response, sends included",
 )
 
 # Per stage: nanoseconds of thread CPU time, and how many times it was measured.

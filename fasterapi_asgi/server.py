@@ -454,7 +454,8 @@ def format_stage_stats(
     stats: dict[str, Any], plan_stages: list[tuple[str, int, int]] | None = None
 ) -> list[str]:
     """The ``--stats`` report: the loop thread's CPU time per request, by stage; under the app's row, the
-    route plans' stages (``route_plans.stage_times()``) that were measured, a part of it."""
+    route plans' stages (``route_plans.stage_times()``) that were measured, a part of it (their response
+    stage holds the send() and write stages)."""
     requests = stats.get("requests", 0)
     lines = [f"Where the CPU time went ({requests} requests; microseconds of loop-thread CPU per request):"]
     for label, us, calls in stage_breakdown(stats):
@@ -464,7 +465,7 @@ def format_stage_stats(
             for plan_label, ns, count in plan_stages or ():
                 if count:
                     per = f"  x {count / (requests or 1):.2f}/request"
-                    lines.append(f"    {plan_label:<41} {ns / (requests or 1) / 1000:6.2f} us{per}")
+                    lines.append(f"    {plan_label:<34} {ns / (requests or 1) / 1000:9.2f} us{per}")
     tasks = stats.get("app_tasks", 0)
     start = "started eagerly" if stats.get("eager_start") else "scheduled by the loop"
     lines.append(

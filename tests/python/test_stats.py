@@ -98,7 +98,7 @@ def test_route_plan_stages_under_the_app(fresh_server: StartServer) -> None:
         return float(found.group(1))
 
     assert "(20 requests;" in table
-    for stage in ("arguments (parameters, body)", "endpoint", "response (+ exit stacks)"):
-        assert per_request(f"route plans: {stage}") == round(15 / 20, 2), stage
-    assert per_request("route plans: dependencies") == round(5 / 20, 2)
-    assert table.index("app (Python") < table.index("route plans: arguments") < table.index("receive()")
+    for stage in ("arguments (params, body)", "endpoint", "response, sends included"):
+        assert per_request(f"plan: {stage}") == round(15 / 20, 2), stage
+    assert per_request("plan: dependencies") == round(5 / 20, 2)
+    assert table.index("app (Python") < table.index("plan: arguments") < table.index("receive()")
