@@ -103,13 +103,13 @@ step "Starlette's and FastAPI's own test suites (from their sdists), the native 
 # eagerly on 3.12+, so the app runs inside the server's callbacks) and the release path; on 3.10 and 3.12 the
 # real-socket smoke tests, the eager-task tests (3.12+), how request Tasks start, the route index, the binding
 # lifetime tests, TLS (the core reads the SSL_CTX out of each Python's ssl.SSLContext), fresh contextvars and
-# http.response.pathsend; on 3.13 those too, or every test when no 3.14 could be had. Python 3.12's build is the
-# release path's (below).
+# http.response.pathsend, and the route plans' query-string reading against this Python's parse_qsl; on 3.13
+# those too, or every test when no 3.14 could be had. Python 3.12's build is the release path's (below).
 PYENV_ROOT=${PYENV_ROOT:-$HOME/.pyenv}
 SMOKE_TESTS=(tests/python/test_http_basic.py tests/python/test_eager_tasks.py tests/python/test_task_start.py
   tests/python/test_route_index.py tests/python/test_core_lifetime.py tests/python/test_tls.py
   tests/python/test_contextvars.py tests/python/test_pathsend.py tests/python/test_http2.py
-  tests/python/test_cli.py::test_version)
+  tests/python/test_plan_shortcuts.py tests/python/test_cli.py::test_version)
 interpreter() {  # the newest pyenv CPython of that minor version, unless it is $PY's
   local other
   other=$(ls -d "$PYENV_ROOT"/versions/"$1".*/bin/python 2>/dev/null | sort -V | tail -n 1 || true)
