@@ -30,8 +30,8 @@ from fasterapi_asgi._plan_proof import _names_digest
 _counters = [0, 0]
 
 # The names each function the entry stands in for references (see _plan_proof._names_digest), recorded from
-# FastAPI 0.165.0, Starlette 1.10.0 and opentelemetry-api 1.45.2; the same on
-# Python 3.11 and 3.12.
+# FastAPI 0.165.0, Starlette 1.10.0 and opentelemetry-api 1.45.2; the same on Python 3.11, 3.12, 3.13 and
+# 3.14.
 _ENTRY_FINGERPRINTS: dict[str, str] = {
     "FastAPI.__call__": "69ec25146f424d3f",
     "Starlette.__call__": "96bdf88baee915a7",

@@ -23,7 +23,7 @@ STAGE_LABELS = (
     "plan: response, sends included",
 )
 
-# Per stage: nanoseconds of thread CPU time, and how many times it was measured.
+# Per stage: nanoseconds between laps, and how many times it was measured.
 _ns = [0, 0, 0, 0]
 _counts = [0, 0, 0, 0]
 

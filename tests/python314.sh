@@ -20,8 +20,8 @@
 # 36 s; the release path 35 s; tests/python 221 s), 4 min 15 s reusing the chroot (the environment and the build
 # 2 s). A fresh CI machine makes the chroot on every run.
 #
-# Exit status: 0 when the tests ran and passed; 75 when no Python 3.14 could be had (not root, no apt-get, the
-# mirror failed or timed out; one line says which), so the caller can carry on without it; any other status is
+# Exit status: 0 when the tests ran and passed; 75 when no Python 3.14 could be had (not root, no apt-get, no mounts,
+# the mirror failed or timed out; one line says which), so the caller can carry on without it; any other status is
 # a failure (of the environment's install, the build or the tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -118,12 +118,15 @@ in_root() {  # COMMAND...: run inside the chroot, in the checkout
 
 mount_all() {  # what the build and the tests use: /proc, /sys (read-only), /dev (with pts and shm), the checkout
   mkdir -p "$ROOT/proc" "$ROOT/sys" "$ROOT/dev" "$ROOT$CHECKOUT"
-  mount -t proc proc "$ROOT/proc"
-  mount --bind -o ro /sys "$ROOT/sys"  # test_pathsend reads a /sys file that reports a size it does not hold
-  mount --bind /dev "$ROOT/dev"
-  mount --bind /dev/pts "$ROOT/dev/pts"
-  mount --bind /dev/shm "$ROOT/dev/shm"
-  mount --bind "$CHECKOUT" "$ROOT$CHECKOUT"  # at its own path: the editable install's paths hold inside and out
+  # A machine that lets root chroot but not mount (a container without CAP_SYS_ADMIN) cannot run the tests here.
+  local cannot="mounting into the chroot failed (it needs root allowed to mount)"
+  mount -t proc proc "$ROOT/proc" || unavailable "$cannot"
+  mount --bind -o ro /sys "$ROOT/sys" || unavailable "$cannot"  # test_pathsend reads a /sys file with a false size
+  mount --bind /dev "$ROOT/dev" || unavailable "$cannot"
+  mount --bind /dev/pts "$ROOT/dev/pts" || unavailable "$cannot"
+  mount --bind /dev/shm "$ROOT/dev/shm" || unavailable "$cannot"
+  # At its own path: the editable install's paths hold inside and out.
+  mount --bind "$CHECKOUT" "$ROOT$CHECKOUT" || unavailable "$cannot"
   # Name resolution and the host's CA bundle, fresh on every run.
   cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
   if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
