@@ -24,6 +24,20 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _package_parent() -> Path:
+    """The sys.path entry the tests' fasterapi_asgi comes from: the checkout for an editable install, the
+    site-packages of an installed wheel (the release path's run). A subprocess that needs the package on its
+    PYTHONPATH gets this one, so it runs the same copy as the tests."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fasterapi_asgi")
+    assert spec is not None and spec.origin is not None, "fasterapi_asgi is not installed"
+    return Path(spec.origin).resolve().parents[1]
+
+
+PACKAGE_PARENT = _package_parent()
 APP_DIR = "tests/python/apps"
 KINDS = ("fasterapi", "uvicorn")
 START_TIMEOUT = 15.0

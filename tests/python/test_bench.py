@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from harness import PACKAGE_PARENT
 
 from fasterapi_asgi.bench import chart, cli, gate, load, report, servers
 from fasterapi_asgi.bench.report import BenchResult, RunRecord
@@ -728,8 +729,11 @@ def _run_bench(out: Path, baseline: Path, names: list[str]) -> subprocess.Comple
 
 
 def _bench_subprocess(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    """Run the bench CLI from the checkout, without a GitHub step summary to append to."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    """Run the bench CLI of the package under test, without a GitHub step summary to append to."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(PACKAGE_PARENT), os.environ.get("PYTHONPATH", "")]),
+    }
     env.pop("GITHUB_STEP_SUMMARY", None)
     return subprocess.run(
         argv, capture_output=True, text=True, cwd=str(ROOT), env=env, timeout=100, check=False

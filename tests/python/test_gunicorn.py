@@ -34,8 +34,12 @@ def test_gunicorn_worker_serves_and_stops_gracefully(tmp_path: Path) -> None:
         apps,
         "raw_app:app",
     ]
+    # gunicorn puts its working directory on sys.path: outside the checkout, its workers import the tests'
+    # own copy of the package (the checkout's, or an installed wheel's).
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path
+        )
     try:
         deadline = time.monotonic() + 20
         pids: set[int] = set()
@@ -89,8 +93,12 @@ def test_gunicorn_tls_options_are_served_by_the_core(tmp_path: Path) -> None:
     cmd += ["-b", f"127.0.0.1:{port}", "--chdir", str(REPO_ROOT / "tests/python/apps")]
     pem = str(tmp_path / "server.pem")
     cmd += ["--certfile", pem, "--keyfile", pem, "tls_app:app"]
+    # gunicorn puts its working directory on sys.path: outside the checkout, its workers import the tests'
+    # own copy of the package (the checkout's, or an installed wheel's).
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path
+        )
     try:
         ctx = ssl.create_default_context()
         ca.configure_trust(ctx)
