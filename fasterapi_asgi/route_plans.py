@@ -398,7 +398,15 @@ def compile_route(route: Any, *, verify: bool = False, timed: bool = False) -> s
     """Give ``route`` a plan when it can have one. Returns "" when compiled, else why not."""
     reason = why_not(route)
     if not reason:
-        route.app = RoutePlan(route, verify=verify, timed=timed)
+        plan = RoutePlan(route, verify=verify, timed=timed)
+        route.app = plan
+        if plan.body is not None and plan.tree is None and plan.body.why_not_json:
+            logger.debug(
+                "Route %s %s: its body is parsed and validated as FastAPI does, not from the bytes: %s.",
+                ",".join(sorted(route.methods or ())),
+                route.path,
+                plan.body.why_not_json,
+            )
     return reason
 
 
