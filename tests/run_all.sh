@@ -135,27 +135,29 @@ step "Python 3.10, 3.12 (the installed release wheel) and 3.13: every test, the 
 # than it computes (about 125 s of CPU in 260 s), so three runs take about 4.9 minutes on 2 cores where one after
 # the other took 13. Each run's output goes to build/pytest-<version>.log and is printed when all have ended.
 runs=()
-for minor in 3.10 3.12 3.13; do
+if [ "$RELEASE_PY" != "$PY" ]; then  # the release path built its wheel with pyenv's 3.12
+  venv_py=build/release/venv/bin/python
+  pip_install "$venv_py" --require-hashes -r "$LOCK_DIR/test.txt"
+  pip_install "$venv_py" --no-deps "$(ls build/release/repaired/fasterapi_asgi-*.whl)"
+  runs+=("3.12:$venv_py")
+fi
+for minor in 3.10 3.13; do
   other=$(interpreter "$minor")
   [ -n "$other" ] || continue
-  if [ "$minor" = 3.12 ]; then
-    [ "$RELEASE_PY" = "$other" ] || continue
-    venv_py=build/release/venv/bin/python
-    pip_install "$venv_py" --require-hashes -r "$LOCK_DIR/test.txt"
-    pip_install "$venv_py" --no-deps "$(ls build/release/repaired/fasterapi_asgi-*.whl)"
-    runs+=("$minor:$venv_py")
-  else
-    install_locked "$other"
-    runs+=("$minor:$other")
-  fi
+  install_locked "$other"
+  runs+=("$minor:$other")
 done
 pids=()
+ports=20000
 for run in "${runs[@]}"; do
   minor=${run%%:*}
   # PYTHONSAFEPATH: neither pytest nor the servers it starts put the checkout on sys.path, so the 3.12 run tests the
-  # wheel's copy (and the others their editable install, as without it).
-  PYTHONSAFEPATH=1 "${run#*:}" -m pytest -q -p no:cacheprovider tests/python >"build/pytest-$minor.log" 2>&1 &
+  # wheel's copy (and the others their editable install, as without it). FA_TEST_PORTS: each run's servers get
+  # ports from a range of their own, below the kernel's ephemeral ones (tests/python/harness.py, free_port).
+  FA_TEST_PORTS="$ports-$((ports + 3999))" PYTHONSAFEPATH=1 "${run#*:}" -m pytest -q -p no:cacheprovider \
+    tests/python >"build/pytest-$minor.log" 2>&1 &
   pids+=($!)
+  ports=$((ports + 4000))
 done
 failed=()
 for i in "${!runs[@]}"; do

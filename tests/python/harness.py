@@ -48,10 +48,32 @@ HEADER_SECTION_TOO_LARGE = 256 * 1024
 URL_TOO_LONG = 48 * 1024
 
 
+_port_cursor: list[int] = []
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port no socket holds now, for a server about to start. The kernel picks it, unless FA_TEST_PORTS
+    (``LOW-HIGH``) is set: the test command gives each of the runs it runs side by side its own range, below
+    the kernel's ephemeral ports, so that two runs never hand the same free port to two servers (the second
+    server's bind would fail, and its test would talk to the other run's server)."""
+    span = os.environ.get("FA_TEST_PORTS")
+    if not span:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    low, high = (int(bound) for bound in span.split("-"))
+    if not _port_cursor:
+        _port_cursor.append(low + os.getpid() % (high - low + 1))
+    for _ in range(high - low + 1):  # the next port of the range no socket holds, round and round
+        port = _port_cursor[0]
+        _port_cursor[0] = low if port >= high else port + 1
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port in FA_TEST_PORTS={span}")
 
 
 def server_command(kind: str, app: str, port: int, flags: tuple[str, ...]) -> list[str]:

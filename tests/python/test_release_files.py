@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
+from harness import free_port
 
 from fasterapi_asgi.bench import cli as bench_cli
 from fasterapi_asgi.bench import gate, report
@@ -179,12 +180,6 @@ def health_url() -> str:
     urls = re.findall(r"https?://[^'\"\s]+", " ".join(healthcheck_command()))
     assert len(urls) == 1, healthcheck_command()
     return urls[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def markdown_section(path: Path, heading: str) -> str:
