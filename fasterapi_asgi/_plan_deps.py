@@ -14,7 +14,9 @@ what kind of callable it is, its cache key, its OAuth scopes, where its paramete
    ``solve_dependencies`` does.
 2. **The run.** Depth first, as ``solve_dependencies`` recurses: each sub-dependency's own dependencies, then
    the dependency itself: the cached value when ``use_cache`` and its key is in this request's cache; a
-   generator through FastAPI's own ``_solve_generator`` on the request or function exit stack by its scope;
+   generator on the request or function exit stack by its scope, an async one without a concurrency limit
+   through :class:`~fasterapi_asgi._plan_generator.GeneratorEntry`, any other through FastAPI's own
+   ``_solve_generator``;
    a coroutine awaited; anything else in the thread pool; each under its concurrency limit when it has one.
    The special parameters are the request's: the one ``Request``, one ``BackgroundTasks`` made when first
    needed, the one sub-``Response``, a ``SecurityScopes`` of the node's scopes.
@@ -31,6 +33,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fasterapi_asgi._plan_code import fastapi_code
+from fasterapi_asgi._plan_generator import GeneratorEntry
 from fasterapi_asgi._plan_params import param_readers
 
 # The Request attribute each parameter source is read from (Starlette's HTTPConnection properties).
@@ -90,12 +94,11 @@ class DepNode:
         "oauth_scopes",
         "occurrences",
         "needs_response",
+        "generator_entry",
     )
 
     def __init__(self, dependant: Any) -> None:
         from fastapi.dependencies.utils import _get_cache_key, _get_oauth_scopes
-
-        from fasterapi_asgi._plan_code import fastapi_code
 
         self.dependant = dependant
         self.call = dependant.call
@@ -119,6 +122,12 @@ class DepNode:
         self.occurrences: int = 1 + sum(child.occurrences for child in self.children)
         # Whether any node of the subtree takes the sub-Response.
         self.needs_response: bool = bool(self.response_name) or any(c.needs_response for c in self.children)
+        # An async generator without a concurrency limit is entered without _solve_generator's per-request
+        # wrappers; a sync generator's context manager runs in the thread pool, through FastAPI's own.
+        code = fastapi_code()
+        self.generator_entry: GeneratorEntry | None = None
+        if self.kind == "generator" and self.concurrency is None and code.is_async_gen_callable(self.call):
+            self.generator_entry = GeneratorEntry(self.call)
 
     def validate(self, request: Any, out: list[dict[str, Any]]) -> bool:
         """Every occurrence's parameters, in solve_dependencies' order (children first), appended to ``out``;
@@ -241,9 +250,13 @@ class DependencyRun:
                 stack = self.request.scope["fastapi_inner_astack"]
                 if child.scope == "function":
                     stack = self.request.scope["fastapi_function_astack"]
-                solved = await code.solve_generator(
-                    request=self.request, dependant=use, stack=stack, sub_values=child_values
-                )
+                entry = child.generator_entry
+                if entry is not None and use is child.dependant:
+                    solved = await entry.enter(self.request, stack, child_values)
+                else:
+                    solved = await code.solve_generator(
+                        request=self.request, dependant=use, stack=stack, sub_values=child_values
+                    )
             elif kind == "coroutine":
                 if concurrency is None:
                     solved = await call(**child_values)

@@ -36,6 +36,7 @@ _FASTAPI_FINGERPRINTS: dict[str, str] = {
     "_get_cache_key": "2998e8f6eb757f95",
     "_get_oauth_scopes": "f7687745bfda8413",
     "_solve_generator": "97bb41412e7e401b",
+    "_asynccontextmanager_with_shielded_exit": "c9d0c64b1e955269",
     "ModelField.validate": "ca2d6664687fa53b",
     "ModelField.serialize_json": "2af5da026847c267",
     "HTTPConnection.query_params": "75140c454c985be6",
@@ -123,6 +124,10 @@ def _fingerprinted() -> dict[str, Any]:
         "_get_cache_key": utils._get_cache_key,
         "_get_oauth_scopes": utils._get_oauth_scopes,
         "_solve_generator": utils._solve_generator,
+        # _plan_generator reproduces its way through when no exception reaches the dependency.
+        "_asynccontextmanager_with_shielded_exit": getattr(
+            utils._asynccontextmanager_with_shielded_exit, "__wrapped__", None
+        ),
         "ModelField.serialize_json": v2.ModelField.serialize_json,
         "HTTPConnection.query_params": HTTPConnection.query_params.fget,  # type: ignore[attr-defined]
         "HTTPConnection.headers": HTTPConnection.headers.fget,  # type: ignore[attr-defined]

@@ -12,22 +12,24 @@ from collections.abc import Callable
 import pytest
 from upstream_report import report_use
 
-from fasterapi_asgi import _plan_body, _plan_entry, _plan_stack, route_plans
+from fasterapi_asgi import _plan_body, _plan_entry, _plan_generator, _plan_stack, route_plans
 
 _undo: Callable[[], None] | None = None
 _before = (0, 0, 0)
 _stack_before = (0, 0)
 _entry_before = (0, 0)
 _body_before = (0, 0)
+_generator_before = (0, 0)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global _undo, _before, _stack_before, _entry_before, _body_before
+    global _undo, _before, _stack_before, _entry_before, _body_before, _generator_before
     _undo = route_plans.force_on_every_route(verify=True)
     _before = route_plans.plan_counters()
     _stack_before = _plan_stack.stack_counters()
     _entry_before = _plan_entry.entry_counters()
     _body_before = _plan_body.body_counters()
+    _generator_before = _plan_generator.generator_counters()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -43,6 +45,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from_bytes, refused = (
         now - then for now, then in zip(_plan_body.body_counters(), _body_before, strict=True)
     )
+    generators, generator_errors = (
+        now - then for now, then in zip(_plan_generator.generator_counters(), _generator_before, strict=True)
+    )
     report_use(
         session,
         f"fasterapi-asgi route plans: {answered} requests answered by a plan, "
@@ -50,7 +55,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         f"route's exception wrapper; {flattened} requests through a flattened "
         f"middleware stack, {replayed} exceptions replayed through the real layers; {entered} requests "
         f"entered without FastAPI.__call__, {entry_handed} handed to it; {from_bytes} bodies validated "
-        f"from their bytes, {refused} refused there and read by FastAPI's steps",
+        f"from their bytes, {refused} refused there and read by FastAPI's steps; {generators} yield "
+        f"dependencies entered without FastAPI's per-request wrappers, {generator_errors} exceptions handed "
+        f"to its wrapper at their exit",
         answered,
         "fasterapi-asgi route plans: no request was answered by a plan",
     )
