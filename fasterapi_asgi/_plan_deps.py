@@ -35,7 +35,7 @@ from typing import Any
 
 from fasterapi_asgi._plan_code import fastapi_code
 from fasterapi_asgi._plan_generator import GeneratorEntry
-from fasterapi_asgi._plan_params import param_readers
+from fasterapi_asgi._plan_params import param_readers, query_params_object
 
 # The Request attribute each parameter source is read from (Starlette's HTTPConnection properties).
 _REQUEST_ATTRIBUTE = {
@@ -60,6 +60,15 @@ def why_not_tree(dependant: Any, *, root: bool) -> str:
         if reason:
             return reason
     return ""
+
+
+def fill_request_caches(request: Any, code: Any) -> None:
+    """What FastAPI's ``solve_dependencies`` has cached on the request before any dependency runs: for every
+    dependant it reads ``request.query_params``, ``headers`` and ``cookies`` (``request_params_to_args``),
+    the first time for the first leaf of the tree, before any call. The ``QueryParams`` is made by
+    ``query_params_object``; the properties are fingerprinted (_plan_proof)."""
+    request._query_params = query_params_object(request.scope["query_string"], code.QueryParams)
+    request.cookies  # noqa: B018 - the property caches the headers, then the cookies
 
 
 def _kind(call: Any, code: Any) -> str:
@@ -95,6 +104,7 @@ class DepNode:
         "occurrences",
         "needs_response",
         "generator_entry",
+        "occurrence_readers",
     )
 
     def __init__(self, dependant: Any) -> None:
@@ -118,8 +128,10 @@ class DepNode:
         self.background_name = dependant.background_tasks_param_name
         self.scopes_name = dependant.security_scopes_param_name
         self.oauth_scopes = _get_oauth_scopes(dependant=dependant) if self.scopes_name else None
+        # The readers of every occurrence of the subtree, in the order validate() appends their values.
+        self.occurrence_readers = tuple(self._post_order())
         # How many entries validate() appends for this node's subtree.
-        self.occurrences: int = 1 + sum(child.occurrences for child in self.children)
+        self.occurrences: int = len(self.occurrence_readers)
         # Whether any node of the subtree takes the sub-Response.
         self.needs_response: bool = bool(self.response_name) or any(c.needs_response for c in self.children)
         # An async generator without a concurrency limit is entered without _solve_generator's per-request
@@ -129,19 +141,25 @@ class DepNode:
         if self.kind == "generator" and self.concurrency is None and code.is_async_gen_callable(self.call):
             self.generator_entry = GeneratorEntry(self.call)
 
+    def _post_order(self) -> list[tuple[tuple[str, Any], ...]]:
+        """Every occurrence's readers in solve_dependencies' order: each node's children first."""
+        order: list[tuple[tuple[str, Any], ...]] = []
+        for child in self.children:
+            order.extend(child._post_order())
+        order.append(self.readers)
+        return order
+
     def validate(self, request: Any, out: list[dict[str, Any]]) -> bool:
         """Every occurrence's parameters, in solve_dependencies' order (children first), appended to ``out``;
         False at the first error (FastAPI's handler then answers)."""
-        for child in self.children:
-            if not child.validate(request, out):
-                return False
-        values: dict[str, Any] = {}
-        for attribute, reader in self.readers:
-            found = reader.read(getattr(request, attribute))
-            if found is None:
-                return False
-            values.update(found)
-        out.append(values)
+        for readers in self.occurrence_readers:
+            values: dict[str, Any] = {}
+            for attribute, reader in readers:
+                found = reader.read(getattr(request, attribute))
+                if found is None:
+                    return False
+                values.update(found)
+            out.append(values)
         return True
 
 

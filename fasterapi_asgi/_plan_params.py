@@ -120,22 +120,46 @@ class _PlainQuery(dict):  # type: ignore[type-arg]
         return [value for name, value in self.items_in_order if name == key]
 
 
-def query_params(query_string: bytes, query_params_class: Any) -> Any:
-    """``QueryParams(query_string)`` as a parameter reader reads it (``get``, ``in``, ``getlist``).
+def _plain_pairs(query_string: bytes) -> list[tuple[str, str]] | None:
+    """``parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)`` for a query string without
+    ``%`` or ``+``; None for one with either.
 
     QueryParams decodes the bytes as latin-1 and takes ``parse_qsl(..., keep_blank_values=True)``'s pairs:
     split on ``&``, empty parts skipped, each part split at its first ``=`` (none: an empty value), ``+``
     made a space and percent-escapes decoded in both halves. Without ``%`` or ``+`` those last two change
-    nothing, so the pairs are the split parts; with either, the real class is made."""
+    nothing, so the pairs are the split parts."""
     if b"%" in query_string or b"+" in query_string:
-        return query_params_class(query_string)
+        return None
     pairs = []
     for part in query_string.decode("latin-1").split("&"):
         if part:
             name, _, value = part.partition("=")
             pairs.append((name, value))
+    return pairs
+
+
+def query_params(query_string: bytes, query_params_class: Any) -> Any:
+    """``QueryParams(query_string)`` as a parameter reader reads it (``get``, ``in``, ``getlist``): a
+    :class:`_PlainQuery` of the pairs, or the real class for a query string with ``%`` or ``+``."""
+    pairs = _plain_pairs(query_string)
+    if pairs is None:
+        return query_params_class(query_string)
     query = _PlainQuery(pairs)
     query.items_in_order = pairs
+    return query
+
+
+def query_params_object(query_string: bytes, query_params_class: Any) -> Any:
+    """``QueryParams(query_string)`` itself, the same object state without ``parse_qsl`` for a query string
+    without ``%`` or ``+``: ``ImmutableMultiDict.__init__`` sets ``_dict`` (the last value of each name)
+    then ``_list`` (the pairs), and ``QueryParams.__init__`` replaces both with ``str`` copies, which for
+    these pairs are equal. Both ``__init__`` are fingerprinted (_plan_proof)."""
+    pairs = _plain_pairs(query_string)
+    if pairs is None:
+        return query_params_class(query_string)
+    query = query_params_class.__new__(query_params_class)
+    query._dict = {name: value for name, value in pairs}
+    query._list = pairs
     return query
 
 

@@ -31,7 +31,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from fasterapi_asgi._plan_code import RESPONSE_NOT_AWAITED, fastapi_code
-from fasterapi_asgi._plan_deps import DependencyRun, why_not_tree
+from fasterapi_asgi._plan_deps import DependencyRun, fill_request_caches, why_not_tree
 from fasterapi_asgi._plan_params import query_params
 from fasterapi_asgi._plan_proof import PROVEN_FASTAPI, unproven_fastapi
 from fasterapi_asgi._plan_replay import TrackedSend, raiser, replay_send
@@ -254,6 +254,7 @@ class RoutePlan:
             await self._hand_back(scope, receive, send)  # overrides are looked up per request there
             return
         request = code.Request(scope, receive, send)  # request_response's: the one every step gets
+        fill_request_caches(request, code)
         validated: list[dict[str, Any]] = []
         if not self.tree.validate(request, validated):
             await self._hand_back(scope, receive, send)

@@ -2,7 +2,9 @@
 
 - ``_plan_params.query_params``: for a query string without ``%`` or ``+``, what Starlette's
   ``QueryParams`` answers to ``get``, ``in`` and ``getlist``; compared on generated strings with the real
-  class (which takes ``urllib.parse.parse_qsl``'s pairs, on every Python the suite runs on).
+  class (which takes ``urllib.parse.parse_qsl``'s pairs, on every Python the suite runs on). And
+  ``query_params_object``: a real ``QueryParams`` whose state (``__dict__``, every item) is the one
+  ``QueryParams(query_string)`` has.
 - ``_plan_entry.AppEntry``: ``FastAPI.__call__`` without asking OpenTelemetry three times per request; it
   takes the app's middleware stack only where ``NativeTelemetry.enabled()`` is false, and hands every other
   request (a provider given or set, a provider variable in the environment, a patched getter, lifespan) to
@@ -21,7 +23,7 @@ import pytest
 from starlette.datastructures import QueryParams
 
 from fasterapi_asgi import _plan_entry, route_plans
-from fasterapi_asgi._plan_params import query_params
+from fasterapi_asgi._plan_params import query_params, query_params_object
 
 ALPHABET = "ab=&;c =\x00\xe9\xff#?/=&&"
 
@@ -45,6 +47,18 @@ def test_query_params_answer_as_starlettes() -> None:
             assert (name in plain) == (name in real), (raw, name)
             assert plain.get(name, None) == real.get(name, None), (raw, name)
             assert plain.getlist(name) == real.getlist(name), (raw, name)
+
+
+def _state(query: Any) -> Any:
+    return (type(query), list(vars(query)), vars(query), [(type(k), type(v)) for k, v in query._list])
+
+
+def test_query_params_objects_are_starlettes() -> None:
+    for raw in _generated(3000) + [b"q=a+b", b"q=%41", b"a=1&a=2&b=%zz"]:
+        made = query_params_object(raw, QueryParams)
+        real = QueryParams(raw)
+        assert _state(made) == _state(real), raw
+        assert made == real and str(made) == str(real) and made.multi_items() == real.multi_items(), raw
 
 
 @pytest.mark.parametrize("raw", [b"q=a+b", b"q=%41", b"a%3Db=1", b"+=+", b"q=%zz"])

@@ -77,6 +77,8 @@ REQUESTS: list[tuple[str, str, dict[str, str]]] = [
     ("GET", "/shop/products/7", {"x-router": "r1"}),
     ("GET", "/shop/products/x", {}),  # 422
     ("GET", "/events", {}),  # what the dependencies and background tasks did, in order
+    ("GET", "/request-caches?a=1&a=2&b&=c", {"cookie": "x=1; y=2"}),  # what the Request has cached
+    ("GET", "/request-caches?q=%41+b", {}),
 ]
 
 # (path, content type, body): JSON bodies a plan reads, and the ones it hands to FastAPI.
@@ -205,6 +207,8 @@ def test_answers_are_fastapis(start_server: StartServer) -> None:
         200,
         422,
         200,
+        200,
+        200,
     ]
 
 
@@ -216,7 +220,7 @@ def test_plans_answer_and_hand_back(start_server: StartServer) -> None:
     assert found, line
     # All but /custom-class (a route class of the app's own, counted as its route and its effective route);
     # an included router's route counts twice: as its APIRoute and as the effective route serving it.
-    assert tuple(map(int, found.groups())) == (30, 32)
+    assert tuple(map(int, found.groups())) == (31, 33)
     with httpx.Client(base_url=srv.url, timeout=10.0) as client:
         before = client.get("/__plans").json()
         assert client.get("/items/1").status_code == 200  # a plan answers

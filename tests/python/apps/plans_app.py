@@ -353,6 +353,22 @@ async def with_request(request: Request) -> dict[str, str]:
     return {"path": request.url.path}
 
 
+def request_caches(request: Request) -> dict[str, object]:
+    """What the Request a dependency gets has already cached: FastAPI's solve_dependencies has read the
+    query parameters, the headers and the cookies for every dependant before any dependency runs."""
+    cached = {name: name in vars(request) for name in ("_query_params", "_headers", "_cookies")}
+    return {
+        "cached": cached,
+        "query": list(request._query_params.multi_items()) if cached["_query_params"] else None,
+        "cookies": request._cookies if cached["_cookies"] else None,
+    }
+
+
+@app.get("/request-caches")
+async def read_request_caches(caches: Annotated[dict[str, object], Depends(request_caches)]) -> object:
+    return caches
+
+
 @app.get("/sync")
 def sync() -> dict[str, bool]:
     return {"sync": True}
