@@ -98,6 +98,20 @@ step "Starlette's and FastAPI's own test suites (from their sdists), the native 
 "$PY" tests/upstream/run_upstream.py all --plugin tests.upstream.fa_force_route_index \
   --plugin fastapi:tests.upstream.fa_force_route_plans --lock-dir "$LOCK_DIR"
 
+OLDEST_FASTAPI=$("$PY" -c 'import sys; sys.path.insert(0, "tests/locks"); import lock; print(lock.oldest_proven_fastapi())')
+step "FastAPI $OLDEST_FASTAPI's own suite: the oldest release route plans are proven on, plans forced on"
+# A venv over the test environment (--system-site-packages: the package built above, the locked packages) in
+# which its lock installs only that FastAPI (tests/locks/lock.py: everything else is held to the test lock).
+if [ "$OLDEST_FASTAPI" = "$("$PY" -c 'import fastapi; print(fastapi.__version__)')" ]; then
+  echo "FastAPI $OLDEST_FASTAPI is the test lock's: run above"
+else
+  rm -rf build/fastapi-oldest
+  "$PY" -m venv --system-site-packages build/fastapi-oldest
+  pip_install build/fastapi-oldest/bin/python --require-hashes -r "$LOCK_DIR/upstream/fastapi-$OLDEST_FASTAPI.txt"
+  build/fastapi-oldest/bin/python tests/upstream/run_upstream.py fastapi --plugin tests.upstream.fa_force_route_index \
+    --plugin fastapi:tests.upstream.fa_force_route_plans --lock-dir "$LOCK_DIR"
+fi
+
 # The other supported interpreters (Python 3.10-3.14), each running the whole of tests/python. 3.10, 3.12 and 3.13
 # are taken from pyenv when it has them; 3.14 from pyenv, else from a Debian sid chroot (tests/python314.sh).
 # Python 3.12's tests run against the release path's installed wheel (below), not an editable build.

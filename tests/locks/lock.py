@@ -9,6 +9,8 @@
                                                       build/locks/newest), say what moved; tests/locks/ stays
     python tests/locks/lock.py check                  the checked-in locks cover pyproject.toml's test extra,
                                                       its build requirements and every upstream suite's deps
+    python tests/locks/lock.py oldest-fastapi         write the oldest proven FastAPI's lock (below) from the
+                                                      checked-in ones
 
 The files (pip requirements files, every package pinned with `==` and its sha256 hashes, for
 `pip install --require-hashes -r FILE`, which refuses anything the file does not name):
@@ -19,6 +21,10 @@ The files (pip requirements files, every package pinned with `==` and its sha256
 - tests/locks/upstream/<suite>-<version>.txt: one per Starlette/FastAPI release the test lock pins: the
   suite's own test dependencies (tests/upstream/run_upstream.py's SUITES), cut from the same resolution as
   test.txt, so installing it moves nothing test.txt installed. For MIN_UPSTREAM_PYTHON and newer.
+- tests/locks/upstream/fastapi-<oldest>.txt: the oldest FastAPI release route plans are proven on
+  (``PROVEN_FASTAPI`` in fasterapi_asgi/_plan_proof.py), with its suite's test dependencies, everything else
+  held to the two locks above; the test command installs it into a venv of its own over the test
+  environment and runs that release's suite with plans forced on.
 
 Resolution is uv's (`uv pip compile --universal --generate-hashes`), from PyPI only; uv is in the test lock.
 """
@@ -51,6 +57,7 @@ MIN_UPSTREAM_PYTHON = "3.11"
 # Installed beside the test extra by the test command (the C++ tests' build).
 TEST_TOOLS = ("cmake", "ninja")
 COMPILE_COMMAND = "python tests/locks/lock.py update"
+OLDEST_COMMAND = "python tests/locks/lock.py oldest-fastapi"
 
 
 @dataclass(frozen=True)
@@ -194,7 +201,41 @@ def resolve(out: Path, keep: Path | None = None) -> list[Path]:
         uv_compile(requirements, lock, MIN_UPSTREAM_PYTHON, constraints=joint)
         written.append(lock)
     joint.unlink()
+    oldest = resolve_oldest_fastapi(out, out)
+    if oldest is not None:
+        written.append(oldest)
     return written
+
+
+def oldest_proven_fastapi() -> str:
+    """The oldest FastAPI release route plans are proven on: the first of ``PROVEN_FASTAPI`` in
+    fasterapi_asgi/_plan_proof.py (read from the source: the package needs no build for this)."""
+    text = (REPO_ROOT / "fasterapi_asgi" / "_plan_proof.py").read_text(encoding="utf-8")
+    found = re.search(r'^PROVEN_FASTAPI = \("([^"]+)"', text, re.MULTILINE)
+    if found is None:
+        raise SystemExit("fasterapi_asgi/_plan_proof.py: PROVEN_FASTAPI not found")
+    return found.group(1)
+
+
+def resolve_oldest_fastapi(lock_dir: Path, out: Path) -> Path | None:
+    """The lock of the oldest proven FastAPI's run (tests/run_all.sh): ``fastapi==<oldest>`` and its suite's
+    test dependencies, every other package constrained to the pins of lock_dir's test lock and newest FastAPI
+    suite lock, so that installing it over them moves only FastAPI. None when the oldest is the newest."""
+    newest = pinned_versions(lock_dir / TEST_LOCK, MIN_UPSTREAM_PYTHON)["fastapi"]
+    oldest = oldest_proven_fastapi()
+    if oldest == newest:
+        return None
+    sources = [lock_dir / TEST_LOCK, lock_dir / UPSTREAM_DIR / suite_lock_name("fastapi", newest)]
+    lock = out / UPSTREAM_DIR / suite_lock_name("fastapi", oldest)
+    with tempfile.TemporaryDirectory() as tmp:
+        constraints = Path(tmp) / "constraints.txt"
+        lines = pin_lines(sources).splitlines(keepends=True)
+        constraints.write_text(
+            "".join(line for line in lines if canonical(line.split("==")[0]) != "fastapi"), encoding="utf-8"
+        )
+        requirements = [f"fastapi=={oldest}", *(d.requirement for d in run_upstream.FASTAPI.deps)]
+        uv_compile(requirements, lock, MIN_UPSTREAM_PYTHON, constraints=constraints)
+    return lock
 
 
 def moved(old_dir: Path, new_dir: Path) -> list[str]:
@@ -249,6 +290,9 @@ def check(lock_dir: Path) -> list[str]:
                 name = canonical(run_upstream.req_name(dep.requirement))
                 if name not in upstream:
                     problems.append(f"{lock.name} does not pin {name} ({dep.requirement})")
+    oldest = lock_dir / UPSTREAM_DIR / suite_lock_name("fastapi", oldest_proven_fastapi())
+    if not oldest.is_file():
+        problems.append(f"the oldest proven FastAPI has no lock {oldest.name}: run {OLDEST_COMMAND}")
     return problems
 
 
@@ -281,7 +325,17 @@ def main(argv: list[str] | None = None) -> int:
     dr = sub.add_parser("drift", help="resolve the newest releases into --out and say what moved")
     dr.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "locks" / "newest")
     sub.add_parser("check", help="the checked-in locks cover every input")
+    sub.add_parser(
+        "oldest-fastapi",
+        help="write the oldest proven FastAPI's lock from the checked-in ones (after PROVEN_FASTAPI changed)",
+    )
     args = p.parse_args(argv)
+
+    if args.command == "oldest-fastapi":
+        lock = resolve_oldest_fastapi(HERE, HERE)
+        same = "the oldest proven FastAPI is the test lock's"
+        print(f"wrote {lock.relative_to(REPO_ROOT)}" if lock else same)
+        return 0
 
     if args.command == "check":
         problems = check(HERE)
