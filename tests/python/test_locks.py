@@ -38,7 +38,9 @@ def test_checked_in_locks_cover_every_input() -> None:
 
 def test_every_lock_pins_each_package_with_hashes() -> None:
     locks = [lock.HERE / lock.TEST_LOCK, *sorted((lock.HERE / lock.UPSTREAM_DIR).glob("*.txt"))]
-    assert len(locks) == 1 + len(run_upstream.SUITES)
+    newest = lock.pinned_versions(lock.HERE / lock.TEST_LOCK, lock.MIN_UPSTREAM_PYTHON)["fastapi"]
+    oldest = 0 if lock.oldest_proven_fastapi() == newest else 1  # the oldest proven FastAPI's own lock
+    assert len(locks) == 1 + len(run_upstream.SUITES) + oldest
     for path in locks:
         text = path.read_text(encoding="utf-8")
         pins = lock.read_pins(path)
@@ -51,11 +53,29 @@ def test_every_lock_pins_each_package_with_hashes() -> None:
                 assert "==" in line, f"{path.name}: {line}"
 
 
-def test_the_fastapi_lock_keeps_sentry_sdk_2() -> None:
+def test_the_fastapi_locks_keep_sentry_sdk_2() -> None:
     """sentry-sdk 3 breaks two of FastAPI's telemetry tests (with or without this server)."""
-    (fastapi_lock,) = (lock.HERE / lock.UPSTREAM_DIR).glob("fastapi-*.txt")
-    versions = {p.name: p.version for p in lock.read_pins(fastapi_lock)}
-    assert versions["sentry-sdk"].split(".")[0] == "2"
+    fastapi_locks = sorted((lock.HERE / lock.UPSTREAM_DIR).glob("fastapi-*.txt"))
+    assert fastapi_locks
+    for fastapi_lock in fastapi_locks:
+        versions = {p.name: p.version for p in lock.read_pins(fastapi_lock)}
+        assert versions["sentry-sdk"].split(".")[0] == "2", fastapi_lock.name
+
+
+def test_the_oldest_fastapi_lock_moves_only_fastapi() -> None:
+    """Installed over the test environment, the oldest proven FastAPI's lock changes FastAPI and nothing the
+    newest FastAPI's suite lock pins otherwise."""
+    newest = lock.pinned_versions(lock.HERE / lock.TEST_LOCK, lock.MIN_UPSTREAM_PYTHON)["fastapi"]
+    oldest = lock.oldest_proven_fastapi()
+    if oldest == newest:
+        pytest.skip("the oldest proven FastAPI is the test lock's")
+    upstream = lock.HERE / lock.UPSTREAM_DIR
+    python = lock.MIN_UPSTREAM_PYTHON
+    old = lock.pinned_versions(upstream / lock.suite_lock_name("fastapi", oldest), python)
+    new = lock.pinned_versions(upstream / lock.suite_lock_name("fastapi", newest), python)
+    assert old.pop("fastapi") == oldest and new.pop("fastapi") == newest
+    test = lock.pinned_versions(lock.HERE / lock.TEST_LOCK, python)
+    assert {name: version for name, version in old.items() if new.get(name, test.get(name)) != version} == {}
 
 
 def test_moved_names_each_change(tmp_path: Path) -> None:
@@ -230,8 +250,12 @@ def test_the_test_command_installs_only_from_the_locks() -> None:
     ]
     assert installs, "no pip_install line"
     for line in installs:
-        # Either the lock (hash-checked) or the package itself with no dependencies.
-        assert '--require-hashes -r "$LOCK_DIR/test.txt"' in line or "--no-deps" in line, line
+        # Either a lock (hash-checked: the test lock, or the oldest proven FastAPI's) or the package itself
+        # with no dependencies.
+        locked = '--require-hashes -r "$LOCK_DIR/test.txt"' in line or (
+            '--require-hashes -r "$LOCK_DIR/upstream/fastapi-$OLDEST_FASTAPI.txt"' in line
+        )
+        assert locked or "--no-deps" in line, line
     assert '--lock-dir "$LOCK_DIR"' in run_all
 
 
