@@ -110,9 +110,10 @@ class DepNode:
     def __init__(self, dependant: Any) -> None:
         from fastapi.dependencies.utils import _get_cache_key, _get_oauth_scopes
 
+        code = fastapi_code()
         self.dependant = dependant
         self.call = dependant.call
-        self.kind = _kind(self.call, fastapi_code())
+        self.kind = _kind(self.call, code)
         self.concurrency = dependant.concurrency
         self.use_cache = dependant.use_cache
         self.cache_key = _get_cache_key(dependant=dependant, uses_scopes_cache={})
@@ -136,7 +137,6 @@ class DepNode:
         self.needs_response: bool = bool(self.response_name) or any(c.needs_response for c in self.children)
         # An async generator without a concurrency limit is entered without _solve_generator's per-request
         # wrappers; a sync generator's context manager runs in the thread pool, through FastAPI's own.
-        code = fastapi_code()
         self.generator_entry: GeneratorEntry | None = None
         if self.kind == "generator" and self.concurrency is None and code.is_async_gen_callable(self.call):
             self.generator_entry = GeneratorEntry(self.call)
