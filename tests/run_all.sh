@@ -95,8 +95,8 @@ step "Starlette's and FastAPI's own test suites (from their sdists), the native 
 # checks that each route the index left out answers Match.NONE (tests/upstream/fa_force_route_index.py), and in
 # FastAPI's suite every request a route plan answers is also solved by FastAPI's solve_dependencies and the
 # arguments compared (tests/upstream/fa_force_route_plans.py).
-"$PY" tests/upstream/run_upstream.py all --plugin tests.upstream.fa_force_route_index \
-  --plugin fastapi:tests.upstream.fa_force_route_plans --lock-dir "$LOCK_DIR"
+UPSTREAM_PLUGINS=(--plugin tests.upstream.fa_force_route_index --plugin fastapi:tests.upstream.fa_force_route_plans)
+"$PY" tests/upstream/run_upstream.py all "${UPSTREAM_PLUGINS[@]}" --lock-dir "$LOCK_DIR"
 
 OLDEST_FASTAPI=$("$PY" -c 'import sys; sys.path.insert(0, "tests/locks"); import lock; print(lock.oldest_proven_fastapi())')
 step "FastAPI $OLDEST_FASTAPI's own suite: the oldest release route plans are proven on, plans forced on"
@@ -108,8 +108,7 @@ else
   rm -rf build/fastapi-oldest
   "$PY" -m venv --system-site-packages build/fastapi-oldest
   pip_install build/fastapi-oldest/bin/python --require-hashes -r "$LOCK_DIR/upstream/fastapi-$OLDEST_FASTAPI.txt"
-  build/fastapi-oldest/bin/python tests/upstream/run_upstream.py fastapi --plugin tests.upstream.fa_force_route_index \
-    --plugin fastapi:tests.upstream.fa_force_route_plans --lock-dir "$LOCK_DIR"
+  build/fastapi-oldest/bin/python tests/upstream/run_upstream.py fastapi "${UPSTREAM_PLUGINS[@]}" --lock-dir "$LOCK_DIR"
 fi
 
 # The other supported interpreters (Python 3.10-3.14), each running the whole of tests/python. 3.10, 3.12 and 3.13

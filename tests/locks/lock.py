@@ -217,11 +217,16 @@ def oldest_proven_fastapi() -> str:
     return found.group(1)
 
 
+def locked_fastapi(lock_dir: Path) -> str:
+    """The FastAPI release lock_dir's test lock pins (the newest proven one)."""
+    return pinned_versions(lock_dir / TEST_LOCK, MIN_UPSTREAM_PYTHON)["fastapi"]
+
+
 def resolve_oldest_fastapi(lock_dir: Path, out: Path) -> Path | None:
     """The lock of the oldest proven FastAPI's run (tests/run_all.sh): ``fastapi==<oldest>`` and its suite's
     test dependencies, every other package constrained to the pins of lock_dir's test lock and newest FastAPI
     suite lock, so that installing it over them moves only FastAPI. None when the oldest is the newest."""
-    newest = pinned_versions(lock_dir / TEST_LOCK, MIN_UPSTREAM_PYTHON)["fastapi"]
+    newest = locked_fastapi(lock_dir)
     oldest = oldest_proven_fastapi()
     if oldest == newest:
         return None

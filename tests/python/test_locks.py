@@ -38,7 +38,7 @@ def test_checked_in_locks_cover_every_input() -> None:
 
 def test_every_lock_pins_each_package_with_hashes() -> None:
     locks = [lock.HERE / lock.TEST_LOCK, *sorted((lock.HERE / lock.UPSTREAM_DIR).glob("*.txt"))]
-    newest = lock.pinned_versions(lock.HERE / lock.TEST_LOCK, lock.MIN_UPSTREAM_PYTHON)["fastapi"]
+    newest = lock.locked_fastapi(lock.HERE)
     oldest = 0 if lock.oldest_proven_fastapi() == newest else 1  # the oldest proven FastAPI's own lock
     assert len(locks) == 1 + len(run_upstream.SUITES) + oldest
     for path in locks:
@@ -65,7 +65,7 @@ def test_the_fastapi_locks_keep_sentry_sdk_2() -> None:
 def test_the_oldest_fastapi_lock_moves_only_fastapi() -> None:
     """Installed over the test environment, the oldest proven FastAPI's lock changes FastAPI and nothing the
     newest FastAPI's suite lock pins otherwise."""
-    newest = lock.pinned_versions(lock.HERE / lock.TEST_LOCK, lock.MIN_UPSTREAM_PYTHON)["fastapi"]
+    newest = lock.locked_fastapi(lock.HERE)
     oldest = lock.oldest_proven_fastapi()
     if oldest == newest:
         pytest.skip("the oldest proven FastAPI is the test lock's")

@@ -14,39 +14,34 @@ from upstream_report import report_use
 
 from fasterapi_asgi import _plan_body, _plan_entry, _plan_generator, _plan_stack, route_plans
 
+# Each counter source's counts when the session started (the report gives what the session added).
+_COUNTERS: tuple[Callable[[], tuple[int, ...]], ...] = (
+    route_plans.plan_counters,
+    _plan_stack.stack_counters,
+    _plan_entry.entry_counters,
+    _plan_body.body_counters,
+    _plan_generator.generator_counters,
+)
 _undo: Callable[[], None] | None = None
-_before = (0, 0, 0)
-_stack_before = (0, 0)
-_entry_before = (0, 0)
-_body_before = (0, 0)
-_generator_before = (0, 0)
+_before: list[tuple[int, ...]] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global _undo, _before, _stack_before, _entry_before, _body_before, _generator_before
+    global _undo, _before
     _undo = route_plans.force_on_every_route(verify=True)
-    _before = route_plans.plan_counters()
-    _stack_before = _plan_stack.stack_counters()
-    _entry_before = _plan_entry.entry_counters()
-    _body_before = _plan_body.body_counters()
-    _generator_before = _plan_generator.generator_counters()
+    _before = [counters() for counters in _COUNTERS]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    answered, handed_back, plan_replayed = (
-        now - then for now, then in zip(route_plans.plan_counters(), _before, strict=True)
-    )
-    flattened, replayed = (
-        now - then for now, then in zip(_plan_stack.stack_counters(), _stack_before, strict=True)
-    )
-    entered, entry_handed = (
-        now - then for now, then in zip(_plan_entry.entry_counters(), _entry_before, strict=True)
-    )
-    from_bytes, refused = (
-        now - then for now, then in zip(_plan_body.body_counters(), _body_before, strict=True)
-    )
-    generators, generator_errors = (
-        now - then for now, then in zip(_plan_generator.generator_counters(), _generator_before, strict=True)
+    (
+        (answered, handed_back, plan_replayed),
+        (flattened, replayed),
+        (entered, entry_handed),
+        (from_bytes, refused),
+        (generators, generator_errors),
+    ) = (
+        tuple(now - then for now, then in zip(counters(), before, strict=True))
+        for counters, before in zip(_COUNTERS, _before, strict=True)
     )
     report_use(
         session,
